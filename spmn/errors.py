@@ -1,0 +1,43 @@
+"""Exceptions raised by spmn: every user-facing failure is a :class:`SpmnError` subclass.
+
+Messages name the variable, node or file concerned and what was expected, so a user can fix
+the input without reading the source.
+"""
+from __future__ import annotations
+
+
+class SpmnError(Exception):
+    """Base class of every error that spmn raises on purpose."""
+
+
+class SchemaError(SpmnError, ValueError):
+    """A variable, role or partial order is malformed or unknown."""
+
+
+class DataError(SpmnError, ValueError):
+    """Evidence or training data do not match the schema (shape, codes, NaN, dtype)."""
+
+
+class ValidationError(SpmnError, ValueError):
+    """A circuit breaks a structural rule; ``node`` and ``rule`` say which and where."""
+
+    def __init__(self, message: str, node: str | None = None, rule: str | None = None):
+        super().__init__(message)
+        self.node = node
+        self.rule = rule
+
+
+class ModelFileError(SpmnError, OSError):
+    """A model file is missing, corrupt, of a future format version, or fails validation."""
+
+
+class BackendError(SpmnError, RuntimeError):
+    """An inference backend is unknown or not built on this machine."""
+
+
+class SolverError(SpmnError, ValueError):
+    """A solver got invalid input (e.g. a discount outside [0, 1)) or cannot converge."""
+
+
+class NotFittedError(SpmnError, RuntimeError):
+    """A model or encoder was used before ``fit``."""

@@ -1,0 +1,97 @@
+"""User-facing queries: check the evidence against the schema, pick a backend, run its pass.
+
+Every query accepts a numpy array (rows x variables, schema order; NaN = unobserved), a dict of
+columns or a DataFrame, and ``backend=None | "cython" | "numba" | "reference"``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from . import kernels
+from .errors import DataError, SchemaError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .circuit import Circuit
+
+#: Rows x nodes random draws generated at once when sampling (bounds memory).
+SAMPLE_CELLS = 1 << 22
+
+
+def _evidence(circuit: "Circuit", X: Any, allow_nan=True):
+    """(array, scalar?) for a query; ``X=None`` means one row with nothing observed."""
+    if X is None:
+        return np.full((1, len(circuit.schema)), np.nan), True
+    single = np.ndim(X) == 1 and not hasattr(X, "keys") and not hasattr(X, "columns")
+    return circuit.schema.validate_data(X, allow_nan=allow_nan), single
+
+
+def _values(circuit: "Circuit", values: Iterable[float] | None) -> np.ndarray:
+    n = circuit.compile().n_interface
+    if values is None:
+        return np.zeros(n)
+    v = np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(-1))
+    if v.shape != (n,):
+        raise DataError(f"interface_values has {v.size} entries; the circuit has {n} interface slots")
+    if not np.all(np.isfinite(v)):
+        raise DataError("interface_values must be finite")
+    return v
+
+
+def log_likelihood(circuit: "Circuit", X: Any, *, allow_missing: bool = True,
+                   backend: str | None = None) -> np.ndarray:
+    Xa, _ = _evidence(circuit, X, allow_nan=allow_missing)
+    return kernels.get(backend).log_likelihood(circuit.compile(), Xa)
+
+
+def meu(circuit: "Circuit", X: Any = None, *, interface_values=None, backend=None):
+    Xa, single = _evidence(circuit, X)
+    out = kernels.get(backend).meu(circuit.compile(), Xa, _values(circuit, interface_values))
+    return float(out[0]) if single else out
+
+
+def policy(circuit: "Circuit", X: Any = None, *, decision: str | None = None,
+           interface_values=None, backend=None):
+    if not circuit.decisions:
+        raise SchemaError("the circuit has no decision variables, so no policy")
+    decision = circuit.decisions[0] if decision is None else decision
+    col = circuit.schema.index(decision)
+    if circuit.schema[col].role != "decision":
+        raise SchemaError(f"{decision!r} is a {circuit.schema[col].role} variable, not a decision")
+    Xa, single = _evidence(circuit, X)
+    dec = kernels.get(backend).policy(circuit.compile(), Xa, _values(circuit, interface_values))
+    out = np.where(np.isnan(dec[:, col]), -1, dec[:, col]).astype(np.int64)
+    return int(out[0]) if single else out
+
+
+def mpe(circuit: "Circuit", X: Any = None, *, return_log_prob: bool = False, backend=None):
+    Xa, single = _evidence(circuit, X)
+    filled, logp = kernels.get(backend).mpe(circuit.compile(), Xa)
+    if single:
+        filled, logp = filled[0], float(logp[0])
+    return (filled, logp) if return_log_prob else filled
+
+
+def sample(circuit: "Circuit", n: int | None = None, *, seed=None, evidence: Any = None,
+           backend: str | None = None) -> np.ndarray:
+    if evidence is None:
+        if n is None or int(n) != n or n < 0:
+            raise DataError(f"sample needs a number of rows n >= 0, got {n!r}")
+        Xa = np.full((int(n), len(circuit.schema)), np.nan)
+    else:
+        Xa, _ = _evidence(circuit, evidence)
+        if n is not None and n != Xa.shape[0]:
+            raise DataError(f"n={n} but evidence has {Xa.shape[0]} rows")
+    flat = circuit.compile()
+    rng = np.random.default_rng(seed)
+    be = kernels.get(backend)
+    values = np.zeros(flat.n_interface)
+    out = np.empty_like(Xa)
+    step = max(1, SAMPLE_CELLS // flat.n_nodes)
+    for lo in range(0, Xa.shape[0], step):
+        hi = min(lo + step, Xa.shape[0])
+        u = rng.random((hi - lo, flat.n_nodes))
+        z = rng.standard_normal((hi - lo, flat.n_nodes))
+        out[lo:hi] = be.sample(flat, Xa[lo:hi], u, z, values)
+    return out

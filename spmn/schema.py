@@ -1,0 +1,307 @@
+"""Variables, roles, the partial order of information sets, and data validation.
+
+A :class:`Schema` fixes the column order of every evidence array: row ``i`` column ``j`` is the
+value of ``schema.variables[j]`` in case ``i``; NaN means unobserved. Discrete values are the
+integer codes ``0..k-1`` stored as floats.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import DataError, SchemaError
+
+ROLES = ("chance", "decision", "utility")
+KINDS = ("discrete", "continuous")
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One random, decision or utility variable.
+
+    Decisions are discrete; utilities are continuous (real-valued payoffs).
+    """
+
+    name: str
+    kind: str = "discrete"
+    k: int | None = None
+    labels: tuple[str, ...] | None = None
+    role: str = "chance"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise SchemaError(f"variable name must be a non-empty string, got {self.name!r}")
+        if self.kind not in KINDS:
+            raise SchemaError(f"variable {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.role not in ROLES:
+            raise SchemaError(f"variable {self.name!r}: role must be one of {ROLES}, got {self.role!r}")
+        if self.kind == "discrete":
+            if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
+                raise SchemaError(f"discrete variable {self.name!r} needs k >= 1 values, got k={self.k!r}")
+            object.__setattr__(self, "k", int(self.k))
+            if self.labels is not None:
+                labels = tuple(str(x) for x in self.labels)
+                if len(labels) != self.k:
+                    raise SchemaError(
+                        f"variable {self.name!r}: {len(labels)} labels for k={self.k} values")
+                object.__setattr__(self, "labels", labels)
+        else:
+            if self.k is not None or self.labels is not None:
+                raise SchemaError(f"continuous variable {self.name!r} takes no k or labels")
+        if self.role == "decision" and self.kind != "discrete":
+            raise SchemaError(f"decision variable {self.name!r} must be discrete")
+        if self.role == "utility" and self.kind != "continuous":
+            raise SchemaError(f"utility variable {self.name!r} must be continuous (real-valued)")
+
+    @classmethod
+    def discrete(cls, name: str, k: int, labels: Sequence[str] | None = None,
+                 role: str = "chance") -> "Variable":
+        return cls(name, "discrete", k, None if labels is None else tuple(labels), role)
+
+    @classmethod
+    def continuous(cls, name: str, role: str = "chance") -> "Variable":
+        return cls(name, "continuous", None, None, role)
+
+    @classmethod
+    def decision(cls, name: str, k: int, labels: Sequence[str] | None = None) -> "Variable":
+        return cls.discrete(name, k, labels, role="decision")
+
+    @classmethod
+    def utility(cls, name: str) -> "Variable":
+        return cls(name, "continuous", None, None, "utility")
+
+    @property
+    def is_discrete(self) -> bool:
+        return self.kind == "discrete"
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind, "role": self.role}
+        if self.kind == "discrete":
+            d["k"] = self.k
+            if self.labels is not None:
+                d["labels"] = list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Variable":
+        try:
+            labels = d.get("labels")
+            return cls(d["name"], d.get("kind", "discrete"), d.get("k"),
+                       None if labels is None else tuple(labels), d.get("role", "chance"))
+        except (KeyError, TypeError) as exc:
+            raise SchemaError(f"malformed variable entry {dict(d)!r}: {exc}") from None
+
+
+class Schema:
+    """An ordered set of variables plus the partial order (information sets, earliest first).
+
+    ``partial_order`` lists every variable exactly once; a set holding a decision holds only
+    decisions. Variable ``x`` precedes decision ``D`` when its set comes earlier: it is known
+    when ``D`` is taken.
+    """
+
+    def __init__(self, variables: Iterable[Variable],
+                 partial_order: Sequence[Sequence[str]] | None = None) -> None:
+        self.variables: tuple[Variable, ...] = tuple(variables)
+        if not self.variables:
+            raise SchemaError("a schema needs at least one variable")
+        for v in self.variables:
+            if not isinstance(v, Variable):
+                raise SchemaError(f"schema entries must be Variable, got {type(v).__name__}")
+        self._index = {}
+        for i, v in enumerate(self.variables):
+            if v.name in self._index:
+                raise SchemaError(f"variable {v.name!r} appears twice in the schema")
+            self._index[v.name] = i
+        self.partial_order: tuple[tuple[str, ...], ...] | None = None
+        self._rank: dict[str, int] = {}
+        if partial_order is not None:
+            self._set_partial_order(partial_order)
+        elif self.decisions:
+            raise SchemaError(
+                f"decisions {[v.name for v in self.decisions]} need a partial_order "
+                "(information sets, earliest first)")
+
+    def _set_partial_order(self, order: Sequence[Sequence[str]]) -> None:
+        if isinstance(order, str):
+            raise SchemaError("partial_order must be a list of lists of variable names")
+        sets = []
+        seen: dict[str, int] = {}
+        for r, group in enumerate(order):
+            if isinstance(group, str):
+                group = [group]
+            group = tuple(group)
+            if not group:
+                raise SchemaError(f"partial_order set {r} is empty")
+            for name in group:
+                if name not in self._index:
+                    raise SchemaError(f"partial_order names unknown variable {name!r}; "
+                                      f"known: {list(self._index)}")
+                if name in seen:
+                    raise SchemaError(f"variable {name!r} appears twice in the partial_order "
+                                      f"(sets {seen[name]} and {r})")
+                seen[name] = r
+            roles = {self[name].role == "decision" for name in group}
+            if len(roles) > 1:
+                raise SchemaError(f"partial_order set {r} {list(group)} mixes decisions with "
+                                  "other variables; a decision set holds only decisions")
+            sets.append(group)
+        missing = [v.name for v in self.variables if v.name not in seen]
+        if missing:
+            raise SchemaError(f"partial_order misses variables {missing}")
+        self.partial_order = tuple(sets)
+        self._rank = seen
+
+    # ------------------------------------------------------------------ lookup
+    def __len__(self) -> int:
+        return len(self.variables)
+
+    def __iter__(self):
+        return iter(self.variables)
+
+    def __getitem__(self, key: str | int) -> Variable:
+        if isinstance(key, (int, np.integer)):
+            return self.variables[int(key)]
+        return self.variables[self.index(key)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Schema) and self.variables == other.variables
+                and self.partial_order == other.partial_order)
+
+    def __repr__(self) -> str:
+        return f"Schema({[v.name for v in self.variables]}, partial_order={self.partial_order})"
+
+    def index(self, name: str) -> int:
+        """Column of variable ``name``; unknown names raise :class:`SchemaError`."""
+        try:
+            return self._index[name]
+        except (KeyError, TypeError):
+            raise SchemaError(f"unknown variable {name!r}; known: {list(self._index)}") from None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variables)
+
+    @property
+    def decisions(self) -> tuple[Variable, ...]:
+        return tuple(v for v in self.variables if v.role == "decision")
+
+    @property
+    def utilities(self) -> tuple[Variable, ...]:
+        return tuple(v for v in self.variables if v.role == "utility")
+
+    def ordered_decisions(self) -> tuple[str, ...]:
+        """Decision names in the order they are taken (partial order; schema order if none)."""
+        names = [v.name for v in self.decisions]
+        return tuple(sorted(names, key=lambda n: (self.rank(n), self.index(n))))
+
+    def rank(self, name: str) -> int:
+        """Position of ``name``'s information set (0 = known first); 0 when no order is set."""
+        self.index(name)
+        return self._rank.get(name, 0)
+
+    def precedes(self, name: str, decision: str) -> bool:
+        """True when ``name`` is known before ``decision`` is taken."""
+        return self.rank(name) < self.rank(decision)
+
+    @property
+    def cardinalities(self) -> np.ndarray:
+        """k for discrete variables, 0 for continuous ones (int64, schema order)."""
+        return np.array([v.k if v.is_discrete else 0 for v in self.variables], dtype=np.int64)
+
+    # ------------------------------------------------------------------ data
+    def validate_data(self, X: Any, *, allow_nan: bool | Sequence[str] = True,
+                      what: str = "evidence") -> np.ndarray:
+        """Check ``X`` against the schema and return it as a C-contiguous float64 copy.
+
+        ``allow_nan`` is True (any column may be unobserved), False, or the names of the
+        columns that may be NaN. Raises :class:`DataError` naming the column at fault.
+        """
+        X = self.as_array(X, what=what)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2:
+            raise DataError(f"{what} must be 2-D (rows x {len(self)} variables), got shape {X.shape}")
+        if X.shape[1] != len(self):
+            raise DataError(f"{what} has {X.shape[1]} columns; the schema has {len(self)} "
+                            f"variables {list(self.names)}")
+        X = np.ascontiguousarray(X, dtype=np.float64).copy()
+        nan = np.isnan(X)
+        for j, v in enumerate(self.variables):
+            col = X[:, j]
+            obs = ~nan[:, j]
+            may_nan = allow_nan is True or (not isinstance(allow_nan, bool) and v.name in allow_nan)
+            if not may_nan and not obs.all():
+                row = int(np.argmin(obs))
+                raise DataError(f"{what}: variable {v.name!r} is NaN in row {row}, "
+                                "where a value is required")
+            vals = col[obs]
+            if np.isinf(vals).any():
+                row = int(np.flatnonzero(obs)[np.argmax(np.isinf(vals))])
+                raise DataError(f"{what}: variable {v.name!r} is infinite in row {row}")
+            if v.is_discrete and vals.size:
+                bad = (vals != np.round(vals)) | (vals < 0) | (vals >= v.k)
+                if bad.any():
+                    row = int(np.flatnonzero(obs)[np.argmax(bad)])
+                    raise DataError(f"{what}: variable {v.name!r} has value {col[row]!r} in row "
+                                    f"{row}; expected an integer code in 0..{v.k - 1}")
+        return X
+
+    def as_array(self, X: Any, what: str = "evidence") -> np.ndarray:
+        """Accept a numpy array, a dict of columns or a pandas DataFrame (columns by name)."""
+        if isinstance(X, Mapping) or hasattr(X, "columns"):
+            cols = list(X.keys()) if isinstance(X, Mapping) else list(X.columns)
+            unknown = [c for c in cols if c not in self._index]
+            if unknown:
+                raise DataError(f"{what} has unknown columns {unknown}; known: {list(self.names)}")
+            n = None
+            out = None
+            for name in cols:
+                col = _numeric_column(X[name], name, what)
+                if n is None:
+                    n = col.shape[0]
+                    out = np.full((n, len(self)), np.nan)
+                elif col.shape[0] != n:
+                    raise DataError(f"{what}: column {name!r} has {col.shape[0]} rows, expected {n}")
+                out[:, self.index(name)] = col
+            if out is None:
+                raise DataError(f"{what} has no columns")
+            return out
+        try:
+            arr = np.asarray(X)
+        except Exception as exc:  # ragged lists etc.
+            raise DataError(f"{what} cannot be read as an array: {exc}") from None
+        if arr.dtype.kind not in "biuf":
+            raise DataError(f"{what} must be numeric (codes for discrete variables), got dtype {arr.dtype}")
+        return arr.astype(np.float64, copy=False)
+
+    # ------------------------------------------------------------------ io
+    def to_dict(self) -> dict[str, Any]:
+        return {"variables": [v.to_dict() for v in self.variables],
+                "partial_order": None if self.partial_order is None
+                else [list(s) for s in self.partial_order]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Schema":
+        try:
+            variables = [Variable.from_dict(v) for v in d["variables"]]
+        except (KeyError, TypeError) as exc:
+            raise SchemaError(f"malformed schema: {exc}") from None
+        return cls(variables, d.get("partial_order"))
+
+
+def _numeric_column(col: Any, name: str, what: str) -> np.ndarray:
+    arr = np.asarray(col)
+    if arr.ndim != 1:
+        raise DataError(f"{what}: column {name!r} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.float64)
+    if arr.dtype.kind not in "iuf":
+        raise DataError(f"{what}: column {name!r} holds {arr.dtype} values; expected numbers "
+                        "(integer codes for discrete variables)")
+    return arr.astype(np.float64)
