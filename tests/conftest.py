@@ -1,0 +1,25 @@
+"""Shared fixtures: ``backend`` runs a test on every inference backend."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # tests/strategies.py
+
+from spmn import kernels  # noqa: E402
+
+REQUIRE_COMPILED = os.environ.get("SPMN_REQUIRE_CYTHON", "") == "1"
+
+
+@pytest.fixture(params=list(kernels.BACKENDS))
+def backend(request) -> str:
+    """Each backend in turn; a compiled one that is not built is skipped, or fails when
+    ``SPMN_REQUIRE_CYTHON=1`` (CI), so a broken build cannot pass unnoticed."""
+    name = request.param
+    if name not in kernels.available():
+        if REQUIRE_COMPILED:
+            pytest.fail(f"backend {name!r} is not built but SPMN_REQUIRE_CYTHON=1")
+        pytest.skip(f"backend {name!r} not built")
+    return name
