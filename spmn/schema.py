@@ -248,7 +248,7 @@ class Schema:
                 bad = (vals != np.round(vals)) | (vals < 0) | (vals >= v.k)
                 if bad.any():
                     row = int(np.flatnonzero(obs)[np.argmax(bad)])
-                    raise DataError(f"{what}: variable {v.name!r} has value {col[row]!r} in row "
+                    raise DataError(f"{what}: variable {v.name!r} has value {float(col[row])!r} in row "
                                     f"{row}; expected an integer code in 0..{v.k - 1}")
         return X
 

@@ -150,20 +150,18 @@ def _union(parts, discrete: bool):
 
 
 def _overlap(a, b, discrete: bool) -> bool:
+    """True when the two supports share a set of positive probability: a common value, an
+    interval overlap of positive length, or the same point mass (touching bin edges do not)."""
     if a is None or b is None:
         return True
     if discrete:
         return bool(a & b)
-    for lo1, hi1, c1 in a:
-        for lo2, hi2, c2 in b:
-            lo, hi = max(lo1, lo2), min(hi1, hi2)
-            if lo < hi:
+    for lo1, hi1, _ in a:
+        for lo2, hi2, _ in b:
+            if max(lo1, lo2) < min(hi1, hi2):
                 return True
-            if lo == hi and (lo1 <= lo <= hi1) and (lo2 <= lo <= hi2):
-                in1 = lo < hi1 or c1
-                in2 = lo < hi2 or c2
-                if in1 and in2:
-                    return True
+            if lo1 == hi1 == lo2 == hi2:
+                return True
     return False
 
 
@@ -194,7 +192,7 @@ def validate(circuit: "Circuit") -> None:
                                 f"{sorted(schema[j].name for j in both)}")
                 seen |= sc
         elif isinstance(nd, N.Max):
-            _check_max(circuit, nd, name, dec)
+            _check_max(circuit, nd, name)
             dec = dec | {nd.var}
         else:
             raise _fail(name, "node-type", f"unknown node type {type(nd).__name__}")
@@ -222,7 +220,7 @@ def _check_sum(circuit: "Circuit", nd: N.Sum, name: str) -> None:
                         f"{sorted(circuit.schema[j].name for j in diff)})")
 
 
-def _check_max(circuit: "Circuit", nd: N.Max, name: str, dec_below: frozenset) -> None:
+def _check_max(circuit: "Circuit", nd: N.Max, name: str) -> None:
     schema = circuit.schema
     if nd.var not in schema:
         raise _fail(name, "max-variable", f"unknown variable {nd.var!r}")
@@ -242,12 +240,9 @@ def _check_max(circuit: "Circuit", nd: N.Max, name: str, dec_below: frozenset) -
             raise _fail(name, "max-complete", "children have different scopes")
     early = [schema[j].name for j in s0 if schema.precedes(schema[j].name, nd.var)]
     if early:
+        # this also catches a max node of an earlier decision placed below this one
         raise _fail(name, "partial-order", f"variables {sorted(early)} are known before decision "
                     f"{v.name!r} but appear below its max node")
-    before = [x for x in dec_below if schema.rank(x) < schema.rank(nd.var)]
-    if before:
-        raise _fail(name, "partial-order", f"decisions {sorted(before)} are taken before "
-                    f"{v.name!r} but their max nodes lie below it")
 
 
 def _check_deterministic(circuit: "Circuit", nd: N.Sum, name: str, dec: frozenset) -> None:

@@ -59,6 +59,24 @@ def random_spn(rng, variables, depth=3, max_children=3):
                _dirichlet(rng, k))
 
 
+def random_selective_spn(rng, variables, depth=3):
+    """A random circuit whose sums are deterministic (each child fixes one value of a split
+    variable), so that max-product MPE is exact on it."""
+    variables = list(variables)
+    if len(variables) == 1:
+        return random_leaf(rng, variables[0])
+    if depth <= 0 or rng.random() < 0.3:
+        perm = rng.permutation(len(variables))
+        cut = int(rng.integers(1, len(variables)))
+        parts = [[variables[i] for i in perm[:cut]], [variables[i] for i in perm[cut:]]]
+        return Product([random_selective_spn(rng, p, depth - 1) for p in parts])
+    j = int(rng.integers(len(variables)))
+    x, rest = variables[j], variables[:j] + variables[j + 1:]
+    kids = [Product([Categorical(x.name, np.eye(x.k)[v]), random_selective_spn(rng, rest, depth - 1)])
+            for v in range(x.k)]
+    return Sum(kids, _dirichlet(rng, x.k))
+
+
 def _split_level(rng, chance, rest, levels, depth):
     """Deterministic splits / products over this level's chance variables, then the next
     decision (a max node) or, after the last decision, a free SPN."""
@@ -124,25 +142,25 @@ def brute_force_meu(circuit: Circuit) -> float:
     for d in decs:
         known = [v.name for v in schema if v.role != "utility" and schema.precedes(v.name, d)]
         rules_domain.append((known, all_assignments(schema, known)))
-    rule_choices = [itertools.product(range(schema[d].k), repeat=len(dom)) for d, (_, dom)
-                    in zip(decs, rules_domain)]
+    rule_choices = [list(itertools.product(range(schema[d].k), repeat=len(dom)))
+                    for d, (_, dom) in zip(decs, rules_domain)]
     xs = all_assignments(schema, chance)
-    rows = np.full((len(xs), len(schema)), np.nan)
+    base = np.full((len(xs), len(schema)), np.nan)
     for r, a in enumerate(xs):
         for n, v in zip(chance, a):
-            rows[r, schema.index(n)] = v
-    best = -np.inf
-    for policy in itertools.product(*rule_choices):
-        X = rows.copy()
+            base[r, schema.index(n)] = v
+    policies = list(itertools.product(*rule_choices))
+    X = np.tile(base, (len(policies), 1))  # block p holds every chance assignment under policy p
+    for p, policy in enumerate(policies):
+        block = X[p * len(xs):(p + 1) * len(xs)]
         for d, (known, dom), rule in zip(decs, rules_domain, policy):
             table = dict(zip(dom, rule))
-            for r in range(len(X)):
-                key = tuple(int(X[r, schema.index(n)]) for n in known)
-                X[r, schema.index(d)] = table[key]
-        L = circuit.log_likelihood(X, backend="reference")
-        U = circuit.meu(X, backend="reference")
-        best = max(best, float(np.sum(np.exp(L) * U)))
-    return best
+            for r in range(len(block)):
+                block[r, schema.index(d)] = table[tuple(int(block[r, schema.index(n)]) for n in known)]
+    L = circuit.log_likelihood(X, backend="reference")
+    U = circuit.meu(X, backend="reference")
+    eu = (np.exp(L) * U).reshape(len(policies), len(xs)).sum(axis=1)
+    return float(eu.max())
 
 
 def n_policies(circuit: Circuit) -> int:

@@ -210,7 +210,10 @@ def mpe(flat: FlatCircuit, X: np.ndarray):
     """Max-product up, argmax completion down: (completed X, log p of the completion).
 
     Unobserved leaves take their mode, sums their best weighted child, unobserved decisions the
-    child with the largest max-product value (first maximum wins everywhere).
+    child with the largest max-product value (first maximum wins everywhere). Exact for
+    selective circuits (deterministic sums, as above every decision); with latent sums it is
+    the max-product (Viterbi) value, a lower bound on the true maximum that the returned
+    completion attains.
     """
     rows = X.shape[0]
     n = flat.n_nodes

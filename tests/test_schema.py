@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from spmn import DataError, Schema, SchemaError, Variable
+
+
+def make():
+    return Schema([Variable.discrete("X", 3), Variable.decision("D", 2),
+                   Variable.continuous("Y"), Variable.utility("U")],
+                  partial_order=[["X"], ["D"], ["Y", "U"]])
+
+
+def test_roles_order_and_lookup():
+    s = make()
+    assert s.names == ("X", "D", "Y", "U")
+    assert [v.name for v in s.decisions] == ["D"]
+    assert s.precedes("X", "D") and not s.precedes("Y", "D")
+    assert s.index("Y") == 2 and s["D"].k == 2
+    np.testing.assert_array_equal(s.cardinalities, [3, 2, 0, 0])
+    assert Schema.from_dict(s.to_dict()) == s
+
+
+@pytest.mark.parametrize("order, msg", [
+    ([["X"], ["D"], ["Y"]], "misses variables \\['U'\\]"),
+    ([["X", "X"], ["D"], ["Y", "U"]], "'X' appears twice"),
+    ([["X", "D"], ["Y", "U"]], "mixes decisions"),
+    ([["X"], ["D"], ["Y", "U", "Q"]], "unknown variable 'Q'"),
+])
+def test_bad_partial_orders(order, msg):
+    with pytest.raises(SchemaError, match=msg):
+        Schema(make().variables, order)
+
+
+def test_decisions_need_an_order_and_bad_variables():
+    with pytest.raises(SchemaError, match="need a partial_order"):
+        Schema([Variable.decision("D", 2)])
+    with pytest.raises(SchemaError, match="k >= 1"):
+        Variable.discrete("X", 0)
+    with pytest.raises(SchemaError, match="must be discrete"):
+        Variable("D", "continuous", role="decision")
+    with pytest.raises(SchemaError, match="2 labels for k=3"):
+        Variable.discrete("X", 3, ["a", "b"])
+    with pytest.raises(SchemaError, match="twice"):
+        Schema([Variable.discrete("X", 2), Variable.discrete("X", 3)])
+    with pytest.raises(SchemaError, match="unknown variable 'Z'"):
+        make().index("Z")
+
+
+def test_validate_data_accepts_and_copies():
+    s = make()
+    X = np.array([[0, 1, 0.5, np.nan], [2, np.nan, -1.0, 3.0]], dtype=np.float32, order="F")
+    out = s.validate_data(X)
+    assert out.dtype == np.float64 and out.flags.c_contiguous
+    out2 = s.validate_data({"X": [1, 2], "Y": [0.0, 1.0]})
+    assert np.isnan(out2[:, 1]).all() and out2[1, 0] == 2
+
+
+@pytest.mark.parametrize("X, msg", [
+    (np.zeros((2, 3)), "has 3 columns; the schema has 4"),
+    (np.array([[3, 0, 0, 0]]), "variable 'X' has value 3.0 in row 0; expected an integer code in 0..2"),
+    (np.array([[0.5, 0, 0, 0]]), "variable 'X' has value 0.5"),
+    (np.array([[0, -1, 0, 0]]), "variable 'D'"),
+    (np.array([[0, 0, np.inf, 0]]), "'Y' is infinite"),
+    (np.array([["a", "b", "c", "d"]]), "must be numeric"),
+    (np.zeros((2, 2, 4)), "must be 2-D"),
+])
+def test_validate_data_errors(X, msg):
+    with pytest.raises(DataError, match=msg):
+        make().validate_data(X)
+
+
+def test_nan_where_required_and_unknown_columns():
+    s = make()
+    with pytest.raises(DataError, match="'Y' is NaN in row 1"):
+        s.validate_data(np.array([[0, 0, 0, 0], [0, 0, np.nan, 0]]), allow_nan=["U"])
+    with pytest.raises(DataError, match="unknown columns \\['Q'\\]"):
+        s.validate_data({"Q": [1.0]})
+    with pytest.raises(DataError, match="column 'X' holds <U1"):
+        s.validate_data({"X": np.array(["a"])})
