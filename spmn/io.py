@@ -131,10 +131,13 @@ def circuit_from_payload(payload: dict[str, Any], arrays: _Arrays):
     return Circuit(built[root], schema)
 
 
-def _register_circuit() -> None:
+def _register_builtin() -> None:
     from .circuit import Circuit
+    from .worldmodel import WorldModel
+    from .worldmodel_build import from_payload, to_payload
 
     register_kind("circuit", Circuit, circuit_to_payload, circuit_from_payload)
+    register_kind("world_model", WorldModel, to_payload, from_payload)
 
 
 # ---------------------------------------------------------------------------- files
@@ -147,8 +150,8 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
 
     The object is validated first; files appear only when everything succeeded.
     """
-    if not _KINDS:
-        _register_circuit()
+    if "circuit" not in _KINDS:
+        _register_builtin()
     path = Path(path)
     for kind, (cls, to_payload, _) in _KINDS.items():
         if isinstance(obj, cls):
@@ -196,8 +199,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def load(path: str | os.PathLike) -> Any:
     """Read a model file written by :func:`save`; errors are :class:`ModelFileError`."""
-    if not _KINDS:
-        _register_circuit()
+    if "circuit" not in _KINDS:
+        _register_builtin()
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -1,0 +1,332 @@
+"""WorldModel: learn p(s', r | s, a) from logged transitions as a recurrent SPMN template and
+solve it exactly.
+
+The template (see :mod:`spmn.recurrent`)::
+
+    state part:  deterministic sums on state variables (the region tree), whose leaves are
+                 Product(remaining state leaves, ir_k), one interface root per region k
+    ir_k      =  max over the action(s) of  Σ_o P(o | k, a) · ( U_r(k, a, o) ⊗ S'-leaves(o) ⊗ l_o )
+
+where the outcome ``o`` is the next region (latent interface leaf ``l_o``) or the end of the
+episode (no latent leaf: value 0). ``P(o | k, a)`` are transition counts (hard EM on the
+region assignment reduces to counts), ``U_r`` is the empirical reward distribution (exact
+expectation), ``S'-leaves(o)`` the next-state values observed in outcome ``o`` (a product of
+per-variable categoricals). Values are exact for this model: a Bellman update is one pass of
+the compiled template.
+
+Documented fallbacks (never NaN): a (region, action) pair absent from the logs uses the region's
+outcome distribution pooled over actions; a state never logged lands in the region of its most
+frequent sibling values (see :mod:`spmn.learn.regions`); a state logged only as the end of an
+episode (a hole or goal of FrozenLake) is terminal: value 0, policy action 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import nodes as N
+from ._progress import progress_bar
+from .circuit import Circuit
+from .errors import DataError, NotFittedError
+from .learn.regions import RegionTree, learn_regions, reward_classes
+from .recurrent import RecurrentSolution, Template
+from .schema import Schema, Variable
+
+
+def _names(x: str | Variable | Sequence[str | Variable]) -> list[Variable | str]:
+    if isinstance(x, (str, Variable)):
+        return [x]
+    return list(x)
+
+
+def _column(data: Any, name: str, what: str) -> np.ndarray:
+    try:
+        col = data[name]
+    except (KeyError, IndexError, ValueError):
+        cols = list(data.keys()) if hasattr(data, "keys") else []
+        raise DataError(f"{what} column {name!r} is missing from the transitions; "
+                        f"columns: {cols}") from None
+    arr = np.asarray(col)
+    if arr.ndim != 1:
+        raise DataError(f"column {name!r} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"column {name!r} holds {arr.dtype} values; expected numbers")
+    return arr
+
+
+def _codes(arr: np.ndarray, name: str, k: int | None) -> np.ndarray:
+    if arr.dtype.kind == "f":
+        if np.isnan(arr).any():
+            raise DataError(f"column {name!r} has NaN in row {int(np.argmax(np.isnan(arr)))}; "
+                            "transitions must be complete")
+        if (arr != np.round(arr)).any():
+            raise DataError(f"column {name!r} must hold integer codes, found {arr[arr != np.round(arr)][0]!r}")
+    a = arr.astype(np.int64)
+    if a.size and a.min() < 0:
+        raise DataError(f"column {name!r} has negative code {int(a.min())}")
+    if k is not None and a.size and a.max() >= k:
+        raise DataError(f"column {name!r} has code {int(a.max())}, outside 0..{k - 1} of its schema")
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class Solution:
+    """A solved world model: per-region values/policy plus lookups by state."""
+
+    model: "WorldModel"
+    result: RecurrentSolution
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.result.values
+
+    @property
+    def iterations(self) -> int:
+        return self.result.iterations
+
+    @property
+    def residual(self) -> float:
+        return self.result.residual
+
+    @property
+    def gamma(self) -> float:
+        return self.result.gamma
+
+    def _rows(self, states) -> tuple[np.ndarray, np.ndarray]:
+        S = self.model._state_array(states)
+        return self.model.tree_.route(S), self.model._is_terminal(S)
+
+    def value(self, states) -> np.ndarray:
+        """V(s) of each state (its region's value; 0 for terminal states)."""
+        reg, term = self._rows(states)
+        V = self.result.values[0] if self.result.horizon is not None else self.result.values
+        return np.where(term, 0.0, V[reg])
+
+    def policy(self, states) -> np.ndarray:
+        """Greedy action code per state (joint code unravelled to columns when several action
+        variables); 0 in terminal states."""
+        reg, term = self._rows(states)
+        pol = self.result.policy[0] if self.result.horizon is not None else self.result.policy
+        joint = np.where(term, 0, pol[reg])
+        m = self.model
+        if len(m.action_names_) == 1:
+            return joint
+        return np.stack(np.unravel_index(joint, m.action_cards_), axis=1)
+
+    def q(self, states) -> np.ndarray:
+        """Q(s, a) per state and joint action."""
+        reg, term = self._rows(states)
+        return np.where(term[:, None], 0.0, self.result.q[reg])
+
+
+class WorldModel:
+    """Learn p(s', r | s, a) from logged transitions; solve it exactly.
+
+    ``states``/``actions``: names (discrete codes 0..k-1, k read from the data) or
+    :class:`Variable` objects; next-state columns are ``<state>_next``. Hyper-parameters:
+    ``structure`` ("learn": split regions by G-tests at ``split_p``; "full": one region per
+    observed joint state), ``min_samples_split``, ``max_regions``, ``smoothing`` (added to the
+    outcome counts of each region's observed outcomes), ``backend`` for the Bellman passes.
+    """
+
+    def __init__(self, states, actions, reward: str = "r", terminated: str | None = None, *,
+                 structure: str = "learn", split_p: float = 1e-3, min_samples_split: int = 20,
+                 max_regions: int | None = None, smoothing: float = 0.0,
+                 backend: str | None = None, progress: bool = True) -> None:
+        self.states = _names(states)
+        self.actions = _names(actions)
+        self.reward = reward
+        self.terminated = terminated
+        self.structure = structure
+        self.split_p = split_p
+        self.min_samples_split = min_samples_split
+        self.max_regions = max_regions
+        self.smoothing = smoothing
+        self.backend = backend
+        self.progress = progress
+
+    # ------------------------------------------------------------------ data
+    @staticmethod
+    def _name(v: str | Variable) -> str:
+        return v.name if isinstance(v, Variable) else v
+
+    def _read(self, data: Any):
+        if isinstance(data, np.lib.npyio.NpzFile):
+            data = {k: data[k] for k in data.files}
+        if not (isinstance(data, Mapping) or hasattr(data, "columns")):
+            raise DataError("transitions must be a dict of columns, a DataFrame or an npz file")
+        snames = [self._name(v) for v in self.states]
+        anames = [self._name(v) for v in self.actions]
+        givenk = {self._name(v): v.k for v in (*self.states, *self.actions) if isinstance(v, Variable)}
+        S = [_column(data, n, "state") for n in snames]
+        Sn = [_column(data, f"{n}_next", "next-state") for n in snames]
+        A = [_column(data, n, "action") for n in anames]
+        r = _column(data, self.reward, "reward").astype(np.float64)
+        n = r.shape[0]
+        for name, col in zip([*snames, *(f"{x}_next" for x in snames), *anames],
+                             [*S, *Sn, *A]):
+            if col.shape[0] != n:
+                raise DataError(f"column {name!r} has {col.shape[0]} rows, expected {n}")
+        if not np.all(np.isfinite(r)):
+            raise DataError(f"reward column {self.reward!r} has NaN or infinite values")
+        if self.terminated is None:
+            term = np.zeros(n, bool)
+        else:
+            t = _column(data, self.terminated, "terminated")
+            if t.dtype.kind != "b" and not np.isin(t, (0, 1)).all():
+                raise DataError(f"terminated column {self.terminated!r} must be boolean (or 0/1)")
+            term = t.astype(bool)
+        S = np.stack([_codes(c, nm, givenk.get(nm)) for c, nm in zip(S, snames)], axis=1)
+        Sn = np.stack([_codes(c, f"{nm}_next", givenk.get(nm)) for c, nm in zip(Sn, snames)], axis=1)
+        A = np.stack([_codes(c, nm, givenk.get(nm)) for c, nm in zip(A, anames)], axis=1)
+        return S, A, r, Sn, term
+
+    def _state_array(self, states) -> np.ndarray:
+        self._check_fitted()
+        if isinstance(states, Mapping) or hasattr(states, "columns"):
+            S = np.stack([np.asarray(states[n]) for n in self.state_names_], axis=1)
+        else:
+            S = np.asarray(states)
+            if S.ndim == 0 or (S.ndim == 1 and len(self.state_names_) > 1):
+                S = S.reshape(-1, len(self.state_names_))
+            elif S.ndim == 1:
+                S = S[:, None]
+        if S.ndim != 2 or S.shape[1] != len(self.state_names_):
+            raise DataError(f"states must have {len(self.state_names_)} columns "
+                            f"{self.state_names_}, got shape {S.shape}")
+        return np.stack([_codes(S[:, j], n, k) for j, (n, k) in
+                         enumerate(zip(self.state_names_, self.state_cards_))], axis=1)
+
+    def _is_terminal(self, S: np.ndarray) -> np.ndarray:
+        T = self.terminal_states_
+        if T.shape[0] == 0:
+            return np.zeros(S.shape[0], bool)
+        key = np.ravel_multi_index(S.T, self.state_cards_)
+        return np.isin(key, np.ravel_multi_index(T.T, self.state_cards_))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "template_"):
+            raise NotFittedError("this WorldModel is not fitted yet: call fit(transitions) first")
+
+    # ------------------------------------------------------------------ learning
+    def fit(self, transitions: Any) -> "WorldModel":
+        """Learn the region structure and the template's parameters from logged transitions."""
+        S, A, r, Sn, term = self._read(transitions)
+        if S.shape[0] == 0:
+            raise DataError("no transitions to learn from")
+        self.state_names_ = [self._name(v) for v in self.states]
+        self.action_names_ = [self._name(v) for v in self.actions]
+        given = {self._name(v): v.k for v in (*self.states, *self.actions) if isinstance(v, Variable)}
+        self.state_cards_ = np.array([given.get(n) or int(max(S[:, j].max(), Sn[:, j].max())) + 1
+                                      for j, n in enumerate(self.state_names_)], np.int64)
+        self.action_cards_ = np.array([given.get(n) or int(A[:, j].max()) + 1
+                                       for j, n in enumerate(self.action_names_)], np.int64)
+        a = np.ravel_multi_index(A.T, self.action_cards_)
+        with progress_bar(self.progress and S.shape[0] > 20000, desc="learning regions",
+                          unit="regions") as bar:
+            tree = learn_regions(S, a, reward_classes(r), Sn, term, self.state_cards_,
+                                 structure=self.structure, split_p=self.split_p,
+                                 min_samples_split=self.min_samples_split,
+                                 max_regions=self.max_regions,
+                                 progress=lambda k: bar.set_postfix(regions=k))
+        self.tree_ = tree
+        seen = np.unique(np.ravel_multi_index(S.T, self.state_cards_))
+        ends = np.unique(np.ravel_multi_index(Sn[term].T, self.state_cards_))
+        only_end = np.setdiff1d(ends, seen)
+        self.terminal_states_ = np.stack(np.unravel_index(only_end, self.state_cards_), axis=1) \
+            if only_end.size else np.zeros((0, S.shape[1]), np.int64)
+        self.tables_ = _count_tables(tree, S, a, r, Sn, term, int(np.prod(self.action_cards_)))
+        self.n_transitions_ = int(S.shape[0])
+        self._build()
+        return self
+
+    def _build(self) -> None:
+        from .worldmodel_build import build_template
+
+        self.template_: Template = build_template(self)
+        self.circuit_: Circuit = self.template_.circuit
+
+    @property
+    def n_regions_(self) -> int:
+        self._check_fitted()
+        return self.tree_.n_regions
+
+    # ------------------------------------------------------------------ queries
+    def solve(self, gamma: float = 0.95, horizon: int | None = None,
+              method: str = "policy_iteration", tol: float = 1e-8) -> Solution:
+        """Exact values and greedy policy of the learned model (see :class:`Template`)."""
+        self._check_fitted()
+        return Solution(self, self.template_.solve(gamma, horizon, method, tol))
+
+    def transition_matrix(self) -> np.ndarray:
+        """P(o | k, a) of the model, shape (regions, joint actions, regions + 1 [end])."""
+        self._check_fitted()
+        from .worldmodel_build import outcome_probs
+
+        return outcome_probs(self)
+
+    def predict(self, s, a) -> dict[str, np.ndarray]:
+        """Exact conditional distribution of (s', r) given one state ``s`` and action ``a``:
+        arrays ``next`` (m, d), ``reward`` (m,), ``prob`` (m,) over every outcome."""
+        from .worldmodel_build import predict
+
+        return predict(self, s, a)
+
+    def explain(self, tol: float = 0.02):
+        """Which state and action variables the next-state variables and the reward depend on,
+        read from the learned circuit (see :func:`spmn.worldmodel_build.explain`)."""
+        from .worldmodel_build import explain
+
+        return explain(self, tol)
+
+    def summary(self):
+        self._check_fitted()
+        return self.circuit_.summary()
+
+    def validate(self) -> "WorldModel":
+        self._check_fitted()
+        self.template_.check()
+        return self
+
+    def __repr__(self) -> str:
+        fitted = f", regions={self.tree_.n_regions}" if hasattr(self, "tree_") else ""
+        return (f"WorldModel(states={[self._name(v) for v in self.states]}, "
+                f"actions={[self._name(v) for v in self.actions]}, reward={self.reward!r}{fitted})")
+
+
+def _count_tables(tree: RegionTree, S, a, r, Sn, term, n_actions: int) -> dict[str, np.ndarray]:
+    """Sufficient statistics of the template: counts by (region, action, outcome), rewards by
+    (region, action, outcome, value), next-state values by outcome, state values by tree node."""
+    K = tree.n_regions
+    k_of = tree.route(S)
+    # outcomes: next region 0..K-1, or K + e for the e-th distinct state that ends an episode
+    end_keys, end_id = np.unique(np.ravel_multi_index(Sn[term].T, tree.cards), return_inverse=True)
+    n_out = K + end_keys.size
+    o = tree.route(Sn)
+    o[term] = K + end_id.ravel()
+    key = (k_of * n_actions + a) * n_out + o
+    trans = np.bincount(key, minlength=K * n_actions * n_out).reshape(K, n_actions, n_out)
+    pair, rinv = np.unique(np.stack([key, r]), axis=1, return_inverse=True)
+    rcount = np.bincount(rinv.ravel(), minlength=pair.shape[1])
+    d, kmax = S.shape[1], int(tree.cards.max())
+    nxt = np.zeros((n_out, d, kmax))
+    for j in range(d):
+        np.add.at(nxt, (o, j, Sn[:, j]), 1.0)
+    # state value counts at every tree node (rows passing through it)
+    nodes = len(tree.var)
+    state = np.zeros((nodes, d, kmax))
+    node = np.zeros(S.shape[0], np.int64)
+    active = np.ones(S.shape[0], bool)
+    while active.any():
+        idx = np.flatnonzero(active)
+        for j in range(d):
+            np.add.at(state, (node[idx], j, S[idx, j]), 1.0)
+        v = tree.var[node[idx]]
+        inner = v >= 0
+        active[idx[~inner]] = False
+        node[idx[inner]] = tree.child[node[idx[inner]], S[idx[inner], v[inner]]]
+    return {"trans": trans.astype(np.float64), "reward_key": pair[0].astype(np.int64),
+            "reward_value": pair[1], "reward_count": rcount.astype(np.float64),
+            "next": nxt, "state": state}
