@@ -187,13 +187,30 @@ class Template:
             residuals.append(float(np.abs(d).max()))
             V = TV
             if c * (hi - lo) / 2.0 < tol:
-                V = TV + c * (hi + lo) / 2.0
+                # closed states (no latent leaf below) are exact already: do not shift them
+                V = np.where(self._closed(), TV, TV + c * (hi + lo) / 2.0)
                 break
         else:
             raise SolverError(f"value iteration did not reach tol={tol} in {max_iter} sweeps")
         TV, pol, Q = self.bellman(V, gamma)
         return RecurrentSolution(V, pol, Q, it, float(np.abs(TV - V).max()), gamma, None,
                                  "value_iteration", tuple(residuals))
+
+    def _closed(self) -> np.ndarray:
+        """Interface states with no latent leaf below them (their value is exact at once)."""
+        if not hasattr(self, "_closed_mask"):
+            flat = self.circuit.compile()
+            n = flat.n_nodes
+            parent = np.repeat(np.arange(n), np.diff(flat.child_ptr))
+            G = sp.csr_array((np.ones(parent.size), (parent, flat.child_idx)), shape=(n, n))
+            has = flat.kind == K_INTERFACE
+            while True:
+                more = has | (G @ has.astype(np.float64) > 0)
+                if np.array_equal(more, has):
+                    break
+                has = more
+            self._closed_mask = ~has[self._ir_idx]
+        return self._closed_mask
 
     def policy_system(self, policy: np.ndarray) -> tuple[sp.csr_array, np.ndarray]:
         """(M, r) with U(ir_k) = r_k + Σ_j M[k, j] x_j when the latent leaves hold x and ir_k
@@ -312,15 +329,35 @@ class Template:
             for group in schema.partial_order[1:]:
                 order.append([rename(x, t) for x in group])
         order = _merge_chance_sets(order, {v.name: v.role for v in variables})
+        ends = self._episode_ends()
         below: dict[int, N.Node] | None = None
+        pads: list[N.Node | None] = [None] * (H + 1)
+        for t in range(H - 1, 0, -1):
+            pads[t] = _pad([*step_vars, *(schema[x] for x in self.next_vars)], self.next_vars,
+                           lambda name, t=t: rename(name, t), pads[t + 1])
         for t in range(H - 1, -1, -1):
             roots = [self.circuit.root] if t == 0 else list(self.interface_roots)
             copies = _clone(self.circuit.nodes, roots, lambda name, t=t: rename(name, t),
-                            gamma ** t, below)
+                            gamma ** t, below, ends, pads[t + 1])
             below = {k: copies[id(ir)] for k, ir in enumerate(self.interface_roots)} if t else None
             if t == 0:
                 root = copies[id(self.circuit.root)]
         return Circuit(root, Schema(variables, order))
+
+    def _episode_ends(self) -> set[int]:
+        """Outcome products without a latent leaf (the episode ends there): products right
+        below a sum or max node whose scope holds every next-state variable and no decision."""
+        schema = self.circuit.schema
+        nxt = {schema.index(x) for x in self.next_vars}
+        dec = {schema.index(d) for d in self.decisions}
+        out: set[int] = set()
+        for nd in self.circuit.nodes:
+            if isinstance(nd, (N.Sum, N.Max)):
+                for c in nd.children:
+                    sc = self.circuit.scope(c)
+                    if isinstance(c, N.Product) and nxt <= sc and not sc & dec and not any(isinstance(g, N.Interface) for g in c.children):
+                        out.add(id(c))
+        return out
 
 
 def _renamed(v: Variable, name: str) -> Variable:
@@ -339,10 +376,30 @@ def _merge_chance_sets(order: list[list[str]], roles: dict[str, str]) -> list[li
     return out
 
 
+def _pad(step_vars: list[Variable], next_vars: Sequence[str], rename, later: N.Node | None) -> N.Node:
+    """The rest of an ended episode from step t on: every action, zero reward, uniform
+    states (it only completes the scopes; its utility is 0)."""
+    kids: list[N.Node] = []
+    for v in step_vars:
+        if v.role == "utility":
+            kids.append(N.Utility.constant(rename(v.name), 0.0))
+        elif v.role == "chance" or v.name in next_vars:
+            if not v.is_discrete:
+                raise SolverError(f"cannot unroll past an episode end with continuous {v.name!r}")
+            kids.append(N.Categorical(rename(v.name), np.full(v.k, 1.0 / v.k)))
+    if later is not None:
+        kids.append(later)
+    node: N.Node = N.Product(kids, label="episode over")
+    for v in reversed([v for v in step_vars if v.role == "decision"]):
+        node = N.Max(rename(v.name), [node] * v.k)
+    return node
+
+
 def _clone(order: list[N.Node], roots: list[N.Node], rename, scale: float,
-           below: dict[int, N.Node] | None) -> dict[int, N.Node]:
+           below: dict[int, N.Node] | None, ends: set[int], pad: N.Node | None) -> dict[int, N.Node]:
     """Copy the nodes reachable from ``roots`` with renamed variables and utilities scaled by
-    ``scale``; interface leaf j becomes ``below[j]`` (or is dropped when ``below`` is None)."""
+    ``scale``; interface leaf j becomes ``below[j]`` (or is dropped when ``below`` is None) and
+    episode-end products get ``pad`` (the remaining steps) as an extra child."""
     reach: set[int] = set()
     stack = list(roots)
     while stack:
@@ -359,7 +416,10 @@ def _clone(order: list[N.Node], roots: list[N.Node], rename, scale: float,
             continue
         kids = [new[id(c)] for c in nd.children]
         if isinstance(nd, N.Product):
-            c = N.Product([k for k in kids if k is not None], label=nd.label)
+            kids = [k for k in kids if k is not None]
+            if id(nd) in ends and pad is not None:
+                kids.append(pad)
+            c = N.Product(kids, label=nd.label)
         elif None in kids:
             raise SolverError(f"{N.describe(nd)}: an interface leaf must sit under a product to unroll")
         elif isinstance(nd, N.Sum):
