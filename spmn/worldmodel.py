@@ -224,13 +224,13 @@ class WorldModel:
         self.action_cards_ = np.array([given.get(n) or int(A[:, j].max()) + 1
                                        for j, n in enumerate(self.action_names_)], np.int64)
         a = np.ravel_multi_index(A.T, self.action_cards_)
-        with progress_bar(self.progress and S.shape[0] > 20000, desc="learning regions",
-                          unit="regions") as bar:
+        with progress_bar(self.progress and S.shape[0] > 20000, desc="refining regions",
+                          unit="round") as bar:
             tree = learn_regions(S, a, reward_classes(r), Sn, term, self.state_cards_,
                                  structure=self.structure, split_p=self.split_p,
                                  min_samples_split=self.min_samples_split,
                                  max_regions=self.max_regions,
-                                 progress=lambda k: bar.set_postfix(regions=k))
+                                 progress=lambda k: (bar.update(1), bar.set_postfix(regions=k)))
         self.tree_ = tree
         seen = np.unique(np.ravel_multi_index(S.T, self.state_cards_))
         ends = np.unique(np.ravel_multi_index(Sn[term].T, self.state_cards_))
