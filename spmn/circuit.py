@@ -75,8 +75,8 @@ class Circuit:
         self._scope: dict[int, frozenset[int]] = {}
         for nd in self.nodes:
             if isinstance(nd, N.Leaf):
-                var = getattr(nd, "var", "")
-                sc = frozenset([self.schema.index(var)]) if var in self.schema else frozenset()
+                names = getattr(nd, "vars", None) or (getattr(nd, "var", ""),)
+                sc = frozenset(self.schema.index(v) for v in names if v in self.schema)
             else:
                 sc = frozenset().union(*(self._scope[id(c)] for c in nd.children)) \
                     if nd.children else frozenset()
@@ -85,6 +85,7 @@ class Circuit:
             self._scope[id(nd)] = sc
         self._flat: FlatCircuit | None = None
         self._sup: _Supports | None = None
+        self._valid = False
 
     def scope(self, node: N.Node) -> frozenset[int]:
         """Schema columns of the variables below ``node`` (a max node includes its decision)."""
@@ -100,7 +101,9 @@ class Circuit:
 
     def validate(self) -> "Circuit":
         """Check every structural rule (see :mod:`spmn.validation`); returns ``self``."""
-        _validate(self)
+        if not self._valid:
+            _validate(self)
+            self._valid = True
         return self
 
     def compile(self) -> FlatCircuit:
@@ -149,6 +152,9 @@ class Circuit:
             return f"{nd.var}: [{', '.join(f'{x:.3g}' for x in nd.p)}]"
         if isinstance(nd, N.Gaussian):
             return f"{nd.var} ~ N({nd.mean:.4g}, {nd.std:.4g}²)"
+        if isinstance(nd, N.MultivariateGaussian):
+            mean = ", ".join(f"{x:.4g}" for x in nd.mean)
+            return f"({', '.join(nd.vars)}) ~ N([{mean}], Σ {len(nd.vars)}x{len(nd.vars)})"
         if isinstance(nd, N.Histogram):
             return f"{nd.var}: histogram({len(nd.densities)} bins)"
         return type(nd).__name__

@@ -257,14 +257,16 @@ class Template:
         self._system_cache = {key: (M, r)}
         return M, r
 
-    def policy_evaluation(self, policy: np.ndarray, gamma: float) -> np.ndarray:
-        """Exact V_π from (I - γ M_π) V = r_π (sparse LU)."""
+    def policy_evaluation(self, policy: np.ndarray, gamma: float,
+                          values0: np.ndarray | None = None) -> np.ndarray:
+        """Exact V_π from V = r_π + γ M_π V (the linear solver of :mod:`spmn.reference`:
+        banded or sparse LU, or restarted GMRES to 1e-12 for large sparse systems)."""
+        from .reference._linsolve import solve_policy_system
+
         gamma = check_gamma(gamma, None)
         M, r = self.policy_system(policy)
-        A = sp.identity(self.n_states, format="csc") - gamma * sp.csc_array(M)
-        from scipy.sparse.linalg import spsolve
-
-        V = np.atleast_1d(spsolve(A, r))
+        V, _, _ = solve_policy_system(sp.csr_array(M), r, gamma, x0=values0)
+        V = np.asarray(V, dtype=np.float64)
         if not np.all(np.isfinite(V)):
             raise SolverError("policy evaluation failed: singular system")
         return V
@@ -274,8 +276,9 @@ class Template:
         one Bellman pass; stops when the policy is stable (keeping the old action on ties)."""
         gamma = check_gamma(gamma, None)
         pol = self.bellman(np.zeros(self.n_states), gamma)[1]
+        V = None
         for it in range(1, max_iter + 1):
-            V = self.policy_evaluation(pol, gamma)
+            V = self.policy_evaluation(pol, gamma, V)
             TV, greedy, Q = self.bellman(V, gamma)
             scale = max(1.0, float(np.abs(Q).max()))
             keep = Q[np.arange(self.n_states), pol] >= TV - 1e-12 * scale

@@ -2,7 +2,8 @@
 
 Rules (the name in brackets is ``ValidationError.rule``):
 [acyclic] no cycles; [leaf-variable] a leaf names a known variable of the right role and kind;
-[leaf-parameters] probabilities >= 0 summing to 1, std > 0, increasing breaks, ...;
+[leaf-parameters] probabilities >= 0 summing to 1, std > 0, increasing breaks, a multivariate
+Gaussian's covariance symmetric positive definite (not singular), ...;
 [sum-weights] one weight per child, >= 0, summing to 1; [sum-complete] children share one
 scope; [product-decomposable] children's scopes are disjoint; [max-variable] a max node's
 variable is a decision; [max-unique] one child per decision value, the decision not below;
@@ -61,6 +62,9 @@ def check_leaf(node: N.Leaf, name: str, schema) -> None:
         if node.index < 0:
             raise _fail(name, "leaf-parameters", f"interface slot {node.index} must be >= 0")
         return
+    if isinstance(node, N.MultivariateGaussian):
+        _check_mvgaussian(node, name, schema)
+        return
     if node.var not in schema:
         raise _fail(name, "leaf-variable", f"unknown variable {node.var!r}; known: {list(schema.names)}")
     v = schema[node.var]
@@ -99,6 +103,28 @@ def check_leaf(node: N.Leaf, name: str, schema) -> None:
         raise _fail(name, "node-type", f"unknown leaf type {type(node).__name__}")
 
 
+def _check_mvgaussian(node: N.MultivariateGaussian, name: str, schema) -> None:
+    from .continuous_gaussian import covariance_problem
+
+    if not node.vars:
+        raise _fail(name, "leaf-variable", "a MultivariateGaussian needs at least one variable")
+    if len(set(node.vars)) != len(node.vars):
+        raise _fail(name, "leaf-variable", f"variables {list(node.vars)} repeat a name")
+    for v in node.vars:
+        if v not in schema:
+            raise _fail(name, "leaf-variable", f"unknown variable {v!r}; known: {list(schema.names)}")
+        var = schema[v]
+        if var.role != "chance" or var.is_discrete:
+            raise _fail(name, "leaf-variable", f"MultivariateGaussian over {var.kind} {var.role} "
+                        f"variable {v!r}; expected continuous chance variables")
+    d = len(node.vars)
+    if node.mean.shape != (d,):
+        raise _fail(name, "leaf-parameters", f"mean has {node.mean.size} entries for {d} variables")
+    problem = covariance_problem(node.mean, node.cov, node.vars)
+    if problem:
+        raise _fail(name, "leaf-parameters", problem)
+
+
 # ---------------------------------------------------------------------------- supports
 class _Supports:
     """Support of a node over one variable: a set of codes (discrete) or a list of intervals
@@ -127,6 +153,9 @@ class _Supports:
 
     @staticmethod
     def _leaf(node: N.Leaf, var: int, schema):
+        if isinstance(node, N.MultivariateGaussian):
+            vs = {schema.index(v) for v in node.vars}
+            return [(-math.inf, math.inf, False)] if var in vs else None
         if isinstance(node, N.Interface) or schema.index(node.var) != var:
             return None
         if isinstance(node, N.Categorical):
@@ -252,6 +281,11 @@ def _check_deterministic(circuit: "Circuit", nd: N.Sum, name: str, dec: frozense
     pre = sorted(j for j in circuit.scope(nd) if schema.precedes(schema[j].name, first))
     sup = circuit._supports()
     ch = nd.children
+    for j in pre:  # fast path: one variable splits every child apart (O(children))
+        parts = [sup.of(c, j) for c in ch]
+        if schema[j].is_discrete and all(p is not None for p in parts) and \
+                sum(len(p) for p in parts) == len(frozenset().union(*parts)):
+            return
     for a in range(len(ch)):
         for b in range(a + 1, len(ch)):
             if not any(not _overlap(sup.of(ch[a], j), sup.of(ch[b], j), schema[j].is_discrete)
