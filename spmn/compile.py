@@ -16,9 +16,14 @@ Layout (``n`` nodes in topological order, children before parents, the root is `
   K_UTILITY_DISCRETE  ``k, mean, v_0 .. v_{k-1}, log p_0 .. log p_{k-1}``
   K_UTILITY_HISTOGRAM ``m, mean, b_0 .. b_m, log d_0 .. log d_{m-1}``
   K_INTERFACE         ``slot``
+  K_MVGAUSSIAN        ``d, zoff, c_0 .. c_{d-1}, μ_0 .. μ_{d-1}, Σ_00 .. Σ_{d-1,d-1}``
   ==================  ==========================================================
 
-  ``mean`` is the exact expectation, computed once here with ``math.fsum``.
+  ``mean`` is the exact expectation, computed once here with ``math.fsum``. A multivariate
+  Gaussian lists its ``d`` schema columns ``c_j`` (``var[i] = c_0``), its mean and its
+  covariance row by row; ``zoff`` places its extra normal draws: variable 0 uses draw column
+  ``i`` (its node), variable ``j >= 1`` column ``n_nodes + zoff + j - 1`` (``n_draws`` columns
+  in all).
 - ``var_card[j]``: k of discrete column ``j``, 0 for continuous ones.
 - ``node_map``: the node objects, index-aligned (for reading results back; kernels never
   see it).
@@ -39,8 +44,9 @@ if TYPE_CHECKING:  # pragma: no cover
 K_SUM, K_PRODUCT, K_MAX = 0, 1, 2
 K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM = 3, 4, 5
 K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM, K_INTERFACE = 6, 7, 8
+K_MVGAUSSIAN = 9
 KIND_NAMES = ("sum", "product", "max", "categorical", "gaussian", "histogram",
-              "utility_discrete", "utility_histogram", "interface")
+              "utility_discrete", "utility_histogram", "interface", "mvgaussian")
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -78,7 +84,7 @@ class FlatCircuit:
         assert np.all(np.diff(self.child_ptr) >= 0) and np.all(np.diff(self.param_ptr) >= 0)
         assert self.log_weight.shape == self.child_idx.shape
         assert self.var.shape == (n,)
-        assert np.all((self.kind >= K_SUM) & (self.kind <= K_INTERFACE))
+        assert np.all((self.kind >= K_SUM) & (self.kind <= K_MVGAUSSIAN))
         parent = np.repeat(np.arange(n), np.diff(self.child_ptr))
         assert np.all(self.child_idx < parent), "children must precede their parents"
         assert np.all(self.child_idx >= 0)
@@ -110,6 +116,13 @@ class FlatCircuit:
     def root(self) -> int:
         return self.n_nodes - 1
 
+    @property
+    def n_draws(self) -> int:
+        """Columns of the uniform/normal draws a sampling pass reads: one per node plus
+        ``d - 1`` per multivariate Gaussian leaf."""
+        mv = np.flatnonzero(self.kind == K_MVGAUSSIAN)
+        return self.n_nodes + int((self.params[self.param_ptr[mv]] - 1).sum())
+
     def leaf_params(self, i: int) -> np.ndarray:
         return self.params[self.param_ptr[i]:self.param_ptr[i + 1]]
 
@@ -122,8 +135,14 @@ def _safe_log(a: np.ndarray) -> np.ndarray:
         return np.log(np.asarray(a, dtype=np.float64))
 
 
-def leaf_record(node: N.Leaf) -> tuple[int, list[float]]:
-    """Kind code and flat parameters of one leaf (layout in the module docstring)."""
+def leaf_record(node: N.Leaf, schema=None, zoff: int = 0) -> tuple[int, list[float]]:
+    """Kind code and flat parameters of one leaf (layout in the module docstring); a
+    multivariate Gaussian needs the ``schema`` (its columns) and its draw offset ``zoff``."""
+    if isinstance(node, N.MultivariateGaussian):
+        cols = [float(schema.index(v)) for v in node.vars]
+        cov = (node.cov + node.cov.T) / 2
+        return K_MVGAUSSIAN, [float(len(cols)), float(zoff), *cols, *node.mean.tolist(),
+                              *cov.reshape(-1).tolist()]
     if isinstance(node, N.Categorical):
         return K_CATEGORICAL, _safe_log(node.p).tolist()
     if isinstance(node, N.Gaussian):
@@ -159,6 +178,7 @@ def compile_circuit(circuit: "Circuit") -> FlatCircuit:
     log_weight: list[float] = []
     params: list[float] = []
     n_interface = 0
+    zoff = 0
     for i, nd in enumerate(order):
         if isinstance(nd, N.Sum):
             kind[i] = K_SUM
@@ -171,10 +191,13 @@ def compile_circuit(circuit: "Circuit") -> FlatCircuit:
             var[i] = schema.index(nd.var)
             log_weight.extend([0.0] * len(nd.children))
         else:
-            code, rec = leaf_record(nd)
+            code, rec = leaf_record(nd, schema, zoff)
             kind[i] = code
             params.extend(rec)
-            if code == K_INTERFACE:
+            if code == K_MVGAUSSIAN:
+                zoff += len(nd.vars) - 1
+                var[i] = int(rec[2])
+            elif code == K_INTERFACE:
                 n_interface = max(n_interface, nd.index + 1)
             else:
                 var[i] = schema.index(nd.var)

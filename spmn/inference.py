@@ -1,7 +1,8 @@
 """User-facing queries: check the evidence against the schema, pick a backend, run its pass.
 
 Every query accepts a numpy array (rows x variables, schema order; NaN = unobserved), a dict of
-columns or a DataFrame, and ``backend=None | "cython" | "numba" | "reference"``.
+columns or a DataFrame, and ``backend=None | "cython" | "numba" | "reference"``. Evidence given
+as a ``dask.array`` is evaluated block by block by :mod:`spmn.kernels.dask` (lazy results).
 """
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ def _evidence(circuit: "Circuit", X: Any, allow_nan=True):
     return circuit.schema.validate_data(X, allow_nan=allow_nan), single
 
 
+def _dask(X: Any):
+    """spmn.kernels.dask when ``X`` is a dask array, else None (dask is never imported here)."""
+    if type(X).__module__.split(".")[0] != "dask":
+        return None
+    from .kernels import dask as dask_kernels
+    return dask_kernels if dask_kernels.is_dask_array(X) else None
+
+
 def _values(circuit: "Circuit", values: Iterable[float] | None) -> np.ndarray:
     n = circuit.compile().n_interface
     if values is None:
@@ -41,11 +50,17 @@ def _values(circuit: "Circuit", values: Iterable[float] | None) -> np.ndarray:
 
 def log_likelihood(circuit: "Circuit", X: Any, *, allow_missing: bool = True,
                    backend: str | None = None) -> np.ndarray:
+    dk = _dask(X)
+    if dk is not None:
+        return dk.log_likelihood(circuit.compile(), X, backend=backend)
     Xa, _ = _evidence(circuit, X, allow_nan=allow_missing)
     return kernels.get(backend).log_likelihood(circuit.compile(), Xa)
 
 
 def meu(circuit: "Circuit", X: Any = None, *, interface_values=None, backend=None):
+    dk = _dask(X)
+    if dk is not None:
+        return dk.meu(circuit.compile(), X, _values(circuit, interface_values), backend=backend)
     Xa, single = _evidence(circuit, X)
     out = kernels.get(backend).meu(circuit.compile(), Xa, _values(circuit, interface_values))
     return float(out[0]) if single else out
@@ -59,6 +74,10 @@ def policy(circuit: "Circuit", X: Any = None, *, decision: str | None = None,
     col = circuit.schema.index(decision)
     if circuit.schema[col].role != "decision":
         raise SchemaError(f"{decision!r} is a {circuit.schema[col].role} variable, not a decision")
+    dk = _dask(X)
+    if dk is not None:
+        dec = dk.policy(circuit.compile(), X, _values(circuit, interface_values), backend=backend)
+        return dk.da.where(dk.da.isnan(dec[:, col]), -1, dec[:, col]).astype(np.int64)
     Xa, single = _evidence(circuit, X)
     dec = kernels.get(backend).policy(circuit.compile(), Xa, _values(circuit, interface_values))
     out = np.where(np.isnan(dec[:, col]), -1, dec[:, col]).astype(np.int64)
@@ -66,6 +85,10 @@ def policy(circuit: "Circuit", X: Any = None, *, decision: str | None = None,
 
 
 def mpe(circuit: "Circuit", X: Any = None, *, return_log_prob: bool = False, backend=None):
+    dk = _dask(X)
+    if dk is not None:
+        filled, logp = dk.mpe(circuit.compile(), X, backend=backend)
+        return (filled, logp) if return_log_prob else filled
     Xa, single = _evidence(circuit, X)
     filled, logp = kernels.get(backend).mpe(circuit.compile(), Xa)
     if single:

@@ -71,7 +71,9 @@ def circuit_to_payload(circuit, arrays: _Arrays) -> dict[str, Any]:
         if nd.label is not None:
             rec["label"] = nd.label
         if isinstance(nd, N.Leaf):
-            if not isinstance(nd, N.Interface):
+            if isinstance(nd, N.MultivariateGaussian):
+                rec["vars"] = list(nd.vars)
+            elif not isinstance(nd, N.Interface):
                 rec["var"] = nd.var
             rec["params"] = {k: arrays.put(f"n{i}_{k}", v) for k, v in nd.params().items()}
         else:
@@ -112,6 +114,16 @@ def _build_node(rec: dict[str, Any], built: list, arrays: _Arrays) -> N.Node:
         return N.Utility(rec["var"], values=p["values"], probs=p["probs"], label=label)
     if t == "interface":
         return N.Interface(int(p["index"][0]), label=label)
+    if t == "mvgaussian":
+        names = rec["vars"]
+        if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
+            raise ModelFileError(f"node {rec.get('id')}: 'vars' must be a list of names")
+        d = len(names)
+        cov = p["cov"]
+        if cov.size != d * d:
+            raise ModelFileError(f"node {rec.get('id')}: covariance has {cov.size} entries, "
+                                 f"expected {d * d} for {d} variables")
+        return N.MultivariateGaussian(names, p["mean"], cov.reshape(d, d), label=label)
     raise ModelFileError(f"node {rec.get('id')}: unknown node type {t!r}")
 
 
@@ -138,6 +150,11 @@ def _register_builtin() -> None:
 
     register_kind("circuit", Circuit, circuit_to_payload, circuit_from_payload)
     register_kind("world_model", WorldModel, to_payload, from_payload)
+    from .continuous import GaussianWorldModel
+    from .continuous import from_payload as gwm_from_payload
+    from .continuous import to_payload as gwm_to_payload
+
+    register_kind("gaussian_world_model", GaussianWorldModel, gwm_to_payload, gwm_from_payload)
 
 
 # ---------------------------------------------------------------------------- files

@@ -2,7 +2,8 @@
 
 Inner nodes: :class:`Sum` (weighted mixture), :class:`Product` (independent factors),
 :class:`Max` (a decision: one child per decision value). Leaves: :class:`Categorical`,
-:class:`Gaussian`, :class:`Histogram`, :class:`Utility` and the latent :class:`Interface`.
+:class:`Gaussian`, :class:`Histogram`, :class:`Utility`, the latent :class:`Interface` and
+:class:`MultivariateGaussian` (the one leaf over several variables: ``vars``).
 Leaves name their variable; :mod:`spmn.circuit` resolves names against a schema and checks
 every rule. Parameters are stored as given; ``Circuit.validate`` says what is wrong with them.
 """
@@ -14,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["Node", "Sum", "Product", "Max", "Leaf", "Categorical", "Gaussian", "Histogram",
-           "Utility", "Interface"]
+           "Utility", "Interface", "MultivariateGaussian"]
 
 
 class Node:
@@ -105,6 +106,27 @@ class Gaussian(Leaf):
 
     def params(self) -> dict[str, list[float]]:
         return {"mean": [self.mean], "std": [self.std]}
+
+
+class MultivariateGaussian(Leaf):
+    """Joint normal ``N(mean, cov)`` (full covariance) over the continuous variables ``vars``.
+
+    Any subset may be unobserved (marginalized exactly); ``var`` is ``vars[0]``. Mixtures of
+    these leaves under sum nodes are ordinary circuits.
+    """
+
+    kind = "mvgaussian"
+
+    def __init__(self, vars: Sequence[str], mean: Sequence[float], cov,
+                 label: str | None = None) -> None:
+        names = (vars,) if isinstance(vars, str) else tuple(vars)
+        super().__init__(names[0] if names else "", label)
+        self.vars: tuple[str, ...] = names
+        self.mean = np.array(mean, dtype=np.float64).reshape(-1)
+        self.cov = np.atleast_2d(np.array(cov, dtype=np.float64))
+
+    def params(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "cov": self.cov.reshape(-1).tolist()}
 
 
 class Histogram(Leaf):

@@ -2,8 +2,9 @@
 
 ENV is a Gymnasium toy-text id (FrozenLake-v1, FrozenLake8x8-v1, Taxi-v4, CliffWalking-v1,
 CliffWalkingSlippery-v1; gymnasium needed), ``random-mdp:S,A,seed``, or
-``lqr:double-integrator``. The report's ``passed`` is False when the learned model's value at the
-start distribution differs from the exact one by more than ``tol`` (relative for LQR).
+``lqr:double-integrator`` (a learned :class:`~spmn.continuous.GaussianWorldModel`). The
+report's ``passed`` is False when the learned model's value at the start distribution differs
+from the exact one by more than ``tol`` (relative for LQR).
 """
 from __future__ import annotations
 
@@ -54,8 +55,11 @@ def verify_tabular(env: str, transitions: int, gamma: float, seed: int, tol: flo
 
 
 def verify_lqr(name: str, transitions: int, gamma: float, seed: int, tol: float) -> dict[str, Any]:
-    """Double integrator: learn (A, B, W) by least squares from exciting-input logs, solve the
-    Riccati equation of the learned system, compare V(x0 = (1, 0)) with the true one."""
+    """Double integrator: learn a :class:`~spmn.continuous.GaussianWorldModel` (one joint
+    Gaussian of (x, u, x'), dynamics through the origin) from exciting-input logs (episodes of
+    100 steps), solve it exactly (Riccati on the learned conditional Gaussian), compare
+    V(x0 = (1, 0)) with the true system's."""
+    from .continuous import GaussianWorldModel, transitions_from_system
     from .reference import LinearGaussianSystem
 
     if name != "double-integrator":
@@ -65,21 +69,17 @@ def verify_lqr(name: str, transitions: int, gamma: float, seed: int, tol: float)
     W = np.diag([1e-4, 1e-2])
     Q, R = np.eye(2), np.array([[0.1]])
     sys_ = LinearGaussianSystem(A, B, W)
-    rng = np.random.default_rng(seed)
-    U = rng.normal(0.0, 1.0, size=(transitions, 1))
-    X = sys_.simulate(np.zeros(2), U, seed=rng).x
-    Z = np.hstack([X[:-1], U])
-    theta, *_ = np.linalg.lstsq(Z, X[1:], rcond=None)
-    A_hat, B_hat = theta[:2].T, theta[2:].T
-    resid = X[1:] - Z @ theta
-    W_hat = resid.T @ resid / max(1, transitions - Z.shape[1])
-    learned = LinearGaussianSystem(A_hat, B_hat, W_hat).lqr(Q, R, gamma)
+    logs = transitions_from_system(sys_, transitions, cost=(Q, R), seed=seed)
+    model = GaussianWorldModel(["x0", "x1"], ["u0"], "r", intercept=False).fit(logs)
+    dyn = model.linear_dynamics()
+    learned = model.solve(gamma)
     true = sys_.lqr(Q, R, gamma)
     x0 = np.array([1.0, 0.0])
-    v, v_star = float(learned.value(x0)), float(true.value(x0))
+    v, v_star = float(learned.cost(x0)), float(true.value(x0))
     rel = abs(v - v_star) / abs(v_star)
     return {"env": f"lqr:{name}", "transitions": transitions, "gamma": gamma,
-            "A_error": float(np.abs(A_hat - A).max()), "B_error": float(np.abs(B_hat - B).max()),
+            "A_error": float(np.abs(dyn.A - A).max()), "B_error": float(np.abs(dyn.B - B).max()),
+            "W_error": float(np.abs(dyn.W - W).max()),
             "V_x0_model": v, "V_x0_exact": v_star, "relative_error": rel,
             "gain_model": learned.K.ravel().tolist(), "gain_exact": true.K.ravel().tolist(),
             "passed": bool(rel <= tol),

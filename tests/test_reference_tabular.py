@@ -174,8 +174,11 @@ def test_dense_and_sparse_storage_agree():
     sparse = random_mdp(50, 3, 0.3, seed=2)
     dense = TabularMDP(np.stack([m.toarray() for m in sparse.P]), sparse.expected_reward)
     assert sparse.is_sparse and not dense.is_sparse
+    coo = TabularMDP(sp.coo_array(np.asarray(dense.P)), sparse.expected_reward)  # 3-D sparse input
     a, b = sparse.policy_iteration(0.97), dense.policy_iteration(0.97)
     assert np.abs(a.values - b.values).max() < 1e-11 and np.array_equal(a.policy, b.policy)
+    c = coo.value_iteration(0.97, tol=1e-10)
+    assert coo.is_sparse and np.abs(c.values - b.values).max() < 1e-10
 
 
 def test_terminal_rewards_excluded_and_entry_reward_counted():
@@ -225,6 +228,18 @@ def test_sample_transitions_columns_and_frequencies():
         assert np.abs(freq - P[a, s]).max() < 5 / np.sqrt(m.sum())
     again = mdp.sample_transitions(20_000, seed=9)
     assert all(np.array_equal(d[k], again[k]) for k in d)
+
+
+def test_sample_transitions_transition_rewards():
+    base = random_mdp(5, 2, 1.0, seed=8)
+    R = np.random.default_rng(0).normal(size=(2, 5, 5))
+    for P in (np.asarray(base.P), [sp.csr_array(m) for m in base.P]):
+        Rin = R if isinstance(P, np.ndarray) else [sp.csr_array(r) for r in R]
+        mdp = TabularMDP(P, Rin, terminal=[4])
+        d = mdp.sample_transitions(2000, seed=1, max_episode_steps=10)
+        assert np.array_equal(d["r"], R[d["a"], d["s"], d["s_next"]])
+        assert np.allclose(mdp.expected_reward[:, :4], (np.asarray(base.P) * R).sum(axis=2)[:, :4])
+        assert np.all(mdp.expected_reward[:, 4] == 0.0)
 
 
 def test_sample_transitions_policies():

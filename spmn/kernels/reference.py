@@ -362,3 +362,118 @@ def sample(flat: FlatCircuit, X: np.ndarray, u: np.ndarray, z: np.ndarray,
                 kk, _, vals, logp = _udisc_parts(p)
                 out[fill, v] = vals[_pick(np.broadcast_to(logp[:, None], (kk, uu.shape[0])), uu)]
     return out
+
+
+# ---------------------------------------------------------------------------- node values
+def node_values(flat: FlatCircuit, X: np.ndarray, values: np.ndarray | None, nodes) -> tuple:
+    """``(L, U)`` of the nodes ``nodes``, each of shape (rows, len(nodes)).
+
+    The Bellman pass of a recurrent template is this MEU pass with the interface leaves bound
+    to ``values`` (``U(l_k) = values[k]``, ``L(l_k) = 0``), read at the interface roots.
+    """
+    L, U, _ = upward(flat, X, values)
+    idx = np.asarray(nodes, dtype=np.int64)
+    return L[idx].T.copy(), U[idx].T.copy()
+
+
+# ---------------------------------------------------------------------------- expected counts
+def flows(flat: FlatCircuit, X: np.ndarray, values: np.ndarray | None = None):
+    """Top-down flows: ``F`` (nodes, rows), the posterior probability that a row's evidence
+    passes through each node, and ``G`` (edges, rows), the flow along each edge.
+
+    The root has flow 1 (0 for rows with ``p(e) = 0``); a sum passes
+    ``f exp(log w_j + L_j - L)`` to child ``j``, a product ``f`` to every child, a max node
+    ``f`` to its chosen child (the observed decision or the MEU choice). A node adds up what
+    its parents pass it, parents taken in decreasing node order.
+    """
+    L, _, choice = upward(flat, X, values)
+    rows = X.shape[0]
+    F = np.zeros((flat.n_nodes, rows))
+    G = np.zeros((flat.n_edges, rows))
+    F[flat.root] = np.where(L[flat.root] > NEG_INF, 1.0, 0.0)
+    for i in range(flat.n_nodes - 1, -1, -1):
+        k = flat.kind[i]
+        if k > K_MAX:
+            continue
+        f = F[i]
+        live = (f != 0.0) & (L[i] > NEG_INF)
+        for e in range(flat.child_ptr[i], flat.child_ptr[i + 1]):
+            c = flat.child_idx[e]
+            g = np.zeros(rows)
+            if k == K_PRODUCT:
+                g[live] = f[live]
+            elif k == K_SUM:
+                g[live] = f[live] * np.exp((flat.log_weight[e] + L[c, live]) - L[i, live])
+            else:
+                hit = live & (choice[i] == e - flat.child_ptr[i])
+                g[hit] = f[hit]
+            G[e] = g
+            F[c] += g
+    return F, G
+
+
+def _bin_index(p: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Histogram bin of each x (-1 outside the support; the last bin includes its right edge)."""
+    m, _, b, _ = _hist_parts(p)
+    j = np.searchsorted(b, x, side="right") - 1
+    j = np.where(x == b[m], m - 1, j)
+    return np.where((x < b[0]) | (x > b[m]) | np.isnan(x), -1, j)
+
+
+def leaf_stats(flat: FlatCircuit, i: int, f: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Expected sufficient statistics of leaf ``i`` (aligned with its params) from flows ``f``
+    and its column ``x`` (NaN = unobserved); see :func:`expected_counts`."""
+    k = flat.kind[i]
+    p = flat.leaf_params(i)
+    out = np.zeros(p.shape[0])
+    if k == K_INTERFACE:
+        out[0] = f.sum()
+        return out
+    obs = ~np.isnan(x)
+    fo, fu, xo = f[obs], f[~obs], x[obs]
+    if k == K_CATEGORICAL:
+        out += np.bincount(xo.astype(np.int64), weights=fo, minlength=p.shape[0])
+        out += fu.sum() * np.exp(p)
+    elif k == K_GAUSSIAN:
+        mean, std = p[0], p[1]
+        out[0] = f.sum()
+        out[1] = (fo * xo).sum() + (fu * mean).sum()
+        out[2] = (fo * xo * xo).sum() + (fu * (mean * mean + std * std)).sum()
+    elif k in (K_HISTOGRAM, K_UTILITY_HISTOGRAM):
+        m, mean, b, logd = _hist_parts(p)
+        out[0] = f.sum()
+        out[1] = (fo * xo).sum() + (fu * mean).sum()
+        j = _bin_index(p, xo)
+        ok = j >= 0
+        out[3 + m:] += np.bincount(j[ok], weights=fo[ok], minlength=m)
+        out[3 + m:] += fu.sum() * (np.exp(logd) * np.diff(b))
+    elif k == K_UTILITY_DISCRETE:
+        kk, mean, v, logp = _udisc_parts(p)
+        out[0] = f.sum()
+        out[1] = (fo * xo).sum() + (fu * mean).sum()
+        for j in range(kk):  # first listed value equal to x
+            hit = (xo == v[j]) & ~np.isin(xo, v[:j])
+            out[2 + kk + j] += fo[hit].sum()
+        out[2 + kk:] += fu.sum() * np.exp(logp)
+    return out
+
+
+def expected_counts(flat: FlatCircuit, X: np.ndarray, values: np.ndarray | None = None):
+    """Expected counts for parameter learning, summed over the rows of ``X``.
+
+    Returns ``(edge_counts (edges,), leaf_stats (len(params),))``: ``edge_counts[e]`` is the
+    total flow along edge ``e`` (:func:`flows`); ``leaf_stats`` is aligned with
+    ``flat.params``: a categorical's slots get the expected count of each value; a Gaussian's
+    ``[Σf, Σf x, Σf x²]`` (unobserved rows: ``f mean``, ``f (mean² + std²)``); a histogram or
+    utility histogram's slot 0 ``Σf``, slot 1 ``Σf x`` (unobserved: ``f mean``), break slots
+    0 and log-density slots the expected count per bin (unobserved: ``f`` x bin probability);
+    a discrete utility's slot 0 ``Σf``, slot 1 ``Σf x`` and log-probability slots the
+    expected count of each value; an interface leaf ``Σf``. Rows with ``p(e) = 0`` add nothing.
+    """
+    F, G = flows(flat, X, values)
+    stats = np.zeros(flat.params.shape[0])
+    for i in range(flat.n_nodes):
+        if flat.kind[i] > K_MAX:
+            x = X[:, flat.var[i]] if flat.kind[i] != K_INTERFACE else None
+            stats[flat.param_ptr[i]:flat.param_ptr[i + 1]] = leaf_stats(flat, i, F[i], x)
+    return G.sum(axis=1), stats

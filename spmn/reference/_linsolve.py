@@ -1,9 +1,9 @@
-"""Policy-evaluation linear solves: v = b + γ P_π v, i.e. (I - γ P_π) v = b, to a certified residual.
+"""Policy-evaluation linear solves: v = b + γ P_π v, i.e. (I - γ P_π) v = b, to a checked residual.
 
-Dense small systems go to LAPACK, banded sparse ones to ``solve_banded`` (O(S·bw²), no fill-in), and
-everything else to BiCGSTAB with iterative refinement, falling back to a direct solve if the ∞-norm
-residual target is not met. ``I - γ P_π`` is strictly diagonally dominant for γ < 1, so every branch
-is well posed and ``|v - v_π|∞ <= |residual|∞ / (1 - γ)``.
+Small dense systems go to LAPACK, banded sparse ones to ``solve_banded`` (O(S·bw²), no fill-in) and the
+rest to restarted GMRES (BiCGSTAB if it stalls) with iterative refinement, falling back to an exact
+factorisation if the ∞-norm residual target is missed. ``I - γ P_π`` is strictly diagonally dominant
+for γ < 1, so every branch is well posed and ``|v - v_π|∞ <= |residual|∞ / (1 - γ)``.
 """
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-DENSE_DIRECT_MAX = 600  # dense systems up to this size: LAPACK LU (cheaper than Krylov overhead)
-BANDED_MAX_BW = 64  # sparse systems whose half-bandwidth is at most this: banded LU
-RESIDUAL_RTOL = 1e-12  # certified target: |b - (I - γP)v|∞ <= RESIDUAL_RTOL * max(1, |b|∞)
+DENSE_DIRECT_MAX = 600  # systems up to this size: LU (cheaper than Krylov overhead)
+DENSE_FALLBACK_MAX = 8000  # a non-banded sparse fallback is densified up to this size (sparse LU fills in)
+BANDED_MAX_BW = 64  # sparse systems of half-bandwidth <= this: banded LU
+RESIDUAL_RTOL = 1e-12  # target |b - (I - γP)v|∞ <= RESIDUAL_RTOL·max(1, |b|∞), or the rounding floor
+_EPS = np.finfo(np.float64).eps
 
 METHODS = ("auto", "direct", "banded", "iterative")
 
@@ -31,8 +33,24 @@ def _residual(Ppi, b: np.ndarray, gamma: float, x: np.ndarray) -> np.ndarray:
     return b - (x - gamma * (Ppi @ x))
 
 
+def _norm(v: np.ndarray) -> float:
+    return float(np.abs(v).max(initial=0.0))
+
+
+def _target(b: np.ndarray, x: np.ndarray, rtol: float = RESIDUAL_RTOL) -> float:
+    """rtol·max(1, |b|∞), never below the rounding floor of b - (I - γP)x."""
+    return max(rtol * max(1.0, _norm(b)), 32 * _EPS * (_norm(x) + _norm(b)))
+
+
+def is_exact(b: np.ndarray, x: np.ndarray, res: np.ndarray) -> bool:
+    """Whether a residual res = b - (I - γP)x meets the exact-solve target."""
+    return _norm(res) <= _target(b, x)
+
+
 def _direct(Ppi, b: np.ndarray, gamma: float) -> np.ndarray:
     S = b.shape[0]
+    if sp.issparse(Ppi) and S <= DENSE_FALLBACK_MAX and bandwidth(Ppi) > BANDED_MAX_BW:
+        Ppi = Ppi.toarray()
     if isinstance(Ppi, np.ndarray):
         M = Ppi * (-gamma)
         M[np.diag_indices(S)] += 1.0
@@ -49,57 +67,110 @@ def _banded(Ppi: sp.csr_array, b: np.ndarray, gamma: float, bw: int) -> np.ndarr
     return sla.solve_banded((bw, bw), ab, b, check_finite=False)
 
 
-def _iterative(Ppi, b, gamma, x, target, max_refine=6):
-    """BiCGSTAB on the correction equation, repeated until |residual|∞ <= target."""
+def _gmres_cycle(matvec, r: np.ndarray, tol2: float, m: int) -> np.ndarray:
+    """One GMRES(m) cycle for M d = r from d = 0 (Arnoldi with two-pass Gram-Schmidt, Givens
+    rotations); stops once the estimated |r - M d|₂ <= tol2, which bounds the ∞-norm too."""
+    beta = float(np.linalg.norm(r))
+    basis = np.empty((m + 1, r.shape[0]))
+    basis[0] = r / beta
+    H = np.zeros((m + 1, m))
+    cs, sn, g = np.zeros(m), np.zeros(m), np.zeros(m + 1)
+    g[0] = beta
+    k = 0
+    for j in range(m):
+        w = matvec(basis[j])
+        for _ in range(2):  # classical Gram-Schmidt, repeated once for orthogonality
+            h = basis[:j + 1] @ w
+            w -= basis[:j + 1].T @ h
+            H[:j + 1, j] += h
+        hn = float(np.linalg.norm(w))
+        H[j + 1, j] = hn
+        for i in range(j):  # earlier rotations on the new column
+            a, c = H[i, j], H[i + 1, j]
+            H[i, j], H[i + 1, j] = cs[i] * a + sn[i] * c, -sn[i] * a + cs[i] * c
+        rho = float(np.hypot(H[j, j], hn))
+        cs[j], sn[j] = H[j, j] / rho, hn / rho
+        H[j, j], H[j + 1, j] = rho, 0.0
+        g[j + 1], g[j] = -sn[j] * g[j], cs[j] * g[j]
+        k = j + 1
+        if abs(g[j + 1]) <= tol2 or hn <= 1e-14 * beta:  # converged, or the Krylov space is exhausted
+            break
+        basis[j + 1] = w / hn
+    y = sla.solve_triangular(H[:k, :k], g[:k], check_finite=False)
+    return basis[:k].T @ y
+
+
+def _iterative(Ppi, b: np.ndarray, gamma: float, x: np.ndarray, res: np.ndarray | None,
+               rtol: float) -> tuple[np.ndarray, int, np.ndarray]:
+    """Refinement x += d, M d = b - M x, by GMRES(40) cycles (BiCGSTAB once they stall), each checked
+    by the true residual; ``res`` = b - M x if already known. Returns (x, matvecs, b - M x)."""
     S = b.shape[0]
-    op = spla.LinearOperator((S, S), matvec=lambda z: z - gamma * (Ppi @ z), dtype=np.float64)
     count = [0]
 
-    def cb(_xk):
+    def matvec(z: np.ndarray) -> np.ndarray:
         count[0] += 1
+        return z - gamma * (Ppi @ z)
 
-    for _ in range(max_refine):
-        res = _residual(Ppi, b, gamma, x)
-        if np.abs(res).max() <= target:
-            return x, count[0], True
-        d, info = spla.bicgstab(op, res, rtol=1e-11, atol=0.0, maxiter=20 * S + 100, callback=cb)
-        if info < 0 or not np.all(np.isfinite(d)):
+    res = b - matvec(x) if res is None else res
+    rn = _norm(res)
+    use_bicgstab = False
+    while rn > _target(b, x, rtol) and count[0] <= 4 * S + 400:
+        target = _target(b, x, rtol)
+        if use_bicgstab:
+            op = spla.LinearOperator((S, S), matvec=matvec, dtype=np.float64)
+            rt = min(0.5, 0.25 * target / float(np.linalg.norm(res)))
+            d, _ = spla.bicgstab(op, res, rtol=rt, atol=0.0, maxiter=2 * S + 100)
+        else:
+            d = _gmres_cycle(matvec, res, 0.5 * target, min(40, S))
+        if not np.all(np.isfinite(d)):
             break
-        x = x + d
-    res = _residual(Ppi, b, gamma, x)
-    return x, count[0], bool(np.abs(res).max() <= target)
+        xn = x + d
+        res_n = b - matvec(xn)
+        rn_new = _norm(res_n)
+        progress = rn_new < 0.5 * rn
+        if rn_new < rn:
+            x, res, rn = xn, res_n, rn_new
+        if not progress:
+            if use_bicgstab:
+                break
+            use_bicgstab = True
+    return x, count[0], res
 
 
-def solve_policy_system(
-    Ppi, b: np.ndarray, gamma: float, x0: np.ndarray | None = None, method: str = "auto"
-) -> tuple[np.ndarray, int, float]:
-    """Solve v = b + γ Ppi v; returns (v, solver iterations, |residual|∞). Ppi: dense or CSR (S, S)."""
+def solve_policy_system(Ppi, b: np.ndarray, gamma: float, x0: np.ndarray | None = None,
+                        method: str = "auto", res0: np.ndarray | None = None,
+                        rtol: float = RESIDUAL_RTOL) -> tuple[np.ndarray, int, np.ndarray]:
+    """Solve v = b + γ Ppi v for dense or CSR Ppi (S, S); returns (v, iterations, b + γ Ppi v - v).
+
+    iterations: 1 for a factorisation, matrix-vector products for 'iterative' (which starts from x0,
+    default 0, may be handed its residual b - (I - γ Ppi) x0 as res0, and stops at the residual
+    rtol·max(1, |b|∞); factorisations are exact whatever rtol).
+    """
     S = b.shape[0]
-    target = RESIDUAL_RTOL * max(1.0, float(np.abs(b).max(initial=0.0)))
     dense = isinstance(Ppi, np.ndarray)
     bw = S if dense else bandwidth(Ppi)
     if method == "auto":
-        if dense:
-            method = "direct" if S <= DENSE_DIRECT_MAX else "iterative"
-        elif bw <= BANDED_MAX_BW:
+        if not dense and bw <= BANDED_MAX_BW:
             method = "banded"
         else:
             method = "direct" if S <= DENSE_DIRECT_MAX else "iterative"
     if method == "banded" and dense:
         Ppi = sp.csr_array(Ppi)
+        bw = bandwidth(Ppi)
     iters = 1
     if method == "direct":
         x = _direct(Ppi, b, gamma)
     elif method == "banded":
         x = _banded(Ppi, b, gamma, bw)
     else:
-        x0 = b.copy() if x0 is None else np.array(x0, dtype=np.float64)
-        x, iters, ok = _iterative(Ppi, b, gamma, x0, target)
-        if not ok:  # Krylov stagnated: an exact factorisation is always available
-            x = _direct(Ppi, b, gamma)
-            iters += 1
-    res = float(np.abs(_residual(Ppi, b, gamma, x)).max(initial=0.0))
-    if method != "direct" and res > target:
+        if x0 is None:
+            x0, res0 = np.zeros(S), b.copy()
+        x, iters, res = _iterative(Ppi, b, gamma, np.array(x0, dtype=np.float64), res0, rtol)
+        if _norm(res) <= _target(b, x, rtol):
+            return x, iters, res
+        x = _direct(Ppi, b, gamma)  # Krylov stagnated: an exact factorisation is always available
+    res = _residual(Ppi, b, gamma, x)
+    if method == "banded" and _norm(res) > _target(b, x):  # banded LU of an M-matrix is stable
         x = _direct(Ppi, b, gamma)
-        res = float(np.abs(_residual(Ppi, b, gamma, x)).max(initial=0.0))
+        res = _residual(Ppi, b, gamma, x)
     return x, iters, res

@@ -42,7 +42,8 @@ def _env_kwargs(env_cls: type, spec_kwargs: dict, kwargs: dict) -> dict[str, Any
               if k != "self" and p.default is not inspect.Parameter.empty}
     merged.update(spec_kwargs)
     merged.update(kwargs)
-    merged.pop("render_mode", None)
+    for key in ("render_mode", "max_episode_steps", "disable_env_checker"):
+        merged.pop(key, None)
     return merged
 
 

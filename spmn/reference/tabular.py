@@ -15,9 +15,10 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
 from spmn.errors import DataError, SolverError
-from spmn.reference._linsolve import METHODS, solve_policy_system
+from spmn.reference._linsolve import METHODS, RESIDUAL_RTOL, is_exact, solve_policy_system
 
 ROW_SUM_ATOL = 1e-9  # |Σ_s' P[a,s,s'] - 1| allowed
+LOOSE_RTOL = 1e-6  # residual goal of policy iteration's first (iterative) evaluation
 TIE_RTOL = 1e-12  # actions whose Q is within TIE_RTOL * max(1, |Q|∞) of the best tie -> lowest index
 _EPS = np.finfo(np.float64).eps
 
@@ -90,10 +91,21 @@ def _rows_stack(P: Any) -> tuple[Any, int, int]:
 
 
 def _check_stochastic(flat: Any, A: int, S: int, terminal: np.ndarray) -> None:
-    data = flat.data if sp.issparse(flat) else flat
-    if not np.all(np.isfinite(data)):
-        raise DataError("P contains NaN or infinite entries")
-    if (data < 0).any():
+    """Finite, non-negative rows summing to 1 (terminal rows may be empty), in one cache-friendly pass."""
+    if sp.issparse(flat):
+        sums = np.asarray(flat.sum(axis=1)).ravel()
+        low = float(flat.data.min(initial=0.0))
+    else:  # cache-sized row blocks (1 MB): the sum and the min read each block once from memory
+        sums, ones = np.empty(A * S), np.ones(S)
+        low, step = 0.0, max(1, (1 << 17) // S)
+        for i in range(0, A * S, step):
+            blk = flat[i:i + step]
+            sums[i:i + step] = blk @ ones
+            low = min(low, float(blk.min()))
+    if not np.all(np.isfinite(sums)):  # any NaN or infinite entry makes its row sum non-finite
+        row = int(np.argmax(~np.isfinite(sums)))
+        raise DataError(f"P[a={row // S}, s={row % S}, :] contains NaN or infinite entries")
+    if low < 0:
         if sp.issparse(flat):
             k = int(np.argmax(flat.data < 0))
             row = int(np.searchsorted(flat.indptr, k, side="right") - 1)
@@ -102,7 +114,6 @@ def _check_stochastic(flat: Any, A: int, S: int, terminal: np.ndarray) -> None:
             row, col = (int(i) for i in np.argwhere(flat < 0)[0])
             val = float(flat[row, col])
         raise DataError(f"P[a={row // S}, s={row % S}, s'={col}] = {val} is a negative probability")
-    sums = np.asarray(flat.sum(axis=1)).ravel()
     bad = np.abs(sums - 1.0) > ROW_SUM_ATOL
     bad &= ~(np.tile(terminal, A) & (sums == 0.0))  # a terminal state's row may be left empty
     if bad.any():
@@ -327,6 +338,8 @@ class TabularMDP:
         g = check_gamma(gamma)
         if not tol > 0:
             raise SolverError(f"tol must be > 0, got {tol!r}")
+        if int(max_iter) < 1:
+            raise SolverError(f"max_iter must be >= 1, got {max_iter!r}")
         c = g / (1.0 - g)
         V = np.zeros(self.n_states) if v0 is None else np.array(v0, dtype=np.float64)
         if V.shape != (self.n_states,):
@@ -357,7 +370,7 @@ class TabularMDP:
                           v0: ArrayLike | None = None) -> MDPSolution:
         """V_π solving (I - γ P_π) V = r_π exactly; policy (S,) actions or (S, A) probabilities.
 
-        method: 'auto' | 'direct' (LU) | 'banded' | 'iterative' (BiCGSTAB, residual-certified).
+        method: 'auto' | 'direct' (LU) | 'banded' | 'iterative' (GMRES/BiCGSTAB, residual-checked).
         The solution's ``policy`` is the evaluated one (its most probable action when stochastic).
         """
         g = check_gamma(gamma)
@@ -365,47 +378,84 @@ class TabularMDP:
             raise SolverError(f"method={method!r} is not one of {METHODS}")
         pi = self._check_policy(policy)
         Ppi, b = self._policy_system(pi)
-        V, iters, _ = solve_policy_system(Ppi, b, g, v0, method)
+        V, iters, res = solve_policy_system(Ppi, b, g, v0, method)
         V[self.terminal] = 0.0
-        residual = float(np.abs(b + g * (Ppi @ V) - V).max())
+        residual = float(np.abs(res).max(initial=0.0))
         det = pi if pi.ndim == 1 else np.argmax(pi, axis=1).astype(np.int64)
         return MDPSolution(V, det, iters, residual, self._q(V, g))
+
+    def _q_rows(self, a: np.ndarray, s: np.ndarray, V: np.ndarray, gamma: float) -> np.ndarray:
+        """Q[a_k, s_k] = r[a_k, s_k] + γ P[a_k, s_k, :] V for index pairs (terminal states not allowed)."""
+        return self._r[a, s] + gamma * np.asarray(self._Pf[a * self.n_states + s] @ V)
 
     def policy_iteration(self, gamma: float, policy0: ArrayLike | None = None, method: str = "auto",
                          max_iter: int = 10_000) -> MDPSolution:
         """Howard's policy iteration: exact evaluation (I - γ P_π) V = r_π, then greedy improvement.
 
-        An action is switched only when it beats the current one by more than the tie tolerance, so the
-        iteration stops after finitely many steps; the returned policy breaks ties by lowest index.
+        Only the first improvement step reads all of P: afterwards, with δ = V_new - V_old and
+        stochastic rows, Q_new[a, s] <= U[a, s] + γ max δ bounds every action, and Q is recomputed
+        exactly only where that bound comes within the tie tolerance of the current action (action
+        elimination), so every decision is exact. An action is switched only when it beats the
+        current one by more than the tie tolerance, which guarantees termination; the returned policy
+        breaks ties by lowest index. ``iterations`` counts the policies evaluated; ``q`` is None
+        (call :meth:`q_values`).
         """
         g = check_gamma(gamma)
         if method not in METHODS:
             raise SolverError(f"method={method!r} is not one of {METHODS}")
-        S = self.n_states
+        S, A = self.n_states, self.n_actions
+        ar, live = np.arange(S), ~self.terminal
         pi = _greedy(self._r) if policy0 is None else self._check_policy(policy0)
         if pi.ndim != 1:
             raise DataError("policy0 must be a deterministic policy of shape (S,)")
         seen: set[bytes] = set()
-        V = None
+        V, U, res0 = None, None, None  # U[a, s] >= Q_V[a, s], exact where it matters
+        precise = False  # the first evaluation only picks the next policy: an iterative solve may stop early
         for it in range(1, int(max_iter) + 1):
             seen.add(pi.tobytes())
-            Ppi, b = self._policy_system(pi)
-            V, _, _ = solve_policy_system(Ppi, b, g, V, method)
-            V[self.terminal] = 0.0
-            Q = self._q(V, g)
-            qmax = Q.max(axis=0)
-            atol = TIE_RTOL * max(1.0, float(np.abs(qmax).max()))
-            better = Q[pi, np.arange(S)] < qmax - atol
-            if not better.any():
-                break
-            new = np.where(better, _greedy(Q), pi)
-            if new.tobytes() in seen:  # a cycle among actions tied to within evaluation rounding
-                break
-            pi = new
+            if res0 is not None and not self.is_sparse:  # dense P_π: overwrite only the changed rows
+                changed = np.flatnonzero(pi != prev)
+                Ppi[changed] = self._Pf[pi[changed] * S + changed]
+                Ppi[self.terminal] = 0.0
+                b = self._r[pi, ar]
+            else:
+                Ppi, b = self._policy_system(pi)
+            V_new, _, res = solve_policy_system(Ppi, b, g, V, method, res0,
+                                                RESIDUAL_RTOL if precise else LOOSE_RTOL)
+            precise = True
+            V_new[self.terminal] = 0.0
+            cur = V_new + res  # exact Q[π(s), s] = r_π + γ P_π V
+            if U is None:
+                U = self._q(V_new, g)
+            else:
+                delta = V_new - V
+                hi = float(delta.max())
+                U += g * (hi + ROW_SUM_ATOL * abs(hi)) + 1e-13 * max(1.0, float(np.abs(U).max()))
+                U[:, self.terminal] = 0.0
+            U[pi, ar] = cur
+            V = V_new
+            atol = TIE_RTOL * max(1.0, float(np.abs(U).max()))
+            cand = (U >= cur - 4 * atol) & live
+            cand[pi, ar] = False
+            ca, cs = np.nonzero(cand)
+            if ca.size > A * S // 4:  # most actions are contenders: one pass over P is cheaper
+                U = self._q(V, g)
+                U[pi, ar] = cur
+            elif ca.size:
+                U[ca, cs] = self._q_rows(ca, cs, V, g)
+            qmax = U.max(axis=0)
+            better = cur < qmax - atol
+            new = np.where(better, _greedy(U), pi)
+            if not better.any() or new.tobytes() in seen:  # optimal, or cycling among exact ties
+                if is_exact(b, V, res):
+                    break
+                new = pi  # stopped on a loose evaluation: refine it from the warm start
+            res0 = U[new, ar] - V  # residual of the next policy at the warm start V (exact entries)
+            prev, pi = pi, new
         else:
             raise SolverError(f"policy_iteration did not stabilise in {max_iter} improvement steps")
         residual = float(np.abs(qmax - V).max())
-        return MDPSolution(V, _greedy(Q), it, residual, Q)
+        return MDPSolution(V, _greedy(U), len(seen), residual, None)
 
     def finite_horizon(self, H: int, gamma: float = 1.0) -> MDPSolution:
         """Backward induction V_t = max_a r_a + γ P_a V_{t+1}, V_H = 0; values (H+1, S), policy (H, S).

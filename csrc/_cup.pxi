@@ -1,0 +1,271 @@
+# Upward passes over one chunk of rows, node-major work arrays (L[i * R + r]); the same
+# operations in the same order as spmn/kernels/_numba_up.py (see its docstrings).
+
+ctypedef struct Circ:
+    const signed char* kind
+    const int64_t* cptr
+    const int64_t* cidx
+    const double* lw
+    const int64_t* var
+    const int64_t* pptr
+    const double* params
+    const signed char* ulive
+    const double* mode_logp
+    const double* mode_val
+    Py_ssize_t n
+
+
+cdef inline Py_ssize_t hist_bin(const double* params, Py_ssize_t b0, Py_ssize_t m,
+                                double x) noexcept nogil:
+    cdef Py_ssize_t lo = 0, hi = m, mid
+    if x < params[b0] or x > params[b0 + m]:
+        return -1
+    if x == params[b0 + m]:
+        return m - 1
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if params[b0 + mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline Py_ssize_t udisc_index(const double* params, Py_ssize_t p0, Py_ssize_t k,
+                                   double x) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(k):
+        if params[p0 + 2 + j] == x:
+            return j
+    return -1
+
+
+cdef inline double leaf_logp(int kd, const double* params, Py_ssize_t p0, double x) noexcept nogil:
+    cdef double z
+    cdef Py_ssize_t k, j, m
+    if kd == K_CATEGORICAL:
+        return params[p0 + <Py_ssize_t>x]
+    if kd == K_GAUSSIAN:
+        z = (x - params[p0]) / params[p0 + 1]
+        return params[p0 + 2] - 0.5 * z * z
+    if kd == K_UTILITY_DISCRETE:
+        k = <Py_ssize_t>params[p0]
+        j = udisc_index(params, p0, k, x)
+        if j < 0:
+            return -INFINITY
+        return params[p0 + 2 + k + j]
+    m = <Py_ssize_t>params[p0]
+    j = hist_bin(params, p0 + 2, m, x)
+    if j < 0:
+        return -INFINITY
+    return params[p0 + 3 + m + j]
+
+
+cdef void leaf_up(int kd, const double* params, Py_ssize_t p0, const double* xt, Py_ssize_t v,
+                  Py_ssize_t nr, Py_ssize_t R, const double* values, double* Li, double* Ui,
+                  bint cu, double mode) noexcept nogil:
+    cdef Py_ssize_t r
+    cdef const double* x
+    cdef double val, xr, unobs, mean
+    cdef bint util
+    if kd == K_INTERFACE:
+        for r in range(nr):
+            Li[r] = 0.0
+        if cu:
+            val = values[<Py_ssize_t>params[p0]]
+            for r in range(nr):
+                Ui[r] = val
+        return
+    x = xt + v * R
+    util = kd == K_UTILITY_DISCRETE or kd == K_UTILITY_HISTOGRAM
+    unobs = 0.0 if isnan(mode) else mode
+    for r in range(nr):
+        xr = x[r]
+        if isnan(xr):
+            Li[r] = unobs
+        else:
+            Li[r] = leaf_logp(kd, params, p0, xr)
+    if cu:
+        if util:
+            mean = params[p0 + 1]
+            for r in range(nr):
+                xr = x[r]
+                Ui[r] = mean if isnan(xr) else xr
+        else:
+            for r in range(nr):
+                Ui[r] = 0.0
+
+
+cdef inline Py_ssize_t max_choice(const int64_t* cidx, Py_ssize_t a0, Py_ssize_t deg, double d,
+                                  const double* L, const double* U, Py_ssize_t R,
+                                  Py_ssize_t r) noexcept nogil:
+    cdef double best = -INFINITY, sc
+    cdef Py_ssize_t cj = 0, j, c
+    if not isnan(d):
+        return <Py_ssize_t>d
+    for j in range(deg):
+        c = cidx[a0 + j]
+        if L[c * R + r] > -INFINITY:
+            sc = U[c * R + r]
+            if sc > best:
+                best = sc
+                cj = j
+    return cj
+
+
+cdef void sum_up(const int64_t* cidx, const double* lw, Py_ssize_t a0, Py_ssize_t a1,
+                 Py_ssize_t nr, Py_ssize_t R, double* L, double* U, Py_ssize_t i, double* tmp,
+                 bint with_u) noexcept nogil:
+    cdef double* m = tmp
+    cdef double* mm = tmp + R
+    cdef double* s = tmp + 2 * R
+    cdef double* num = tmp + 3 * R
+    cdef double* Li = L + i * R
+    cdef double* Ui
+    cdef const double* Lc
+    cdef const double* Uc
+    cdef double w, a, mr, ee, lg, q
+    cdef Py_ssize_t e, r
+    for r in range(nr):
+        m[r] = -INFINITY
+    for e in range(a0, a1):
+        w = lw[e]
+        Lc = L + cidx[e] * R
+        for r in range(nr):
+            a = w + Lc[r]
+            mr = m[r]
+            m[r] = a if a > mr else mr
+    for r in range(nr):
+        mr = m[r]
+        mm[r] = mr if mr > -INFINITY else 0.0
+        s[r] = 0.0
+        num[r] = 0.0
+    if with_u:
+        for e in range(a0, a1):
+            w = lw[e]
+            Lc = L + cidx[e] * R
+            Uc = U + cidx[e] * R
+            for r in range(nr):
+                ee = fexp((w + Lc[r]) - mm[r])
+                s[r] += ee
+                num[r] += ee * Uc[r]
+        Ui = U + i * R
+        for r in range(nr):
+            mr = m[r]
+            lg = flog(s[r])
+            q = num[r] / s[r]
+            Li[r] = mr + lg if mr > -INFINITY else -INFINITY
+            Ui[r] = q if mr > -INFINITY else 0.0
+    else:
+        for e in range(a0, a1):
+            w = lw[e]
+            Lc = L + cidx[e] * R
+            for r in range(nr):
+                s[r] += fexp((w + Lc[r]) - mm[r])
+        for r in range(nr):
+            mr = m[r]
+            lg = flog(s[r])
+            Li[r] = mr + lg if mr > -INFINITY else -INFINITY
+
+
+cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
+                   const double* values, double* L, double* U, double* tmp,
+                   bint cu) noexcept nogil:
+    """The (L, U) pass of reference.upward over one chunk (U only when ``cu``)."""
+    cdef Py_ssize_t i, e, r, a0, a1, c, deg
+    cdef int kd
+    cdef double* Li
+    cdef double* Ui
+    cdef const double* Lc
+    cdef const double* Uc
+    cdef const double* x
+    for i in range(C.n):
+        kd = C.kind[i]
+        a0 = C.cptr[i]
+        a1 = C.cptr[i + 1]
+        if kd == K_SUM:
+            if cu:
+                if C.ulive[i]:
+                    sum_up(C.cidx, C.lw, a0, a1, nr, R, L, U, i, tmp, True)
+                else:
+                    sum_up(C.cidx, C.lw, a0, a1, nr, R, L, U, i, tmp, False)
+                    Ui = U + i * R
+                    for r in range(nr):
+                        Ui[r] = 0.0
+            else:
+                sum_up(C.cidx, C.lw, a0, a1, nr, R, L, U, i, tmp, False)
+        elif kd == K_PRODUCT:
+            Li = L + i * R
+            for r in range(nr):
+                Li[r] = 0.0
+            for e in range(a0, a1):
+                Lc = L + C.cidx[e] * R
+                for r in range(nr):
+                    Li[r] += Lc[r]
+            if cu:
+                Ui = U + i * R
+                for r in range(nr):
+                    Ui[r] = 0.0
+                if C.ulive[i]:
+                    for e in range(a0, a1):
+                        Uc = U + C.cidx[e] * R
+                        for r in range(nr):
+                            Ui[r] += Uc[r]
+        elif kd == K_MAX:
+            x = xt + C.var[i] * R
+            deg = a1 - a0
+            for r in range(nr):
+                c = C.cidx[a0 + max_choice(C.cidx, a0, deg, x[r], L, U, R, r)]
+                L[i * R + r] = L[c * R + r]
+                U[i * R + r] = U[c * R + r]
+        else:
+            leaf_up(kd, C.params, C.pptr[i], xt, C.var[i], nr, R, values, L + i * R,
+                    U + i * R, cu, NAN)
+
+
+cdef void mpe_up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
+                       double* M) noexcept nogil:
+    """Max-product pass of reference.mpe over one chunk."""
+    cdef Py_ssize_t i, e, r, a0, a1
+    cdef int kd
+    cdef double* Mi
+    cdef const double* Mc
+    cdef const double* x
+    cdef double w, a, mr, best, d
+    for i in range(C.n):
+        kd = C.kind[i]
+        a0 = C.cptr[i]
+        a1 = C.cptr[i + 1]
+        Mi = M + i * R
+        if kd == K_SUM:
+            for r in range(nr):
+                Mi[r] = -INFINITY
+            for e in range(a0, a1):
+                w = C.lw[e]
+                Mc = M + C.cidx[e] * R
+                for r in range(nr):
+                    a = w + Mc[r]
+                    mr = Mi[r]
+                    Mi[r] = a if a > mr else mr
+        elif kd == K_PRODUCT:
+            for r in range(nr):
+                Mi[r] = 0.0
+            for e in range(a0, a1):
+                Mc = M + C.cidx[e] * R
+                for r in range(nr):
+                    Mi[r] += Mc[r]
+        elif kd == K_MAX:
+            x = xt + C.var[i] * R
+            for r in range(nr):
+                d = x[r]
+                if isnan(d):
+                    best = M[C.cidx[a0] * R + r]
+                    for e in range(a0 + 1, a1):
+                        a = M[C.cidx[e] * R + r]
+                        best = a if a > best else best
+                    Mi[r] = best
+                else:
+                    Mi[r] = M[C.cidx[a0 + <Py_ssize_t>d] * R + r]
+        else:
+            leaf_up(kd, C.params, C.pptr[i], xt, C.var[i], nr, R, C.mode_logp, Mi, Mi,
+                    False, C.mode_logp[i])  # values are not read when U is off

@@ -1,0 +1,261 @@
+# cython: language_level=3
+"""Cython backend kernels: every pass of spmn.kernels.reference over a FlatCircuit.
+
+Raw entry points called by spmn.kernels._common.Kernels (which checks and converts the input
+first): ``upward``, ``policy``, ``mpe``, ``sample``, ``counts`` and ``math_check``. Rows are
+split in chunks of ``R`` rows; thread ``t`` of ``T`` (OpenMP ``prange``, GIL released) takes
+chunks ``t, t + T, ...`` with its own node-major work arrays, so results do not depend on the
+thread count. Every loop mirrors spmn/kernels/_numba_up.py and _numba_down.py operation for
+operation (no fast-math; exp and log in _cmath.pxi): the Cython and Numba backends agree bit for
+bit. The Bellman pass of a recurrent template is ``upward`` (the MEU pass) with the interface
+leaves bound to ``values``.
+"""
+import numpy as np
+
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, NAN, isnan
+from libc.stdint cimport int64_t, uint8_t
+
+cdef enum:
+    K_SUM = 0
+    K_PRODUCT = 1
+    K_MAX = 2
+    K_CATEGORICAL = 3
+    K_GAUSSIAN = 4
+    K_HISTOGRAM = 5
+    K_UTILITY_DISCRETE = 6
+    K_UTILITY_HISTOGRAM = 7
+    K_INTERFACE = 8
+
+include "_cmath.pxi"
+include "_cup.pxi"
+include "_cdown.pxi"
+
+
+cdef class _CircView:
+    """Keeps the circuit's memoryviews alive and exposes them as a C struct."""
+    cdef const signed char[::1] kind
+    cdef const int64_t[::1] cptr, cidx, var, pptr
+    cdef const double[::1] lw, params, mode_logp, mode_val
+    cdef const signed char[::1] ulive
+    cdef Circ c
+
+    def __init__(self, tuple circ):
+        self.kind = circ[0]
+        self.cptr = circ[1]
+        self.cidx = circ[2]
+        self.lw = circ[3]
+        self.var = circ[4]
+        self.pptr = circ[5]
+        self.params = circ[6]
+        self.ulive = circ[7]
+        self.mode_logp = circ[8]
+        self.mode_val = circ[9]
+        self.c.n = self.kind.shape[0]
+        self.c.kind = &self.kind[0]
+        self.c.cptr = &self.cptr[0]
+        self.c.cidx = &self.cidx[0] if self.cidx.shape[0] else NULL
+        self.c.lw = &self.lw[0] if self.lw.shape[0] else NULL
+        self.c.var = &self.var[0]
+        self.c.pptr = &self.pptr[0]
+        self.c.params = &self.params[0] if self.params.shape[0] else NULL
+        self.c.ulive = &self.ulive[0]
+        self.c.mode_logp = &self.mode_logp[0]
+        self.c.mode_val = &self.mode_val[0]
+
+
+cdef inline double* dptr(double[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] else NULL
+
+
+cdef inline void load_chunk(const double* X, Py_ssize_t nv, Py_ssize_t lo, Py_ssize_t nr,
+                            Py_ssize_t R, double* xt) noexcept nogil:
+    cdef Py_ssize_t r, v
+    for r in range(nr):
+        for v in range(nv):
+            xt[v * R + r] = X[(lo + r) * nv + v]
+
+
+cdef inline Py_ssize_t rows_in(Py_ssize_t c, Py_ssize_t R, Py_ssize_t rows) noexcept nogil:
+    return R if rows - c * R > R else rows - c * R
+
+
+def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
+           const int64_t[::1] nodes, double[:, ::1] outL, double[:, ::1] outU, bint cu,
+           bint want_u, Py_ssize_t R, int T):
+    """(L, U) pass; writes L (and U when ``want_u``) of ``nodes`` per row."""
+    cdef _CircView cv = _CircView(circ)
+    cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1], nq = nodes.shape[0]
+    cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, q, r, nd
+    cdef double[:, ::1] Lb = np.empty((T, n * R))
+    cdef double[:, ::1] Ub = np.empty((T, (n if cu else 1) * R))
+    cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
+    cdef double[:, ::1] tb = np.empty((T, 4 * R))
+    cdef const double* Xp = &X[0, 0] if rows else NULL
+    cdef const double* vp = &values[0] if values.shape[0] else NULL
+    if rows == 0:
+        return
+    with nogil:
+        for t in prange(T, schedule="static", num_threads=T):
+            c = t
+            while c < nch:
+                lo = c * R
+                nr = rows_in(c, R, rows)
+                load_chunk(Xp, nv, lo, nr, R, &xb[t, 0])
+                up_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu)
+                for q in range(nq):
+                    nd = nodes[q]
+                    for r in range(nr):
+                        outL[lo + r, q] = Lb[t, nd * R + r]
+                    if want_u:
+                        for r in range(nr):
+                            outU[lo + r, q] = Ub[t, nd * R + r]
+                c = c + T
+
+
+def policy(tuple circ, const double[:, ::1] X, const double[::1] values, double[:, ::1] out,
+           Py_ssize_t R, int T):
+    """MEU policy: max nodes on the walk write their choice into ``out``."""
+    cdef _CircView cv = _CircView(circ)
+    cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
+    cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr
+    cdef double[:, ::1] Lb = np.empty((T, n * R))
+    cdef double[:, ::1] Ub = np.empty((T, n * R))
+    cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
+    cdef double[:, ::1] tb = np.empty((T, 4 * R))
+    cdef uint8_t[:, ::1] rb = np.empty((T, n * R), np.uint8)
+    cdef const double* vp = &values[0] if values.shape[0] else NULL
+    if rows == 0:
+        return
+    with nogil:
+        for t in prange(T, schedule="static", num_threads=T):
+            c = t
+            while c < nch:
+                lo = c * R
+                nr = rows_in(c, R, rows)
+                load_chunk(&X[0, 0], nv, lo, nr, R, &xb[t, 0])
+                up_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], True)
+                policy_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Lb[t, 0], &Ub[t, 0], &rb[t, 0],
+                            &out[0, 0])
+                c = c + T
+
+
+def mpe(tuple circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp,
+        Py_ssize_t R, int T):
+    """Max-product up, argmax completion down (``out`` starts as a copy of ``X``)."""
+    cdef _CircView cv = _CircView(circ)
+    cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
+    cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, r
+    cdef double[:, ::1] Mb = np.empty((T, n * R))
+    cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
+    cdef uint8_t[:, ::1] rb = np.empty((T, n * R), np.uint8)
+    if rows == 0:
+        return
+    with nogil:
+        for t in prange(T, schedule="static", num_threads=T):
+            c = t
+            while c < nch:
+                lo = c * R
+                nr = rows_in(c, R, rows)
+                load_chunk(&X[0, 0], nv, lo, nr, R, &xb[t, 0])
+                mpe_up_chunk(&cv.c, &xb[t, 0], nr, R, &Mb[t, 0])
+                for r in range(nr):
+                    logp[lo + r] = Mb[t, (n - 1) * R + r]
+                mpe_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Mb[t, 0], &rb[t, 0], &out[0, 0])
+                c = c + T
+
+
+def sample(tuple circ, const double[:, ::1] X, const double[::1] values,
+           const double[:, ::1] u, const double[:, ::1] z, double[:, ::1] out, bint cu,
+           Py_ssize_t R, int T):
+    """Ancestral sampling into ``out`` (a copy of ``X``) with draws ``u[r, i]``, ``z[r, i]``."""
+    cdef _CircView cv = _CircView(circ)
+    cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
+    cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr
+    cdef double[:, ::1] Lb = np.empty((T, n * R))
+    cdef double[:, ::1] Ub = np.empty((T, (n if cu else 1) * R))
+    cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
+    cdef double[:, ::1] tb = np.empty((T, 4 * R))
+    cdef uint8_t[:, ::1] rb = np.empty((T, n * R), np.uint8)
+    cdef const double* vp = &values[0] if values.shape[0] else NULL
+    if rows == 0:
+        return
+    with nogil:
+        for t in prange(T, schedule="static", num_threads=T):
+            c = t
+            while c < nch:
+                lo = c * R
+                nr = rows_in(c, R, rows)
+                load_chunk(&X[0, 0], nv, lo, nr, R, &xb[t, 0])
+                up_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu)
+                sample_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Lb[t, 0], &Ub[t, 0], &rb[t, 0],
+                            &out[0, 0], &u[0, 0], &z[0, 0])
+                c = c + T
+
+
+def counts(tuple circ, const double[:, ::1] X, const double[::1] values, double[::1] edges,
+           double[::1] stats, bint cu, Py_ssize_t R, int T):
+    """Add the expected counts of the rows of ``X`` to ``edges`` and ``stats``, chunk by chunk
+    in row order (T chunks per parallel wave), so the sums do not depend on T."""
+    cdef _CircView cv = _CircView(circ)
+    cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
+    cdef Py_ssize_t E = edges.shape[0], P = stats.shape[0]
+    cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, w, e, p
+    cdef double[:, ::1] Lb = np.empty((T, n * R))
+    cdef double[:, ::1] Ub = np.empty((T, (n if cu else 1) * R))
+    cdef double[:, ::1] Fb = np.empty((T, n * R))
+    cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
+    cdef double[:, ::1] tb = np.empty((T, 4 * R))
+    cdef double[:, ::1] eb = np.empty((T, E + 1))
+    cdef double[:, ::1] pb = np.empty((T, P + 1))
+    cdef const double* vp = &values[0] if values.shape[0] else NULL
+    if rows == 0:
+        return
+    with nogil:
+        for w in range((nch + T - 1) // T):
+            for t in prange(T, schedule="static", num_threads=T):
+                c = w * T + t
+                if c < nch:
+                    lo = c * R
+                    nr = rows_in(c, R, rows)
+                    for e in range(E):
+                        eb[t, e] = 0.0
+                    for p in range(P):
+                        pb[t, p] = 0.0
+                    load_chunk(&X[0, 0], nv, lo, nr, R, &xb[t, 0])
+                    up_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu)
+                    counts_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Lb[t, 0], &Ub[t, 0],
+                                &Fb[t, 0], &eb[t, 0], &pb[t, 0])
+            for t in range(T):
+                if w * T + t < nch:
+                    for e in range(E):
+                        edges[e] += eb[t, e]
+                    for p in range(P):
+                        stats[p] += pb[t, p]
+
+
+cdef extern from *:
+    """
+    static int spmn_cpu_has_avx2(void) {
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2");
+    #else
+        return 0;
+    #endif
+    }
+    """
+    int spmn_cpu_has_avx2()
+
+
+def cpu_has_avx2():
+    """Whether this CPU (and OS) runs AVX2 code: then the -mavx2 build can be used."""
+    return bool(spmn_cpu_has_avx2())
+
+
+def math_check(const double[::1] x, double[::1] out_exp, double[::1] out_log):
+    """fexp and flog of every entry (tests compare them with the Numba twins bit for bit)."""
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        out_exp[i] = fexp(x[i])
+        out_log[i] = flog(x[i])

@@ -1,0 +1,267 @@
+"""The Python side of the compiled backends: checks, per-circuit tables, chunking, progress.
+
+:class:`Kernels` turns a module of raw kernels (``spmn.kernels._ckernels`` or the Numba entry
+points) into the backend protocol of :mod:`spmn.kernels` (``log_likelihood``, ``meu``,
+``policy``, ``mpe``, ``sample``, ``node_values``, ``expected_counts``). Before any compiled code
+runs it makes the evidence C-contiguous float64 (a Fortran-ordered or float32 array is
+converted, never misread) and raises :class:`~spmn.errors.DataError` on a shape mismatch or an
+out-of-range code. Rows are processed in chunks of :func:`chunk_rows` rows per thread, so the
+work memory is O(nodes x chunk x threads) whatever the batch size; a pass longer than a few
+seconds shows a tqdm bar. Both backends use the same chunk size, so their expected counts are
+summed in the same order (chunk by chunk, in row order, whatever the number of threads).
+"""
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..compile import (FlatCircuit, K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM, K_INTERFACE, K_MAX,
+                       K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
+from ..errors import DataError
+from . import reference
+
+#: Bytes of per-thread work arrays (L and U) a chunk may take; fixes the rows per chunk.
+WORK_BYTES = 1 << 23
+#: A pass of more edge x rows than this shows a progress bar (when tqdm is installed).
+PROGRESS_CELLS = 4_000_000_000
+#: Rows handed to one compiled call at most when a progress bar is shown.
+BLOCK_CELLS = 1 << 28
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """Per-circuit tables handed to the raw kernels (cached per FlatCircuit)."""
+
+    circ: tuple          # kind, cptr, cidx, lw, var, pptr, params, ulive, mode_logp, mode_val
+    has_max: bool
+    chunk: int           # rows per chunk
+    cost: int            # edges + nodes: work per row
+
+
+_PREPARED: "weakref.WeakKeyDictionary[FlatCircuit, Prepared]" = weakref.WeakKeyDictionary()
+
+
+def chunk_rows(n_nodes: int) -> int:
+    """Rows per chunk: a power of two in [8, 256] with 2 x nodes x rows x 8 B <= WORK_BYTES."""
+    r = 256
+    while r > 8 and 16 * n_nodes * r > WORK_BYTES:
+        r //= 2
+    return r
+
+
+def _leaf_layout_error(flat: FlatCircuit, i: int) -> str | None:
+    k = int(flat.kind[i])
+    p = flat.leaf_params(i)
+    size = p.shape[0]
+    if k == K_CATEGORICAL:
+        want = int(flat.var_card[flat.var[i]])
+        return None if size == want and want > 0 else f"{size} params for a {want}-valued variable"
+    if k == K_GAUSSIAN:
+        return None if size == 3 and p[1] > 0 else "expected mean, std > 0, log_norm"
+    if k in (K_HISTOGRAM, K_UTILITY_HISTOGRAM, K_UTILITY_DISCRETE):
+        m = int(p[0]) if size else 0
+        want = 2 + 2 * m + (k != K_UTILITY_DISCRETE)
+        return None if m >= 1 and p[0] == m and size == want else f"{size} params, expected {want}"
+    if k == K_INTERFACE:
+        ok = size == 1 and 0 <= p[0] < flat.n_interface and p[0] == int(p[0])
+        return None if ok else f"slot {p[:1].tolist()} outside 0..{flat.n_interface - 1}"
+    return "a leaf kind the compiled kernels do not evaluate"
+
+
+def prepare(flat: FlatCircuit) -> Prepared:
+    """Check the leaf parameter layout once and build the kernels' tables (cached)."""
+    got = _PREPARED.get(flat)
+    if got is not None:
+        return got
+    n = flat.n_nodes
+    kind = flat.kind
+    ulive = np.zeros(n, np.int8)
+    mode_logp = np.full(n, np.nan)
+    mode_val = np.full(n, np.nan)
+    cptr = flat.child_ptr.tolist()
+    cidx = flat.child_idx.tolist()
+    for i, k in enumerate(kind.tolist()):
+        if k > K_MAX:
+            err = _leaf_layout_error(flat, i)
+            if err:
+                raise DataError(f"FlatCircuit leaf {i} ({k=}) has a malformed parameter block: {err}")
+            if k != K_INTERFACE:
+                mode_logp[i], mode_val[i] = reference.leaf_mode(flat, i)
+            ulive[i] = k in (K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM, K_INTERFACE)
+        else:
+            ulive[i] = any(ulive[c] for c in cidx[cptr[i]:cptr[i + 1]])
+    circ = (flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight, flat.var,
+            flat.param_ptr, flat.params, ulive, mode_logp, mode_val)
+    prep = Prepared(circ=circ, has_max=bool(np.any(kind == K_MAX)), chunk=chunk_rows(n),
+                    cost=flat.n_edges + n)
+    _PREPARED[flat] = prep
+    return prep
+
+
+def default_threads() -> int:
+    """Cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_evidence(flat: FlatCircuit, X, block: int = 1 << 16) -> np.ndarray:
+    """``X`` as a C-contiguous float64 (rows, variables) array with valid discrete codes."""
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != flat.n_vars:
+        raise DataError(f"evidence must have shape (rows, {flat.n_vars}), got {X.shape}")
+    if X.dtype.kind not in "fiub":
+        raise DataError(f"evidence must be numeric, got dtype {X.dtype}")
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    cols = np.flatnonzero(flat.var_card > 0)
+    if cols.size:
+        card = flat.var_card[cols].astype(np.float64)
+        for lo in range(0, X.shape[0], block):
+            x = X[lo:lo + block, cols]
+            bad = ~np.isnan(x) & ((x < 0) | (x >= card) | (x != np.floor(x)))
+            if bad.any():
+                r, j = np.argwhere(bad)[0]
+                raise DataError(f"evidence row {lo + r}, column {cols[j]}: {x[r, j]!r} is not a "
+                                f"code in 0..{int(card[j]) - 1}")
+    return X
+
+
+def check_values(flat: FlatCircuit, values) -> np.ndarray:
+    if values is None:
+        return np.zeros(flat.n_interface)
+    v = np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(-1))
+    if v.shape != (flat.n_interface,):
+        raise DataError(f"values has {v.size} entries; the circuit has {flat.n_interface} "
+                        "interface slots")
+    return v
+
+
+def check_draws(flat: FlatCircuit, a, rows: int, name: str) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.shape != (rows, flat.n_nodes):
+        raise DataError(f"{name} must have shape ({rows}, {flat.n_nodes}), got {a.shape}")
+    return a
+
+
+class Kernels:
+    """The backend protocol over a module ``raw`` of compiled kernels (see module docstring).
+
+    Every method also takes ``threads`` (default: the cores available), ``chunk`` (rows per
+    chunk, default :func:`chunk_rows`) and ``progress`` (None: a bar when the pass is long).
+    """
+
+    def __init__(self, raw, name: str) -> None:
+        self.raw = raw
+        self.name = name
+
+    # ------------------------------------------------------------------ driver
+    def _blocks(self, prep: Prepared, rows: int, chunk: int, progress):
+        """Yield (lo, hi) row blocks; one block unless a progress bar is shown."""
+        cells = rows * prep.cost
+        show = progress if progress is not None else cells > PROGRESS_CELLS
+        if not show or rows == 0:
+            yield 0, rows
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # pragma: no cover - optional extra
+            yield 0, rows
+            return
+        step = max(chunk, BLOCK_CELLS // max(prep.cost, 1) // chunk * chunk)
+        with tqdm(total=rows, unit="row", unit_scale=True, desc=f"spmn[{self.name}]") as bar:
+            for lo in range(0, rows, step):
+                hi = min(rows, lo + step)
+                yield lo, hi
+                bar.update(hi - lo)
+
+    def _setup(self, flat, X, threads, chunk):
+        prep = prepare(flat)
+        X = check_evidence(flat, X)
+        T = int(threads) if threads else default_threads()
+        R = int(chunk) if chunk else prep.chunk
+        if T < 1 or R < 1:
+            raise DataError(f"threads and chunk must be >= 1, got {T}, {R}")
+        return prep, X, T, R
+
+    def _upward(self, flat, X, values, nodes, want_u, threads, chunk, progress):
+        prep, X, T, R = self._setup(flat, X, threads, chunk)
+        values = check_values(flat, values)
+        nodes = np.ascontiguousarray(nodes, dtype=np.int64).reshape(-1)
+        if nodes.size and (nodes.min() < 0 or nodes.max() >= flat.n_nodes):
+            raise DataError(f"node indices must lie in 0..{flat.n_nodes - 1}")
+        rows = X.shape[0]
+        outL = np.empty((rows, nodes.size))
+        outU = np.empty((rows, nodes.size)) if want_u else np.empty((0, nodes.size))
+        cu = bool(want_u or prep.has_max)
+        for lo, hi in self._blocks(prep, rows, R, progress):
+            self.raw.upward(prep.circ, X[lo:hi], values, nodes, outL[lo:hi],
+                            outU[lo:hi] if want_u else outU, cu, want_u, R, T)
+        return outL, outU
+
+    # ------------------------------------------------------------------ protocol
+    def log_likelihood(self, flat: FlatCircuit, X, *, threads: int | None = None,
+                       chunk: int | None = None, progress: bool | None = None) -> np.ndarray:
+        """log p(evidence) per row; NaN entries are marginalized."""
+        L, _ = self._upward(flat, X, None, [flat.root], False, threads, chunk, progress)
+        return L[:, 0]
+
+    def meu(self, flat: FlatCircuit, X, values=None, *, threads: int | None = None,
+            chunk: int | None = None, progress: bool | None = None) -> np.ndarray:
+        """Root U per row (MEU given the evidence); interface leaves read ``values``."""
+        _, U = self._upward(flat, X, values, [flat.root], True, threads, chunk, progress)
+        return U[:, 0]
+
+    def node_values(self, flat: FlatCircuit, X, values, nodes, *, threads: int | None = None,
+                    chunk: int | None = None, progress: bool | None = None):
+        """``(L, U)`` of ``nodes``, each (rows, len(nodes)). The Bellman pass of a recurrent
+        template is this MEU pass with the interface leaves bound to ``values``."""
+        return self._upward(flat, X, values, nodes, True, threads, chunk, progress)
+
+    def policy(self, flat: FlatCircuit, X, values=None, *, threads: int | None = None,
+               chunk: int | None = None, progress: bool | None = None) -> np.ndarray:
+        """Decisions of the MEU policy, (rows, variables), NaN where not decided."""
+        prep, X, T, R = self._setup(flat, X, threads, chunk)
+        values = check_values(flat, values)
+        out = np.full(X.shape, np.nan)
+        for lo, hi in self._blocks(prep, X.shape[0], R, progress):
+            self.raw.policy(prep.circ, X[lo:hi], values, out[lo:hi], R, T)
+        return out
+
+    def mpe(self, flat: FlatCircuit, X, *, threads: int | None = None, chunk: int | None = None,
+            progress: bool | None = None):
+        """(completed evidence, log p of the completion) by max-product and argmax descent."""
+        prep, X, T, R = self._setup(flat, X, threads, chunk)
+        out = X.copy()
+        logp = np.empty(X.shape[0])
+        for lo, hi in self._blocks(prep, X.shape[0], R, progress):
+            self.raw.mpe(prep.circ, X[lo:hi], out[lo:hi], logp[lo:hi], R, T)
+        return out, logp
+
+    def sample(self, flat: FlatCircuit, X, u, z, values=None, *, threads: int | None = None,
+               chunk: int | None = None, progress: bool | None = None) -> np.ndarray:
+        """Fill NaN entries by ancestral sampling with the draws ``u[r, i]``, ``z[r, i]``."""
+        prep, X, T, R = self._setup(flat, X, threads, chunk)
+        values = check_values(flat, values)
+        u = check_draws(flat, u, X.shape[0], "u")
+        z = check_draws(flat, z, X.shape[0], "z")
+        out = X.copy()
+        for lo, hi in self._blocks(prep, X.shape[0], R, progress):
+            self.raw.sample(prep.circ, X[lo:hi], values, u[lo:hi], z[lo:hi], out[lo:hi],
+                            prep.has_max, R, T)
+        return out
+
+    def expected_counts(self, flat: FlatCircuit, X, values=None, *, threads: int | None = None,
+                        chunk: int | None = None, progress: bool | None = None):
+        """``(edge_counts (edges,), leaf_stats (len(params),))`` summed over rows; see
+        :func:`spmn.kernels.reference.expected_counts`."""
+        prep, X, T, R = self._setup(flat, X, threads, chunk)
+        values = check_values(flat, values)
+        edges = np.zeros(flat.n_edges)
+        stats = np.zeros(flat.params.shape[0])
+        for lo, hi in self._blocks(prep, X.shape[0], R, progress):
+            self.raw.counts(prep.circ, X[lo:hi], values, edges, stats, prep.has_max, R, T)
+        return edges, stats

@@ -1,0 +1,173 @@
+"""Raw parallel entry points of the Numba backend (called by :class:`._common.Kernels`).
+
+One parallel kernel, :func:`run`, does every pass (``mode``): Numba optimizes each parallel
+entry together with all it calls, so one entry compiles several times faster than one per
+pass. Rows are split in chunks of ``R`` rows; thread ``t`` of ``T`` takes chunks ``t, t + T,
+...`` (``prange`` over the threads, each with its own node-major work arrays), so no result
+depends on the thread count. Expected counts are added chunk by chunk in row order (``T``
+chunks per parallel wave). The Python functions below have the signatures of
+``csrc/ckernels.pyx``; they hand :func:`run` read-only views and fixed dummies so that it is
+compiled for one signature only.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._numba_down import counts_down, mpe_down, policy_down, sample_down
+from ._numba_up import mpe_up_chunk, up_chunk
+
+UPWARD, POLICY, MPE, SAMPLE, COUNTS = 0, 1, 2, 3, 4
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _load_chunk(X, lo, nr, R, xt):
+    """Transpose rows lo..lo+nr of X into xt (variable v, row r at v * R + r)."""
+    for r in range(nr):
+        for v in range(X.shape[1]):
+            xt[v * R + r] = X[lo + r, v]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo, nr, R,
+           L, U, F, xt, tmp, reach, eacc, pacc):
+    """One chunk of rows lo..lo+nr of pass ``mode`` with one thread's work arrays."""
+    n = circ[0].shape[0]
+    _load_chunk(X, lo, nr, R, xt)
+    if mode == MPE:
+        mpe_up_chunk(circ, xt, nr, R, L, tmp)
+        for r in range(nr):
+            logp[lo + r] = L[(n - 1) * R + r]
+        mpe_down(circ, X, lo, nr, R, L, reach, out)
+        return
+    up_chunk(circ, xt, nr, R, values, L, U, tmp, cu)
+    if mode == UPWARD:
+        for q in range(nodes.shape[0]):
+            nd = nodes[q]
+            for r in range(nr):
+                outL[lo + r, q] = L[nd * R + r]
+            if want_u:
+                for r in range(nr):
+                    outU[lo + r, q] = U[nd * R + r]
+    elif mode == POLICY:
+        policy_down(circ, X, lo, nr, R, L, U, reach, out)
+    elif mode == SAMPLE:
+        sample_down(circ, X, lo, nr, R, L, U, reach, out, u, z)
+    else:
+        for e in range(eacc.shape[0]):
+            eacc[e] = 0.0
+        for p in range(pacc.shape[0]):
+            pacc[p] = 0.0
+        counts_down(circ, X, lo, nr, R, L, U, F, eacc, pacc)
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def run(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, edges, stats, cu, want_u,
+        R, T):
+    """Pass ``mode`` over all rows of X (see the module docstring)."""
+    n = circ[0].shape[0]
+    rows = X.shape[0]
+    nch = (rows + R - 1) // R
+    down = mode == POLICY or mode == MPE or mode == SAMPLE
+    Lb = np.empty((T, n * R))
+    Ub = np.empty((T, (n if cu else 1) * R))
+    Fb = np.empty((T, (n if mode == COUNTS else 1) * R))
+    xb = np.empty((T, X.shape[1] * R + 1))
+    tb = np.empty((T, 6 * R))
+    rb = np.empty((T, (n if down else 1) * R), np.uint8)
+    eb = np.empty((T, edges.shape[0] if mode == COUNTS else 1))
+    pb = np.empty((T, stats.shape[0] if mode == COUNTS else 1))
+    waves = (nch + T - 1) // T if mode == COUNTS else 1
+    for w in range(waves):
+        for t in prange(T):
+            c0 = w * T + t if mode == COUNTS else t
+            c1 = min(c0 + 1, nch) if mode == COUNTS else nch
+            for c in range(c0, c1, T):
+                lo = c * R
+                _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u,
+                       lo, min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t],
+                       eb[t], pb[t])
+        if mode == COUNTS:
+            for t in range(T):  # chunk order, so the sums do not depend on T
+                if w * T + t < nch:
+                    for e in range(edges.shape[0]):
+                        edges[e] += eb[t, e]
+                    for p in range(stats.shape[0]):
+                        stats[p] += pb[t, p]
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    """A read-only view (so that run() sees one array type whatever the caller holds)."""
+    v = a.view()
+    v.setflags(write=False)
+    return v
+
+
+_F1 = np.zeros(1)
+_F2 = np.zeros((1, 1))
+_I1 = np.zeros(1, np.int64)
+
+
+def upward(circ, X, values, nodes, outL, outU, cu, want_u, R, T):
+    run(UPWARD, circ, _ro(X), _ro(values), _ro(nodes), outL, outU, _F2, _F1, _ro(_F2),
+        _ro(_F2), _F1, _F1, cu, want_u, R, T)
+
+
+def policy(circ, X, values, out, R, T):
+    run(POLICY, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, out, _F1, _ro(_F2), _ro(_F2),
+        _F1, _F1, True, False, R, T)
+
+
+def mpe(circ, X, out, logp, R, T):
+    run(MPE, circ, _ro(X), _ro(_F1), _ro(_I1), _F2, _F2, out, logp, _ro(_F2), _ro(_F2), _F1,
+        _F1, False, False, R, T)
+
+
+def sample(circ, X, values, u, z, out, cu, R, T):
+    run(SAMPLE, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, out, _F1, _ro(u), _ro(z), _F1,
+        _F1, cu, False, R, T)
+
+
+def counts(circ, X, values, edges, stats, cu, R, T):
+    run(COUNTS, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, _F2, _F1, _ro(_F2), _ro(_F2),
+        edges, stats, cu, False, R, T)
+
+
+def _drop_stale_cache() -> None:
+    """Numba keys a cached kernel on its own source file only, but these kernels inline code
+    from the other ``_numba_*`` files: when any of them changed since the cache was written,
+    drop every cached kernel so that none runs stale code."""
+    import glob
+    import hashlib
+    import os
+
+    from . import _numba_down, _numba_math, _numba_up
+
+    files = [_numba_math.__file__, _numba_up.__file__, _numba_down.__file__, __file__]
+    digest = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            digest.update(fh.read())
+    stamp_text = digest.hexdigest()
+    try:
+        path = run._cache._cache_path  # numba's cache folder for this module
+    except AttributeError:  # pragma: no cover - numba internals changed: nothing to do
+        return
+    stamp = os.path.join(path, "spmn_numba_kernels.stamp")
+    try:
+        with open(stamp) as fh:
+            if fh.read() == stamp_text:
+                return
+    except OSError:
+        pass
+    try:
+        for f in glob.glob(os.path.join(path, "_numba_*.nb[ic]")):
+            os.remove(f)
+        os.makedirs(path, exist_ok=True)
+        with open(stamp, "w") as fh:
+            fh.write(stamp_text)
+    except OSError:  # pragma: no cover - read-only cache: numba checks its own files
+        pass
+
+
+_drop_stale_cache()

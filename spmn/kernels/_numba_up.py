@@ -1,0 +1,281 @@
+"""Upward passes of the Numba backend over one chunk of rows (node-major work arrays).
+
+``circ`` is the tuple built by :func:`spmn.kernels._common.prepare`; ``xt`` is the chunk's
+evidence transposed to (variables, rows); ``L``/``U`` are (nodes, chunk) work arrays. The
+arithmetic, loop order and tie-breaks are those of :mod:`spmn.kernels.reference` and are
+mirrored operation for operation by ``csrc/_cup.pxi`` (the backends agree bit for bit).
+"""
+from __future__ import annotations
+
+import math
+
+from numba import njit, uint64
+
+from ..compile import (K_CATEGORICAL, K_GAUSSIAN, K_INTERFACE, K_MAX, K_PRODUCT,
+                       K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
+from ._numba_math import fexp, flog
+
+NEG_INF = -math.inf
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def hist_bin(params, b0, m, x):
+    """Bin of ``x`` in the breaks ``params[b0:b0+m+1]`` (-1 outside; last bin closed)."""
+    if x < params[b0] or x > params[b0 + m]:
+        return -1
+    if x == params[b0 + m]:
+        return m - 1
+    lo = 0
+    hi = m
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if params[b0 + mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def udisc_index(params, p0, k, x):
+    """Index of the first listed utility value equal to ``x`` (-1 if none)."""
+    for j in range(k):
+        if params[p0 + 2 + j] == x:
+            return j
+    return -1
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def leaf_logp(kd, params, p0, x):
+    """log density of an observed value ``x`` at a leaf of kind ``kd`` (not interface)."""
+    if kd == K_CATEGORICAL:
+        return params[p0 + int(x)]
+    if kd == K_GAUSSIAN:
+        z = (x - params[p0]) / params[p0 + 1]
+        return params[p0 + 2] - 0.5 * z * z
+    if kd == K_UTILITY_DISCRETE:
+        k = int(params[p0])
+        j = udisc_index(params, p0, k, x)
+        if j < 0:
+            return NEG_INF
+        return params[p0 + 2 + k + j]
+    m = int(params[p0])
+    j = hist_bin(params, p0 + 2, m, x)
+    if j < 0:
+        return NEG_INF
+    return params[p0 + 3 + m + j]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def leaf_up(kd, params, p0, v, xt, nr, R, values, L, U, o, cu, mode):
+    """L (and U when ``cu``) of one leaf (rows ``o .. o+nr`` of the flat work arrays); ``mode``
+    (MPE) replaces the L of an unobserved variable by the leaf's maximum log density when it
+    is not NaN."""
+    if kd == K_INTERFACE:
+        for r in range(nr):
+            L[o + r] = 0.0
+        if cu:
+            val = values[int(params[p0])]
+            for r in range(nr):
+                U[o + r] = val
+        return
+    x0 = v * R
+    util = kd == K_UTILITY_DISCRETE or kd == K_UTILITY_HISTOGRAM
+    unobs = 0.0 if math.isnan(mode) else mode
+    for r in range(nr):
+        xr = xt[x0 + r]
+        if math.isnan(xr):
+            L[o + r] = unobs
+        else:
+            L[o + r] = leaf_logp(kd, params, p0, xr)
+    if cu:
+        if util:
+            mean = params[p0 + 1]
+            for r in range(nr):
+                xr = xt[x0 + r]
+                U[o + r] = mean if math.isnan(xr) else xr
+        else:
+            for r in range(nr):
+                U[o + r] = 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def max_choice(cidx, a0, deg, d, L, U, R, r):
+    """Child (0..deg-1) a max node follows in row ``r``: the observed decision ``d``, else the
+    first child with the largest U among those with L > -inf (0 if none)."""
+    if not math.isnan(d):
+        return int(d)
+    best = NEG_INF
+    cj = 0
+    for j in range(deg):
+        c = cidx[a0 + j] * R + r
+        if L[c] > NEG_INF:
+            sc = U[c]
+            if sc > best:
+                best = sc
+                cj = j
+    return cj
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def running_max(cidx, lw, a0, a1, unr, uR, A, tmp):
+    """m = max over children of (log w + A[c]) from -inf, row by row; returns the offset in
+    ``tmp`` of the result. Two buffers in turn (slots 4 and 5 of ``tmp``): an in-place
+    ``m = a if a > m else m`` would be compiled to masked stores, slow on some CPUs."""
+    src = uint64(4) * uR
+    dst = src + uR
+    for r in range(unr):
+        tmp[src + r] = NEG_INF
+    for e in range(a0, a1):
+        w = lw[e]
+        oc = uint64(cidx[e]) * uR
+        for r in range(unr):
+            a = w + A[oc + r]
+            mr = tmp[src + r]
+            tmp[dst + r] = a if a > mr else mr
+        src, dst = dst, src
+    return src
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sum_up(cidx, lw, a0, a1, nr, R, L, U, i, tmp, with_u):
+    """Sum node ``i``: L = m + log Σ exp(a_j - m) with a_j = log w_j + L_j (sequential), and
+    U = Σ exp(a_j - m) U_j / Σ exp(a_j - m) when ``with_u``; L = -inf, U = 0 when m = -inf.
+    ``tmp`` holds m, mm (m or 0), s and num, R entries each (and 2 R of scratch). Offsets are unsigned so that
+    Numba emits no negative-index wraparound and the row loops vectorize."""
+    uR = uint64(R)
+    unr = uint64(nr)
+    oi = uint64(i) * uR
+    o1 = uR
+    o2 = uR + uR
+    o3 = o2 + uR
+    om = running_max(cidx, lw, a0, a1, unr, uR, L, tmp)
+    for r in range(unr):
+        mr = tmp[om + r]
+        tmp[r] = mr
+        tmp[o1 + r] = mr if mr > NEG_INF else 0.0
+        tmp[o2 + r] = 0.0
+        tmp[o3 + r] = 0.0
+    if with_u:
+        for e in range(a0, a1):
+            w = lw[e]
+            oc = uint64(cidx[e]) * uR
+            for r in range(unr):
+                ee = fexp((w + L[oc + r]) - tmp[o1 + r])
+                tmp[o2 + r] += ee
+                tmp[o3 + r] += ee * U[oc + r]
+        for r in range(unr):
+            mr = tmp[r]
+            lg = flog(tmp[o2 + r])
+            q = tmp[o3 + r] / tmp[o2 + r]
+            L[oi + r] = mr + lg if mr > NEG_INF else NEG_INF
+            U[oi + r] = q if mr > NEG_INF else 0.0
+    else:
+        for e in range(a0, a1):
+            w = lw[e]
+            oc = uint64(cidx[e]) * uR
+            for r in range(unr):
+                tmp[o2 + r] += fexp((w + L[oc + r]) - tmp[o1 + r])
+        for r in range(unr):
+            mr = tmp[r]
+            lg = flog(tmp[o2 + r])
+            L[oi + r] = mr + lg if mr > NEG_INF else NEG_INF
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def add_rows(cidx, a0, a1, nr, R, A, i):
+    """A[i] = Σ_children A[c] (children in order, starting from 0.0), rows 0..nr."""
+    uR = uint64(R)
+    unr = uint64(nr)
+    oi = uint64(i) * uR
+    for r in range(unr):
+        A[oi + r] = 0.0
+    for e in range(a0, a1):
+        oc = uint64(cidx[e]) * uR
+        for r in range(unr):
+            A[oi + r] += A[oc + r]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def max_rows(cidx, lw, a0, a1, nr, R, M, i, tmp):
+    """M[i] = max_children (log w + M[c]) (starting from -inf), rows 0..nr."""
+    uR = uint64(R)
+    unr = uint64(nr)
+    oi = uint64(i) * uR
+    om = running_max(cidx, lw, a0, a1, unr, uR, M, tmp)
+    for r in range(unr):
+        M[oi + r] = tmp[om + r]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def up_chunk(circ, xt, nr, R, values, L, U, tmp, cu):
+    """The (L, U) pass of reference.upward over one chunk (U only when ``cu``); ``L``, ``U``
+    are flat node-major work arrays (node ``i``, row ``r`` at ``i * R + r``)."""
+    kind, cptr, cidx, lw, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[3], \
+        circ[4], circ[5], circ[6], circ[7]
+    n = kind.shape[0]
+    for i in range(n):
+        kd = kind[i]
+        a0 = cptr[i]
+        a1 = cptr[i + 1]
+        oi = i * R
+        if kd == K_SUM:
+            if cu:
+                if ulive[i]:
+                    sum_up(cidx, lw, a0, a1, nr, R, L, U, i, tmp, True)
+                else:
+                    sum_up(cidx, lw, a0, a1, nr, R, L, U, i, tmp, False)
+                    for r in range(nr):
+                        U[oi + r] = 0.0
+            else:
+                sum_up(cidx, lw, a0, a1, nr, R, L, U, i, tmp, False)
+        elif kd == K_PRODUCT:
+            add_rows(cidx, a0, a1, nr, R, L, i)
+            if cu:
+                if ulive[i]:
+                    add_rows(cidx, a0, a1, nr, R, U, i)
+                else:
+                    for r in range(nr):
+                        U[oi + r] = 0.0
+        elif kd == K_MAX:
+            x0 = var[i] * R
+            deg = a1 - a0
+            for r in range(nr):
+                oc = cidx[a0 + max_choice(cidx, a0, deg, xt[x0 + r], L, U, R, r)] * R
+                L[oi + r] = L[oc + r]
+                U[oi + r] = U[oc + r]
+        else:
+            leaf_up(kd, params, pptr[i], var[i], xt, nr, R, values, L, U, oi, cu, math.nan)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def mpe_up_chunk(circ, xt, nr, R, M, tmp):
+    """Max-product pass of reference.mpe over one chunk: M (flat, node-major)."""
+    kind, cptr, cidx, lw, var, pptr, params = circ[0], circ[1], circ[2], circ[3], circ[4], \
+        circ[5], circ[6]
+    mode_logp = circ[8]
+    n = kind.shape[0]
+    for i in range(n):
+        kd = kind[i]
+        a0 = cptr[i]
+        a1 = cptr[i + 1]
+        oi = i * R
+        if kd == K_SUM:
+            max_rows(cidx, lw, a0, a1, nr, R, M, i, tmp)
+        elif kd == K_PRODUCT:
+            add_rows(cidx, a0, a1, nr, R, M, i)
+        elif kd == K_MAX:
+            x0 = var[i] * R
+            for r in range(nr):
+                d = xt[x0 + r]
+                if math.isnan(d):
+                    best = M[cidx[a0] * R + r]
+                    for e in range(a0 + 1, a1):
+                        a = M[cidx[e] * R + r]
+                        best = a if a > best else best
+                    M[oi + r] = best
+                else:
+                    M[oi + r] = M[cidx[a0 + int(d)] * R + r]
+        else:
+            leaf_up(kd, params, pptr[i], var[i], xt, nr, R, mode_logp, M, M, oi, False,
+                    mode_logp[i])  # values are not read when U is off
