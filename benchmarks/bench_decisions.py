@@ -33,7 +33,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 from spmn.data import read_table, schema_from_spec  # noqa: E402
 from spmn.learn import empirical_meu, learn_spmn  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(HERE), "..", "shared", "data", "decisions")
+_SHARED = os.path.join(os.path.dirname(HERE), "..", "shared", "data", "decisions")
+#: The six problems: the shared folder when present, else the gzipped copy shipped in tests/data.
+DATA = os.environ.get("SPMN_DECISIONS_DIR") or (
+    _SHARED if os.path.isfile(os.path.join(_SHARED, "problems.json"))
+    else os.path.join(os.path.dirname(HERE), "tests", "data", "decisions"))
 ORDERS = {"correct": ("partial_order", "meu_exact"),
           "published": ("partial_order_published", "meu_exact_under_published_order")}
 
@@ -46,7 +50,10 @@ def problems(directory: str = DATA) -> dict[str, Any]:
 def load(spec: dict, order_key: str = "partial_order", directory: str = DATA):
     """(data in schema order, schema) of one problem under one partial order."""
     schema, maps = schema_from_spec(spec, spec[order_key])
-    return read_table(os.path.join(directory, spec["file"]), schema, values=maps), schema
+    path = os.path.join(directory, spec["file"])
+    if not os.path.exists(path):
+        path += ".gz"
+    return read_table(path, schema, values=maps), schema
 
 
 def bootstrap_values(X: np.ndarray, schema, B: int, seed: int) -> list[dict]:

@@ -141,6 +141,10 @@ def read_table(path: str | os.PathLike, schema: Schema | Sequence[Variable] | No
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
+        if raw[:2] == b"\x1f\x8b":  # gzip-compressed table
+            import gzip
+
+            raw = gzip.decompress(raw)
     except OSError as exc:
         raise DataError(f"cannot read table {path!r}: {exc.strerror or exc}") from None
     try:
