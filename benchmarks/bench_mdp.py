@@ -8,7 +8,7 @@ optimal policy and is checked to have Bellman residual <= 1e-9.
 Transition kinds: dense (every successor), sparse (max(10, S/100) random successors per row), banded
 (successors s-5..s+5). Rewards R[a, s] ~ U(0, 1).
 
-    python benchmarks/bench_mdp.py            # S = 100, 1000, 5000 (takes ~20 min: pymdptoolbox is slow)
+    python benchmarks/bench_mdp.py            # S = 100, 1000, 5000 (~25 min, nearly all pymdptoolbox)
     python benchmarks/bench_mdp.py --quick    # S = 100, 1000, one repeat
     python benchmarks/bench_mdp.py --markdown benchmarks/README_mdp_table.md
 """
@@ -109,7 +109,6 @@ def run_case(S, A, gamma, kind, args):
                vi=(t_vi, vi.iterations, err(vi.values)), tvi=(t_tvi, tvi.iter, err(tvi.V), n_tvi),
                pi=(t_pi, pi.iterations, err(pi.values)), tpi=(t_tpi, tpi.iter, err(tpi.V), n_tpi),
                same_policy=bool(np.array_equal(pi.policy, np.asarray(tpi.policy))))
-    del P_ours, P_tool
     return row
 
 
@@ -141,7 +140,8 @@ def main(argv=None):
     ap.add_argument("--toolbox-cap", type=float, default=15.0,
                     help="pymdptoolbox is timed once when a run exceeds this many seconds")
     ap.add_argument("--tol", type=float, default=1e-8, help="our value_iteration tolerance")
-    ap.add_argument("--toolbox-epsilon", type=float, default=0.01, help="pymdptoolbox VI epsilon (its default)")
+    ap.add_argument("--toolbox-epsilon", type=float, default=0.01,
+                    help="pymdptoolbox VI epsilon (its default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--markdown", help="also write the table to this file")
     args = ap.parse_args(argv)
@@ -153,7 +153,8 @@ def main(argv=None):
 
     info = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
             f"{platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
-            f"pymdptoolbox {getattr(mdptoolbox, '__version__', '4.0b3')}; repeats {args.repeats}, VI tol {args.tol:g}, "
+            f"pymdptoolbox {getattr(mdptoolbox, '__version__', '4.0b3')}; repeats {args.repeats}, "
+            f"VI tol {args.tol:g}, "
             f"toolbox VI epsilon {args.toolbox_epsilon:g}")
     lines = [info, "", HEADER, "|" + "---|" * (HEADER.count("|") - 1)]
     print(lines[0], "\n", flush=True)
@@ -171,7 +172,8 @@ def main(argv=None):
     worst_pi = max(r["pi"][2] for r in rows)
     big = [r["tpi"][0] / r["pi"][0] for r in rows if r["S"] == max(args.sizes)]
     summary = (f"\nours: max|V - V_exact| = {worst_vi:.1e} (VI, tol {args.tol:g}), {worst_pi:.1e} (PI); "
-               f"PI speed-up at S = {max(args.sizes)}: min {min(big):.1f}×, median {statistics.median(big):.1f}×. "
+               f"PI speed-up at S = {max(args.sizes)}: min {min(big):.1f}×, "
+               f"median {statistics.median(big):.1f}×. "
                "† = pymdptoolbox's PI policy differs from ours; * = pymdptoolbox timed once "
                f"(a run took > {args.toolbox_cap:g} s).")
     lines.append(summary)

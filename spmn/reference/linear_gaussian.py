@@ -278,7 +278,8 @@ class LinearGaussianSystem:
 
     def rts_smoother(self, y: ArrayLike, u: ArrayLike | None = None, m0: ArrayLike | None = None,
                      P0: ArrayLike | None = None) -> SmootherResult:
-        """Rauch-Tung-Striebel: J_t = P_{t|t} A' P_{t+1|t}^{-1}, m_t^s = m_{t|t} + J_t (m_{t+1}^s - m_{t+1|t})."""
+        """Rauch-Tung-Striebel smoother (same prior and u conventions as :meth:`kalman_filter`):
+        J_t = P_{t|t} A' P_{t+1|t}^{-1}, m_t^s = m_{t|t} + J_t (m_{t+1}^s - m_{t+1|t})."""
         f = self.kalman_filter(y, u, m0, P0)
         T, n = f.means.shape
         ms, Ps = f.means.copy(), f.covs.copy()

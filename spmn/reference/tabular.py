@@ -8,7 +8,7 @@ reward of the transition that enters a terminal state is counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,9 +30,9 @@ class MDPSolution:
     ``values`` float64 (S,) and ``policy`` int64 (S,) (ties -> lowest action index); for
     :meth:`TabularMDP.finite_horizon`, ``values`` is (H+1, S) with ``values[t]`` the optimal return with
     H - t steps to go (``values[H] = 0``) and ``policy`` is (H, S). ``iterations`` counts sweeps (value
-    iteration), improvement steps (policy iteration) or linear-solver iterations (policy evaluation);
+    iteration), policies evaluated (policy iteration) or linear-solver iterations (policy evaluation);
     ``residual`` is the final Bellman residual |T V - V|∞ (|T_π V - V|∞ for policy evaluation);
-    ``q`` holds Q[a, s] of the returned values where computed.
+    ``q`` holds Q[a, s] of the returned values (None for policy iteration and finite horizons).
     """
 
     values: np.ndarray
@@ -44,7 +44,10 @@ class MDPSolution:
 
 def check_gamma(gamma: float, allow_one: bool = False) -> float:
     """Return γ as float; SolverError unless 0 <= γ < 1 (γ = 1 allowed for finite horizons)."""
-    g = float(gamma)
+    try:
+        g = float(gamma)
+    except (TypeError, ValueError):
+        raise SolverError(f"discount gamma={gamma!r} is not a number") from None
     ok = 0.0 <= g <= 1.0 if allow_one else 0.0 <= g < 1.0
     if not ok:
         span = "[0, 1]" if allow_one else "[0, 1) for an infinite horizon"
@@ -131,7 +134,7 @@ def _reward(R: Any, flat: Any, A: int, S: int) -> tuple[np.ndarray, str, Any]:
             a, s, t = coo.coords
             Rf = sp.csr_array((coo.data.astype(np.float64), (a * S + s, t)), shape=(A * S, S))
         elif sp.issparse(R):
-            raise DataError(f"R: a sparse reward must be (A, S, S) or a list of A (S, S) matrices")
+            raise DataError("R: a sparse reward must be (A, S, S) or a list of A (S, S) matrices")
         else:
             Rf = sp.csr_array(sp.vstack([sp.csr_array(m, dtype=np.float64) for m in R], format="csr"))
         if Rf.shape != (A * S, S):
@@ -229,7 +232,8 @@ class TabularMDP:
         if abs(st.sum() - 1.0) > ROW_SUM_ATOL:
             raise DataError(f"start distribution sums to {st.sum()!r}, not 1")
         if (st[terminal] > 0).any():
-            raise DataError(f"start puts mass on terminal states {np.flatnonzero(terminal & (st > 0)).tolist()}")
+            bad = np.flatnonzero(terminal & (st > 0)).tolist()
+            raise DataError(f"start puts mass on terminal states {bad}")
         return st
 
     @classmethod
@@ -330,7 +334,8 @@ class TabularMDP:
     # ------------------------------------------------------------------ solvers
     def value_iteration(self, gamma: float, tol: float = 1e-8, max_iter: int = 100_000,
                         v0: ArrayLike | None = None) -> MDPSolution:
-        """V_{k+1} = T V_k until the MacQueen bounds V_k + γ/(1-γ)·[min, max](V_k - V_{k-1}) ∋ V* are tol-tight.
+        """V_{k+1} = T V_k until the MacQueen bounds V_k + γ/(1-γ)·[min, max](V_k - V_{k-1}) ∋ V*
+        are tol-tight.
 
         Returns the midpoint of the bounds, so max|V - V*| < tol holds (rounding included), not merely
         an ε-optimal policy. Raises SolverError if tol is below the floating-point floor or max_iter is hit.
@@ -410,6 +415,7 @@ class TabularMDP:
             raise DataError("policy0 must be a deterministic policy of shape (S,)")
         seen: set[bytes] = set()
         V, U, res0 = None, None, None  # U[a, s] >= Q_V[a, s], exact where it matters
+        Ppi, b, prev = None, None, pi
         precise = False  # the first evaluation only picks the next policy: an iterative solve may stop early
         for it in range(1, int(max_iter) + 1):
             seen.add(pi.tobytes())
