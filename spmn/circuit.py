@@ -208,6 +208,13 @@ class Circuit:
         return (f"Circuit({len(self.nodes)} nodes over {list(self.schema.names)}, "
                 f"decisions={list(self.decisions)})")
 
+    def fit_weights(self, data: Any, method: str = "counts", **kw: Any) -> "Circuit":
+        """Re-fit sum weights and leaf parameters on this structure ("counts": hard
+        assignments; "em": expected counts of the kernels); in place, returns ``self``."""
+        from .learn.params import fit_weights
+
+        return fit_weights(self, data, method=method, **kw)
+
     # ------------------------------------------------------------------ queries
     def log_likelihood(self, X: Any, *, allow_missing: bool = True,
                        backend: str | None = None) -> np.ndarray:
