@@ -101,9 +101,8 @@ class Circuit:
 
     def validate(self) -> "Circuit":
         """Check every structural rule (see :mod:`spmn.validation`); returns ``self``."""
-        if not self._valid:
-            _validate(self)
-            self._valid = True
+        _validate(self)
+        self._valid = True
         return self
 
     def compile(self) -> FlatCircuit:

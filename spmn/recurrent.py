@@ -109,7 +109,8 @@ class Template:
         """Soundness (RSPMN conditions): a valid SPMN template; interface roots are max nodes of
         the template sharing one scope and one joint-action layout; every interface leaf's slot
         names an interface root; no interface leaf lies above a max node."""
-        self.circuit.validate()
+        if not self.circuit._valid:  # a Circuit validates itself when built
+            self.circuit.validate()
         roots = self.interface_roots
         if not roots:
             raise ValidationError("a template needs at least one interface root", rule="interface")
