@@ -10,10 +10,13 @@ Objective, per batch of logged transitions (x_t, a_t, x_{t+1}) with unit embeddi
   contrast over the batch keeps embeddings apart (no collapse to one point);
 * invariance: ``||f(aug(x)) - f(x)||²`` under the encoder's own random shifts and noise.
 
-Without next frames the positives are two augmented views of one frame instead (enough for
-clean or noisy frames, not for clutter). Codes: k-means on the embeddings with dead-code
-resets; ``usage_`` reports how many codes are used and their perplexity, and a fit whose codes
-collapse (perplexity < 2 with more than one code) raises instead of returning a useless encoder.
+Rare states (the cells next to the goal, the goal itself) are a few in a thousand frames: every
+``rebalance_every`` steps a pool of transitions is coded with the current network and drawn with
+weights count(code)^-``balance``, so they are trained on as often as they need. Without next
+frames the CNN is a denoising autoencoder instead (weaker: a fallback for clean or noisy frames).
+Codes: k-means on the embeddings, with dead-code resets. ``usage_`` reports the codes in use and
+their perplexity (``history_["perplexity"]`` during training); a fit whose codes collapse
+(perplexity < 2 with more than one code) raises instead of returning a useless encoder.
 Training is deterministic given ``seed`` (torch seeded, deterministic CPU algorithms).
 """
 from __future__ import annotations
