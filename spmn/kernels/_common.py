@@ -185,6 +185,9 @@ class Kernels:
         R = int(chunk) if chunk else prep.chunk
         if T < 1 or R < 1:
             raise DataError(f"threads and chunk must be >= 1, got {T}, {R}")
+        # never more threads than chunks: a one-row Bellman pass runs on one thread, without
+        # the cost of starting and joining a team (results do not depend on the thread count)
+        T = min(T, max(1, -(-X.shape[0] // R)))
         return prep, X, T, R
 
     def _upward(self, flat, X, values, nodes, want_u, threads, chunk, progress):
