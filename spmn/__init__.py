@@ -13,7 +13,8 @@ from .compile import FlatCircuit, compile_circuit
 from .errors import (BackendError, DataError, ModelFileError, NotFittedError, SchemaError,
                      SolverError, SpmnError, ValidationError)
 from .io import load, save
-from .nodes import Categorical, Gaussian, Histogram, Interface, Max, Product, Sum, Utility
+from .nodes import (Categorical, Gaussian, Histogram, Interface, Max, MultivariateGaussian, Product,
+                    Sum, Utility)
 from .schema import Schema, Variable
 
 __version__ = "0.1.0"
@@ -24,11 +25,14 @@ _LAZY = {
     "WorldModel": "spmn.worldmodel", "Solution": "spmn.worldmodel",
     "learn_spn": "spmn.learn", "learn_spmn": "spmn.learn", "read_table": "spmn.data",
     "reference": "spmn.reference", "kernels": "spmn.kernels",
+    "GaussianWorldModel": "spmn.continuous", "Quadratic": "spmn.quadratic",
+    "EncodedWorldModel": "spmn.encoders",
 }
 
 __all__ = [
     "Circuit", "CircuitSummary", "FlatCircuit", "compile_circuit", "Schema", "Variable",
     "Sum", "Product", "Max", "Categorical", "Gaussian", "Histogram", "Utility", "Interface",
+    "MultivariateGaussian",
     "save", "load", "SpmnError", "SchemaError", "DataError", "ValidationError",
     "ModelFileError", "BackendError", "SolverError", "NotFittedError", "__version__", *_LAZY,
 ]
