@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from spmn.encoders import (EncodedWorldModel, PCAKMeansEncoder, TorchEncoder,  # noqa: E402
                            inverse_purity, purity)
-from spmn.envs import Corruption, GridRenderer, PixelMDP  # noqa: E402
+from spmn.envs import Corruption, GridRenderer, GymRenderer, PixelMDP  # noqa: E402
 from spmn.reference import TabularMDP  # noqa: E402
 
 GAMMA = 0.95
@@ -42,11 +42,11 @@ SETTINGS = {"noisy": Corruption(noise=0.1),
             "hard": Corruption(noise=0.05, shift=2, clutter=4)}
 
 
-def run_one(env: PixelMDP, log: dict, encoder, seed: int) -> dict:
+def run_one(env: PixelMDP, log: dict, encoder, seed: int, merge: bool = True) -> dict:
     t0 = time.perf_counter()
     encoder.fit(log["frames"], log["actions"], log["next_frames"], seed=seed)
     t_enc = time.perf_counter() - t0
-    m = EncodedWorldModel(encoder, fit_encoder=False)
+    m = EncodedWorldModel(encoder, fit_encoder=False, merge=merge)
     m.fit(log["frames"], log["actions"], log["rewards"], log["next_frames"], log["terminated"],
           seed=seed)
     t_fit = time.perf_counter() - t0
@@ -76,18 +76,27 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--quick", action="store_true", help="20,000 transitions, 300 steps")
+    ap.add_argument("--renderer", choices=["grid", "gym"], default="grid",
+                    help="grid: the dependency-free renderer (24x24); gym: Gymnasium's rgb_array "
+                         "frames shrunk to 32x32 grey (needs pygame)")
+    ap.add_argument("--ablations", action="store_true",
+                    help="also torch without rebalancing (balance=0) and without code merging")
     ap.add_argument("--markdown", help="write the table to this file")
     ap.add_argument("--json", help="write the raw results to this file")
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.steps = 20_000, 300
     mdp = TabularMDP.from_gymnasium("FrozenLake-v1", is_slippery=True)
-    renderer = GridRenderer.from_mdp(mdp, cell=6)
+    renderer = GridRenderer.from_mdp(mdp, cell=6) if args.renderer == "grid" else \
+        GymRenderer.from_mdp(mdp, size=(32, 32))
     rows = []
     for setting in args.settings:
         env = PixelMDP(mdp, renderer, SETTINGS[setting])
         log = env.sample(args.n, seed=args.seed)
-        for name in args.encoders:
+        runs = [(name, {}, True) for name in args.encoders]
+        if args.ablations and "torch" in args.encoders:
+            runs += [("torch, balance=0", {"balance": 0.0}, True), ("torch, no merge", {}, False)]
+        for name, extra, merge in runs:
             if name == "numpy":
                 enc = PCAKMeansEncoder()
             else:
@@ -96,8 +105,9 @@ def main(argv=None) -> int:
                 except ImportError:
                     print("torch is not installed: skipping the torch encoder", file=sys.stderr)
                     continue
-                enc = TorchEncoder(steps=args.steps, threads=args.threads)
-            res = {"setting": setting, "encoder": name, **run_one(env, log, enc, args.seed)}
+                enc = TorchEncoder(steps=args.steps, threads=args.threads, **extra)
+            res = {"setting": setting, "encoder": name,
+                   **run_one(env, log, enc, args.seed, merge)}
             rows.append(res)
             print(json.dumps(res), flush=True)
     head = ("| setting | encoder | encoder fit (s) | total fit (s) | frames/s | purity | "
@@ -108,7 +118,8 @@ def main(argv=None) -> int:
         f"{r['frames_per_s']:,.0f} | {r['purity']:.4f} | {r['inverse_purity']:.3f} | "
         f"{r['codes_used']} | {r['regions']} | {r['value_share']:.4f} |\n" for r in rows)
     tv = getattr(sys.modules.get("torch"), "__version__", "not installed")
-    note = (f"\n{args.n:,} transitions per setting, seed {args.seed}, torch steps {args.steps}, "
+    note = (f"\n{args.renderer} renderer, {args.n:,} transitions per setting, seed {args.seed}, "
+            f"torch steps {args.steps}, "
             f"torch threads {args.threads or 'default'}; {platform.machine()}, {os.cpu_count()} "
             f"cores, python {platform.python_version()}, numpy {np.__version__}, torch {tv}.\n")
     table = head + body + note

@@ -150,6 +150,7 @@ def _register_builtin() -> None:
 
     register_kind("circuit", Circuit, circuit_to_payload, circuit_from_payload)
     register_kind("world_model", WorldModel, to_payload, from_payload)
+    import spmn.encoders  # noqa: F401  registers "encoded_world_model" (torch stays unimported)
     from .continuous import GaussianWorldModel
     from .continuous import from_payload as gwm_from_payload
     from .continuous import to_payload as gwm_to_payload

@@ -159,3 +159,21 @@ def test_bad_input_raises_clear_errors(small):
     with pytest.raises(DataError, match="frame shape"):
         m.policy(np.zeros((2, 24, 24), np.float32))
     assert m.policy((d["frames"][:5] * 255).astype(np.uint8)).shape == (5,)
+
+
+def test_merge_codes_joins_the_codes_of_one_state_only(lake):
+    """FrozenLake's true states, each split over two codes at random: the merge recovers the
+    states (every pair joined, no two states joined); episode-end codes stay apart."""
+    from spmn.encoders.encoded_model import merge_codes
+
+    log = lake.sample_transitions(50_000, seed=0)
+    rng = np.random.default_rng(1)
+    split = lambda s: 2 * s + rng.integers(0, 2, s.size)  # noqa: E731
+    z, zn = split(log["s"]), split(log["s_next"])
+    block = merge_codes(z, log["a"], (log["r"] > 0).astype(np.int64), zn, log["terminated"], 32)
+    live = np.unique(log["s"])
+    for s in live:
+        assert block[2 * s] == block[2 * s + 1]
+    assert len({int(block[2 * s]) for s in live}) == live.size
+    ends = np.setdiff1d(np.unique(log["s_next"]), live)
+    assert len({int(block[c]) for s in ends for c in (2 * s, 2 * s + 1)}) == 2 * ends.size

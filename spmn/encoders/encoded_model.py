@@ -3,7 +3,8 @@
 The encoder maps each frame to codes; the :class:`~spmn.worldmodel.WorldModel` learns
 p(z', r | z, a) over them and solves it exactly; ``policy(frames)`` and ``value(frames)`` encode
 the frames and read the solution. An encoder that emits continuous features is followed by a
-k-means quantizer (``n_codes``). Model files store the encoder's weights as arrays in the npz
+k-means quantizer (``n_codes``); codes that split one state by nuisance are merged back by a
+test on their logged dynamics (:func:`merge_codes`). Model files store the encoder's weights as arrays in the npz
 beside the JSON (torch ``state_dict`` tensors converted to arrays), never a pickled object.
 """
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import chdtrc
 
 from ..errors import DataError, ModelFileError, NotFittedError
 from ..io import register_kind
+from ..learn.regions import reward_classes
 from ..schema import Variable
 from ..worldmodel import Solution, WorldModel
 from .base import Encoder, EncoderSchema, Seed, check_actions, check_frames
@@ -32,12 +35,14 @@ class EncodedWorldModel:
     ``encoder``: any :class:`~spmn.encoders.Encoder` (default :class:`PCAKMeansEncoder`);
     ``fit_encoder``: train it in :meth:`fit` (False keeps an already fitted encoder as is);
     ``n_codes``: size of the k-means quantizer used when the encoder emits continuous
-    features; ``world_model_args`` go to :class:`~spmn.worldmodel.WorldModel` (``structure``,
-    ``split_p``, ``smoothing``, ...). The action variable is "a", the reward "r".
+    features; ``merge``: merge codes whose logged dynamics do not differ (see
+    :func:`merge_codes`; one code column only); ``world_model_args`` go to
+    :class:`~spmn.worldmodel.WorldModel` (``structure``, ``split_p``, ``min_samples_split``,
+    ``smoothing``, ...). The action variable is "a", the reward "r".
     """
 
     def __init__(self, encoder: Encoder | None = None, *, fit_encoder: bool = True,
-                 n_codes: int = 32, **world_model_args: Any) -> None:
+                 n_codes: int = 32, merge: bool = True, **world_model_args: Any) -> None:
         self.encoder = PCAKMeansEncoder() if encoder is None else encoder
         for meth in ("fit", "transform"):
             if not callable(getattr(self.encoder, meth, None)):
@@ -49,6 +54,7 @@ class EncodedWorldModel:
                             "'terminated'); pass only WorldModel hyper-parameters")
         self.fit_encoder = bool(fit_encoder)
         self.n_codes = int(n_codes)
+        self.merge = bool(merge)
         self.world_model_args = dict(world_model_args)
         self.world_model_args.setdefault("progress", False)
 
@@ -75,8 +81,9 @@ class EncodedWorldModel:
         self._check_fitted()
         z = self._raw(self._frames(frames, self.frame_shape_))
         if self.quantizer_ is not None:
-            return self.quantizer_.predict(z)[:, None]
-        return z.astype(np.int64)
+            z = self.quantizer_.predict(z)[:, None]
+        z = z.astype(np.int64)
+        return z if self.code_map_ is None else self.code_map_[z]
 
     @property
     def state_names(self) -> list[str]:
@@ -118,6 +125,14 @@ class EncodedWorldModel:
             names, cards = ("z",), (self.n_codes,)
         else:
             names, cards = schema.names, schema.cards
+        self.code_map_ = None
+        if self.merge and len(names) == 1:
+            self.code_map_ = merge_codes(
+                z[:, 0], a, reward_classes(r), zn[:, 0], t.astype(bool), int(cards[0]),
+                p=float(self.world_model_args.get("split_p", 1e-3)),
+                min_count=int(self.world_model_args.get("min_samples_split", 20)))
+            z, zn = self.code_map_[z], self.code_map_[zn]
+            cards = (int(self.code_map_.max()) + 1,)
         cols: dict[str, np.ndarray] = {"a": a, "r": r.astype(np.float64),
                                        "terminated": t.astype(bool)}
         for j, nm in enumerate(names):
@@ -177,6 +192,49 @@ class EncodedWorldModel:
         return f"EncodedWorldModel(encoder={type(self.encoder).__name__}{wm})"
 
 
+def merge_codes(z: np.ndarray, a: np.ndarray, rclass: np.ndarray, zn: np.ndarray,
+                term: np.ndarray, k: int, p: float = 1e-3, min_count: int = 20) -> np.ndarray:
+    """Map of the k codes onto blocks of codes with the same logged dynamics.
+
+    An encoder with more codes than states splits a state's frames over several codes by their
+    nuisance; each code then holds a share of the state's data and its estimated Q-values are
+    noisier. Starting from one block per code, the two live blocks whose distributions of
+    (next block, episode end, reward class) given the action differ least are merged, while a
+    G-test, stratified by action, cannot tell them apart at level ``p``
+    (G = 2 Σ O ln(O / E), χ² with Σ_a (outcomes_a - 1) degrees of freedom): a bottom-up mirror
+    of the world model's region splits. Blocks with fewer than ``min_count`` rows, and codes
+    seen only as episode ends, are left alone. Returns block ids (k,), numbered 0, 1, ...
+    """
+    block = np.arange(k)
+    n_a, n_r = int(a.max()) + 1, int(rclass.max()) + 1
+    while True:
+        ids, blk = np.unique(block, return_inverse=True)
+        nb = ids.size
+        y = ((blk[zn] + nb * term) * n_r + rclass).astype(np.int64)
+        Y = 2 * nb * n_r
+        N = np.bincount((blk[z] * n_a + a) * Y + y, minlength=nb * n_a * Y).reshape(nb, n_a, Y)
+        N = N.astype(np.float64)
+        n = N.sum(2)
+        ok = n.sum(1) >= max(int(min_count), 1)
+        Ni, Nj = N[:, None], N[None, :]
+        T = Ni + Nj
+        tot = n[:, None] + n[None, :]
+        both = (n[:, None] > 0) & (n[None, :] > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            Ei = n[:, None, :, None] * T / tot[..., None]
+            Ej = n[None, :, :, None] * T / tot[..., None]
+            g = np.where(Ni > 0, Ni * np.log(Ni / Ei), 0.0) + np.where(Nj > 0, Nj * np.log(Nj / Ej), 0.0)
+        G = 2.0 * np.where(both[..., None], g, 0.0).sum((2, 3))
+        df = (np.clip((T > 0).sum(3) - 1, 0, None) * both).sum(2)
+        pv = np.where(df > 0, chdtrc(np.maximum(df, 1), G), -1.0)
+        pv[~(ok[:, None] & ok[None, :])] = -1.0
+        pv[np.tril_indices(nb)] = -1.0
+        i, j = np.unravel_index(int(np.argmax(pv)), pv.shape)
+        if pv[i, j] <= p:
+            return np.unique(block, return_inverse=True)[1].astype(np.int64)
+        block[block == ids[j]] = ids[i]
+
+
 def _diagnostics(z: np.ndarray, zn: np.ndarray, term: np.ndarray, cards) -> dict[str, float]:
     """Code health without true states: codes used, and ``end_code_mixing``, the mean over
     episode ends of the share of live frames (frames a step starts from) among the frames that
@@ -231,6 +289,8 @@ def to_payload(m: EncodedWorldModel, arrays) -> dict[str, Any]:
         "quantizer": None if m.quantizer_ is None else _put(arrays, "quant_centers",
                                                             m.quantizer_.centers_),
         "n_codes": m.n_codes,
+        "merge": m.merge,
+        "code_map": None if m.code_map_ is None else [int(v) for v in m.code_map_],
         "frame_shape": list(m.frame_shape_),
         "world_model_args": {k: v for k, v in m.world_model_args.items() if k != "progress"},
         "world_model": wm_payload(m.world_model_, arrays),
@@ -247,7 +307,8 @@ def from_payload(doc: dict[str, Any], arrays) -> EncodedWorldModel:
         raise ModelFileError(f"unknown encoder type {e['type']!r}; known: {sorted(types)}")
     enc = types[e["type"]].from_saved(e["config"], {k: _get(arrays, v) for k, v in e["arrays"].items()})
     m = EncodedWorldModel(enc, fit_encoder=False, n_codes=int(doc["n_codes"]),
-                          **doc["world_model_args"])
+                          merge=bool(doc["merge"]), **doc["world_model_args"])
+    m.code_map_ = None if doc["code_map"] is None else np.asarray(doc["code_map"], np.int64)
     m.frame_shape_ = tuple(int(v) for v in doc["frame_shape"])
     m.quantizer_ = None
     if doc["quantizer"] is not None:
