@@ -9,19 +9,23 @@ class _Quiet:
     def update(self, n: int = 1) -> None:
         pass
 
-    def set_postfix(self, **kw) -> None:
+    def set_postfix(self, refresh: bool = True, **kw) -> None:
         pass
 
 
 @contextlib.contextmanager
 def progress_bar(enabled: bool, **kw):
-    """``with progress_bar(big_job, desc=..., total=...) as bar: bar.update()``."""
+    """``with progress_bar(big_job, desc=..., total=...) as bar: bar.update()``.
+
+    The bar shows only once the job has run for ``delay`` seconds (default 1.5 s), so quick
+    steps stay silent and long ones report progress."""
     if enabled:
         try:
             from tqdm.auto import tqdm
         except ImportError:
             tqdm = None
         if tqdm is not None:
+            kw.setdefault("delay", 1.5)
             bar = tqdm(file=sys.stderr, leave=False, **kw)
             try:
                 yield bar

@@ -230,7 +230,8 @@ class WorldModel:
                                  structure=self.structure, split_p=self.split_p,
                                  min_samples_split=self.min_samples_split,
                                  max_regions=self.max_regions,
-                                 progress=lambda k: (bar.update(1), bar.set_postfix(regions=k)))
+                                 progress=lambda k: (bar.set_postfix(regions=k, refresh=False),
+                                                   bar.update(1)))
         self.tree_ = tree
         seen = np.unique(np.ravel_multi_index(S.T, self.state_cards_))
         ends = np.unique(np.ravel_multi_index(Sn[term].T, self.state_cards_))

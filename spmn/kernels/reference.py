@@ -5,7 +5,9 @@ yields ``L`` = log p(evidence below it) and ``U`` = expected utility below it gi
 evidence (DESIGN.md):
 
 - leaf: ``L = log p(e_v)`` (0 if unobserved); a utility leaf has ``U = E[u]`` when unobserved
-  and ``U = u`` when observed; an interface leaf has ``L = 0, U = values[slot]``;
+  and ``U = u`` when observed; an interface leaf has ``L = 0, U = values[slot]``; a
+  multivariate Gaussian (``K_MVGAUSSIAN``) has ``L = log p(e_O)``, the density of its observed
+  variables (unobserved ones marginalized exactly; 0 if none is observed), and ``U = 0``;
 - product: ``L = Σ L_i``, ``U = Σ U_i`` (children in order);
 - sum: ``L = logsumexp_i(log w_i + L_i)``, ``U = Σ_i softmax_i(log w_i + L_i) U_i``; when
   ``L = -inf`` (zero-probability evidence) ``U = 0``;
@@ -20,9 +22,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..compile import (FlatCircuit, K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM, K_INTERFACE, K_MAX,
-                       K_PRODUCT, K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
+                       K_MVGAUSSIAN, K_PRODUCT, K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
+from ..continuous_gaussian import (flat_conditioned, flat_draw_columns, flat_parts, flat_stats,
+                                   pattern_factor)
 
 NEG_INF = -np.inf
+LOG_2PI = np.log(2.0 * np.pi)
 
 
 # ---------------------------------------------------------------------------- leaves
@@ -68,6 +73,8 @@ def leaf_lu(flat: FlatCircuit, i: int, X: np.ndarray, values: np.ndarray):
     if k == K_INTERFACE:
         U[:] = values[int(p[0])]
         return L, U
+    if k == K_MVGAUSSIAN:
+        return flat_conditioned(p, X).logpdf, U
     x = X[:, flat.var[i]]
     obs = ~np.isnan(x)
     xo = x[obs]
@@ -92,9 +99,14 @@ def leaf_lu(flat: FlatCircuit, i: int, X: np.ndarray, values: np.ndarray):
 
 
 def leaf_mode(flat: FlatCircuit, i: int):
-    """(max log-density, mode) of leaf ``i`` with its variable unobserved (first max wins)."""
+    """(max log-density, mode) of leaf ``i`` with its variable unobserved (first max wins); a
+    multivariate Gaussian's mode (its mean, several variables) is given as NaN."""
     k = flat.kind[i]
     p = flat.leaf_params(i)
+    if k == K_MVGAUSSIAN:
+        d, _, _, _, cov = flat_parts(p)
+        Lc = pattern_factor(cov, np.zeros(0, np.int64), np.arange(d))
+        return -np.log(np.diag(Lc)).sum() - 0.5 * d * LOG_2PI, np.nan
     if k == K_CATEGORICAL:
         j = int(np.argmax(p))
         return p[j], float(j)
@@ -210,7 +222,9 @@ def mpe(flat: FlatCircuit, X: np.ndarray):
     """Max-product up, argmax completion down: (completed X, log p of the completion).
 
     Unobserved leaves take their mode, sums their best weighted child, unobserved decisions the
-    child with the largest max-product value (first maximum wins everywhere). Exact for
+    child with the largest max-product value (first maximum wins everywhere). A multivariate
+    Gaussian leaf with unobserved variables ``U`` scores ``max_{x_U} log p(e_O, x_U) =
+    log p(e_O) + log N(0; 0, Σ_{U|O})`` and completes ``x_U`` with ``E[x_U | e_O]``. Exact for
     selective circuits (deterministic sums, as above every decision); with latent sums it is
     the max-product (Viterbi) value, a lower bound on the true maximum that the returned
     completion attains.
@@ -239,6 +253,9 @@ def mpe(flat: FlatCircuit, X: np.ndarray):
             c[obs] = d[obs].astype(np.int64)
             arg[i] = c
             M[i] = M[ch[c], np.arange(rows)]
+        elif k == K_MVGAUSSIAN:
+            modes[i] = flat_conditioned(flat.leaf_params(i), X)
+            M[i] = modes[i].mode_logpdf
         else:
             L, _ = leaf_lu(flat, i, X, np.zeros(flat.n_interface))
             best, mode = leaf_mode(flat, i)
@@ -265,6 +282,10 @@ def mpe(flat: FlatCircuit, X: np.ndarray):
                 out[fill, v] = arg[i, fill]
             for j, c in enumerate(ch):
                 reach[c] |= r & (arg[i] == j)
+        elif k == K_MVGAUSSIAN:
+            cols = flat_parts(flat.leaf_params(i))[2]
+            rr = np.flatnonzero(r)
+            out[np.ix_(rr, cols)] = modes[i].mean[rr]
         elif k != K_INTERFACE:
             v = flat.var[i]
             fill = r & np.isnan(out[:, v])
@@ -313,10 +334,14 @@ def sample(flat: FlatCircuit, X: np.ndarray, u: np.ndarray, z: np.ndarray,
            values: np.ndarray | None = None) -> np.ndarray:
     """Fill the NaN entries of ``X`` by ancestral sampling from p(unobserved | evidence).
 
-    ``u`` (uniforms in [0, 1)) and ``z`` (standard normals) have shape (rows, nodes): node ``i``
-    of row ``r`` uses ``u[r, i]`` / ``z[r, i]``, so every backend given the same draws returns
-    the same samples. Sums pick a child by posterior ``w_j p_j(e) / p(e)``, unobserved
-    decisions follow the MEU policy, leaves draw by inverse CDF (Gaussian: ``mean + std z``).
+    ``u`` (uniforms in [0, 1)) has shape (rows, nodes), ``z`` (standard normals) (rows,
+    ``flat.n_draws``): node ``i`` of row ``r`` uses ``u[r, i]`` / ``z[r, i]``, so every backend
+    given the same draws returns the same samples. Sums pick a child by posterior
+    ``w_j p_j(e) / p(e)``, unobserved decisions follow the MEU policy, leaves draw by inverse
+    CDF (Gaussian: ``mean + std z``). A multivariate Gaussian draws its unobserved variables
+    from ``x_U | e_O`` as ``E[x_U | e_O] + L_UU z_U`` (:mod:`spmn.continuous_gaussian`), its
+    variable ``j`` reading the draw column ``flat_draw_columns`` gives (its node for ``j = 0``,
+    ``n_nodes + zoff + j - 1`` after).
     """
     L, _, choice = upward(flat, X, values)
     rows = X.shape[0]
@@ -345,6 +370,13 @@ def sample(flat: FlatCircuit, X: np.ndarray, u: np.ndarray, z: np.ndarray,
             out[fill, v] = choice[i, fill]
             for j, cj in enumerate(ch):
                 reach[cj] |= r & (choice[i] == j)
+        elif k == K_MVGAUSSIAN:
+            p = flat.leaf_params(i)
+            rr = np.flatnonzero(r)
+            cols = flat_parts(p)[2]
+            zc = flat_draw_columns(p, i, flat.n_nodes)
+            draws = flat_conditioned(p, X[rr]).sample(z[np.ix_(rr, zc)])
+            out[np.ix_(rr, cols)] = draws
         elif k != K_INTERFACE:
             v = flat.var[i]
             fill = r & np.isnan(out[:, v])
@@ -422,9 +454,13 @@ def _bin_index(p: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def leaf_stats(flat: FlatCircuit, i: int, f: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Expected sufficient statistics of leaf ``i`` (aligned with its params) from flows ``f``
-    and its column ``x`` (NaN = unobserved); see :func:`expected_counts`."""
+    and its column ``x`` (NaN = unobserved; a multivariate Gaussian takes all the evidence
+    columns, (rows, variables)); see :func:`expected_counts`."""
     k = flat.kind[i]
     p = flat.leaf_params(i)
+    if k == K_MVGAUSSIAN:
+        live = f != 0.0
+        return flat_stats(p, x[live], f[live])
     out = np.zeros(p.shape[0])
     if k == K_INTERFACE:
         out[0] = f.sum()
@@ -468,12 +504,17 @@ def expected_counts(flat: FlatCircuit, X: np.ndarray, values: np.ndarray | None 
     utility histogram's slot 0 ``Σf``, slot 1 ``Σf x`` (unobserved: ``f mean``), break slots
     0 and log-density slots the expected count per bin (unobserved: ``f`` x bin probability);
     a discrete utility's slot 0 ``Σf``, slot 1 ``Σf x`` and log-probability slots the
-    expected count of each value; an interface leaf ``Σf``. Rows with ``p(e) = 0`` add nothing.
+    expected count of each value; an interface leaf ``Σf``. A multivariate Gaussian's slot 0
+    (``d``) gets ``Σf``, its ``zoff`` and column slots 0, its mean slots ``Σf E[x | e_O]`` and
+    its covariance slots ``Σf E[x xᵀ | e_O]`` (raw second moments: unobserved parts are their
+    conditional mean plus the conditional covariance ``Σ_{U|O}``), so that the M-step is
+    ``μ = s_μ / s_0``, ``Σ = s_Σ / s_0 − μ μᵀ``. Rows with ``p(e) = 0`` add nothing.
     """
     F, G = flows(flat, X, values)
     stats = np.zeros(flat.params.shape[0])
     for i in range(flat.n_nodes):
         if flat.kind[i] > K_MAX:
-            x = X[:, flat.var[i]] if flat.kind[i] != K_INTERFACE else None
+            x = X if flat.kind[i] == K_MVGAUSSIAN else \
+                X[:, flat.var[i]] if flat.kind[i] != K_INTERFACE else None
             stats[flat.param_ptr[i]:flat.param_ptr[i + 1]] = leaf_stats(flat, i, F[i], x)
     return G.sum(axis=1), stats

@@ -124,7 +124,8 @@ class CellProgress:
         except ImportError:  # optional dependency
             return
         self.bar = tqdm(total=total, desc=desc, unit="cell", unit_scale=True, leave=False,
-                        disable=None if show is None else not show, file=sys.stderr)
+                        disable=None if show is None else not show, file=sys.stderr,
+                        delay=1.5)
 
     def update(self, k: int) -> None:
         if self.bar is not None:
