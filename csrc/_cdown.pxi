@@ -96,6 +96,8 @@ cdef void mpe_down(const Circ* C, const double* X, Py_ssize_t nv, Py_ssize_t lo,
                     if isnan(out[(lo + r) * nv + v]):
                         out[(lo + r) * nv + v] = <double>cj
                     reach[C.cidx[a0 + cj] * R + r] = 1
+        elif kd == K_MVGAUSSIAN:
+            mv_down(C, X, nv, lo, nr, R, reach, out, NULL, 0, False, i)
         elif kd != K_INTERFACE:
             v = C.var[i]
             for r in range(nr):
@@ -142,10 +144,24 @@ cdef double hist_sample(const double* params, Py_ssize_t p0, double u) noexcept 
     return x if x < hi else hi
 
 
+cdef void mv_down(const Circ* C, const double* X, Py_ssize_t nv, Py_ssize_t lo, Py_ssize_t nr,
+                  Py_ssize_t R, const uint8_t* reach, double* out, const double* z,
+                  Py_ssize_t nz, bint draw, Py_ssize_t i) noexcept nogil:
+    """Multivariate Gaussian leaf ``i`` on the reached rows: conditional means (MPE) or a
+    conditional draw with ``z`` (``nz`` columns) into the unobserved entries of ``out``."""
+    cdef MVWork w
+    cdef Py_ssize_t r, p0 = C.pptr[i]
+    if mv_alloc(&w, C.params, p0):
+        for r in range(nr):
+            if reach[i * R + r]:
+                mv_fill(C.params, p0, X, nv, lo + r, out, z, nz, draw, i, C.n, &w)
+    mv_free(&w)
+
+
 cdef void sample_down(const Circ* C, const double* X, Py_ssize_t nv, Py_ssize_t lo,
                       Py_ssize_t nr, Py_ssize_t R, const double* L, const double* U,
                       uint8_t* reach, double* out, const double* u,
-                      const double* z) noexcept nogil:
+                      const double* z, Py_ssize_t nz) noexcept nogil:
     cdef Py_ssize_t i, e, r, a0, a1, v, cj, ch, last, p0, k, o
     cdef int kd
     cdef double Li, uu, cum, lp, pj
@@ -185,6 +201,8 @@ cdef void sample_down(const Circ* C, const double* X, Py_ssize_t nv, Py_ssize_t 
                     if isnan(out[(lo + r) * nv + v]):
                         out[(lo + r) * nv + v] = <double>cj
                     reach[C.cidx[a0 + cj] * R + r] = 1
+        elif kd == K_MVGAUSSIAN:
+            mv_down(C, X, nv, lo, nr, R, reach, out, z, nz, True, i)
         elif kd != K_INTERFACE:
             v = C.var[i]
             p0 = C.pptr[i]
@@ -195,7 +213,7 @@ cdef void sample_down(const Circ* C, const double* X, Py_ssize_t nv, Py_ssize_t 
                     if kd == K_CATEGORICAL:
                         out[o] = <double>pick_params(C.params, p0, C.pptr[i + 1] - p0, uu)
                     elif kd == K_GAUSSIAN:
-                        out[o] = C.params[p0] + C.params[p0 + 1] * z[(lo + r) * n + i]
+                        out[o] = C.params[p0] + C.params[p0 + 1] * z[(lo + r) * nz + i]
                     elif kd == K_UTILITY_DISCRETE:
                         k = <Py_ssize_t>C.params[p0]
                         out[o] = C.params[p0 + 2 + pick_params(C.params, p0 + 2 + k, k, uu)]
@@ -261,6 +279,7 @@ cdef void counts_down(const Circ* C, const double* X, Py_ssize_t nv, Py_ssize_t 
     cdef Py_ssize_t n = C.n
     cdef int kd
     cdef double w, f, g, xr
+    cdef MVWork mw
     cdef double* Fi
     cdef double* Fc
     cdef const double* Li
@@ -304,6 +323,14 @@ cdef void counts_down(const Circ* C, const double* X, Py_ssize_t nv, Py_ssize_t 
                     cj = max_choice(C.cidx, a0, a1 - a0, X[(lo + r) * nv + v], L, U, R, r)
                     F[C.cidx[a0 + cj] * R + r] += f
                     eacc[a0 + cj] += f
+        elif kd == K_MVGAUSSIAN:
+            p0 = C.pptr[i]
+            if mv_alloc(&mw, C.params, p0):
+                for r in range(nr):
+                    f = Fi[r]
+                    if f != 0.0:
+                        mv_stats(C.params, p0, X, nv, lo + r, f, pacc, &mw)
+            mv_free(&mw)
         else:
             v = C.var[i]
             p0 = C.pptr[i]

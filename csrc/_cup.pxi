@@ -218,6 +218,12 @@ cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
                 c = C.cidx[a0 + max_choice(C.cidx, a0, deg, x[r], L, U, R, r)]
                 L[i * R + r] = L[c * R + r]
                 U[i * R + r] = U[c * R + r]
+        elif kd == K_MVGAUSSIAN:
+            mv_up(C.params, C.pptr[i], xt, nr, R, L + i * R, False)
+            if cu:
+                Ui = U + i * R
+                for r in range(nr):
+                    Ui[r] = 0.0
         else:
             leaf_up(kd, C.params, C.pptr[i], xt, C.var[i], nr, R, values, L + i * R,
                     U + i * R, cu, NAN)
@@ -266,6 +272,8 @@ cdef void mpe_up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_
                     Mi[r] = best
                 else:
                     Mi[r] = M[C.cidx[a0 + <Py_ssize_t>d] * R + r]
+        elif kd == K_MVGAUSSIAN:
+            mv_up(C.params, C.pptr[i], xt, nr, R, Mi, True)
         else:
             leaf_up(kd, C.params, C.pptr[i], xt, C.var[i], nr, R, C.mode_logp, Mi, Mi,
                     False, C.mode_logp[i])  # values are not read when U is off

@@ -8,7 +8,10 @@ chunks ``t, t + T, ...`` with its own node-major work arrays, so results do not 
 thread count. Every loop mirrors spmn/kernels/_numba_up.py and _numba_down.py operation for
 operation (no fast-math; exp and log in _cmath.pxi): the Cython and Numba backends agree bit for
 bit. The Bellman pass of a recurrent template is ``upward`` (the MEU pass) with the interface
-leaves bound to ``values``.
+leaves bound to ``values``. Multivariate Gaussian leaves (K_MVGAUSSIAN, one row at a time with
+a Cholesky factor of the covariance permuted observed-first) are in _cmvg.pxi: log p(x_O) up,
+max-product value and conditional-mean completion for MPE, conditional draws (``z`` has
+``n_draws`` columns) and expected statistics down.
 """
 import numpy as np
 
@@ -26,8 +29,10 @@ cdef enum:
     K_UTILITY_DISCRETE = 6
     K_UTILITY_HISTOGRAM = 7
     K_INTERFACE = 8
+    K_MVGAUSSIAN = 9
 
 include "_cmath.pxi"
+include "_cmvg.pxi"
 include "_cup.pxi"
 include "_cdown.pxi"
 
@@ -168,9 +173,10 @@ def mpe(tuple circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp
 def sample(tuple circ, const double[:, ::1] X, const double[::1] values,
            const double[:, ::1] u, const double[:, ::1] z, double[:, ::1] out, bint cu,
            Py_ssize_t R, int T):
-    """Ancestral sampling into ``out`` (a copy of ``X``) with draws ``u[r, i]``, ``z[r, i]``."""
+    """Ancestral sampling into ``out`` (a copy of ``X``) with draws ``u[r, i]``, ``z[r, i]``
+    (``u`` has a column per node, ``z`` ``n_draws`` columns)."""
     cdef _CircView cv = _CircView(circ)
-    cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
+    cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1], nz = z.shape[1]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr
     cdef double[:, ::1] Lb = np.empty((T, n * R))
     cdef double[:, ::1] Ub = np.empty((T, (n if cu else 1) * R))
@@ -189,7 +195,7 @@ def sample(tuple circ, const double[:, ::1] X, const double[::1] values,
                 load_chunk(&X[0, 0], nv, lo, nr, R, &xb[t, 0])
                 up_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu)
                 sample_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Lb[t, 0], &Ub[t, 0], &rb[t, 0],
-                            &out[0, 0], &u[0, 0], &z[0, 0])
+                            &out[0, 0], &u[0, 0], &z[0, 0], nz)
                 c = c + T
 
 

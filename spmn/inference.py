@@ -115,6 +115,6 @@ def sample(circuit: "Circuit", n: int | None = None, *, seed=None, evidence: Any
     for lo in range(0, Xa.shape[0], step):
         hi = min(lo + step, Xa.shape[0])
         u = rng.random((hi - lo, flat.n_nodes))
-        z = rng.standard_normal((hi - lo, flat.n_nodes))
+        z = rng.standard_normal((hi - lo, flat.n_draws))
         out[lo:hi] = be.sample(flat, Xa[lo:hi], u, z, values)
     return out

@@ -4,8 +4,10 @@
 points) into the backend protocol of :mod:`spmn.kernels` (``log_likelihood``, ``meu``,
 ``policy``, ``mpe``, ``sample``, ``node_values``, ``expected_counts``). Before any compiled code
 runs it makes the evidence C-contiguous float64 (a Fortran-ordered or float32 array is
-converted, never misread) and raises :class:`~spmn.errors.DataError` on a shape mismatch or an
-out-of-range code. Rows are processed in chunks of :func:`chunk_rows` rows per thread, so the
+converted, never misread) and raises :class:`~spmn.errors.DataError` on a shape mismatch, an
+out-of-range code or a malformed leaf parameter block (:func:`prepare`; for a multivariate
+Gaussian leaf, ``K_MVGAUSSIAN``: its size, columns, draw offset, finiteness and a positive
+definite covariance), naming the leaf. Rows are processed in chunks of :func:`chunk_rows` rows per thread, so the
 work memory is O(nodes x chunk x threads) whatever the batch size; a pass longer than a few
 seconds shows a tqdm bar. Both backends use the same chunk size, so their expected counts are
 summed in the same order (chunk by chunk, in row order, whatever the number of threads).
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compile import (FlatCircuit, K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM, K_INTERFACE, K_MAX,
-                       K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
+                       K_MVGAUSSIAN, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
+from ..continuous_gaussian import covariance_problem
 from ..errors import DataError
 from . import reference
 
@@ -39,6 +42,7 @@ class Prepared:
     has_max: bool
     chunk: int           # rows per chunk
     cost: int            # edges + nodes: work per row
+    n_draws: int = 0     # columns of the normal draws z of a sampling pass
 
 
 _PREPARED: "weakref.WeakKeyDictionary[FlatCircuit, Prepared]" = weakref.WeakKeyDictionary()
@@ -68,7 +72,46 @@ def _leaf_layout_error(flat: FlatCircuit, i: int) -> str | None:
     if k == K_INTERFACE:
         ok = size == 1 and 0 <= p[0] < flat.n_interface and p[0] == int(p[0])
         return None if ok else f"slot {p[:1].tolist()} outside 0..{flat.n_interface - 1}"
+    if k == K_MVGAUSSIAN:
+        return _mvg_layout_error(flat, i, p)
     return "a leaf kind the compiled kernels do not evaluate"
+
+
+def _mvg_layout_error(flat: FlatCircuit, i: int, p: np.ndarray) -> str | None:
+    """Layout of a multivariate Gaussian block ``d, zoff, c_0..c_{d-1}, μ, Σ`` (the draw
+    offset ``zoff`` is checked against ``n_draws`` by :func:`prepare`, once every ``d`` is)."""
+    size = p.shape[0]
+    if size < 1 or not np.isfinite(p[0]) or p[0] != int(p[0]) or p[0] < 1:
+        return f"d = {p[:1].tolist()} is not a whole number >= 1"
+    d = int(p[0])
+    if size != 2 + 2 * d + d * d:
+        return f"{size} params, expected {2 + 2 * d + d * d} for d = {d}"
+    if not np.all(np.isfinite(p)):
+        return "parameters must be finite"
+    zoff = p[1]
+    if zoff != int(zoff) or zoff < 0:
+        return f"draw offset zoff = {zoff!r} is not a whole number >= 0"
+    cols = p[2:2 + d]
+    if np.any(cols != np.floor(cols)) or np.any(cols < 0) or np.any(cols >= flat.n_vars):
+        return f"columns {cols.tolist()} outside 0..{flat.n_vars - 1}"
+    ci = cols.astype(np.int64)
+    if np.unique(ci).size != d:
+        return f"columns {ci.tolist()} repeat"
+    if np.any(flat.var_card[ci] != 0):
+        return f"columns {ci.tolist()} include a discrete variable"
+    if ci[0] != flat.var[i]:
+        return f"var = {int(flat.var[i])} is not its first column {int(ci[0])}"
+    cov = p[2 + 2 * d:].reshape(d, d)
+    if np.any(cov != cov.T):
+        return "covariance is not symmetric"
+    err = covariance_problem(p[2 + d:2 + 2 * d], cov)
+    if err:
+        return err
+    try:
+        np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:  # pragma: no cover - covariance_problem catches it first
+        return "covariance is not positive definite"
+    return None
 
 
 def prepare(flat: FlatCircuit) -> Prepared:
@@ -93,10 +136,17 @@ def prepare(flat: FlatCircuit) -> Prepared:
             ulive[i] = k in (K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM, K_INTERFACE)
         else:
             ulive[i] = any(ulive[c] for c in cidx[cptr[i]:cptr[i + 1]])
+    n_draws = flat.n_draws  # every d is valid here
+    for i in np.flatnonzero(kind == K_MVGAUSSIAN).tolist():
+        d, zoff = int(flat.params[flat.param_ptr[i]]), int(flat.params[flat.param_ptr[i] + 1])
+        if n + zoff + d - 1 > n_draws:
+            raise DataError(f"FlatCircuit leaf {i} (k={K_MVGAUSSIAN}) has a malformed parameter "
+                            f"block: draw offset zoff = {zoff} puts its {d - 1} extra draw "
+                            f"columns past the {n_draws} columns of z")
     circ = (flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight, flat.var,
             flat.param_ptr, flat.params, ulive, mode_logp, mode_val)
     prep = Prepared(circ=circ, has_max=bool(np.any(kind == K_MAX)), chunk=chunk_rows(n),
-                    cost=flat.n_edges + n)
+                    cost=flat.n_edges + n, n_draws=n_draws)
     _PREPARED[flat] = prep
     return prep
 
@@ -140,10 +190,14 @@ def check_values(flat: FlatCircuit, values) -> np.ndarray:
     return v
 
 
-def check_draws(flat: FlatCircuit, a, rows: int, name: str) -> np.ndarray:
+def check_draws(flat: FlatCircuit, a, rows: int, name: str, cols: int | None = None) -> np.ndarray:
+    """Draws as a C-contiguous float64 (rows, cols) array; ``cols`` defaults to the nodes
+    (``u``); ``z`` has ``flat.n_draws`` columns (more than the nodes with multivariate
+    Gaussian leaves)."""
+    cols = flat.n_nodes if cols is None else cols
     a = np.ascontiguousarray(a, dtype=np.float64)
-    if a.shape != (rows, flat.n_nodes):
-        raise DataError(f"{name} must have shape ({rows}, {flat.n_nodes}), got {a.shape}")
+    if a.shape != (rows, cols):
+        raise DataError(f"{name} must have shape ({rows}, {cols}), got {a.shape}")
     return a
 
 
@@ -246,11 +300,12 @@ class Kernels:
 
     def sample(self, flat: FlatCircuit, X, u, z, values=None, *, threads: int | None = None,
                chunk: int | None = None, progress: bool | None = None) -> np.ndarray:
-        """Fill NaN entries by ancestral sampling with the draws ``u[r, i]``, ``z[r, i]``."""
+        """Fill NaN entries by ancestral sampling with the draws ``u[r, i]``, ``z[r, i]``;
+        ``u`` is (rows, nodes), ``z`` (rows, ``flat.n_draws``)."""
         prep, X, T, R = self._setup(flat, X, threads, chunk)
         values = check_values(flat, values)
         u = check_draws(flat, u, X.shape[0], "u")
-        z = check_draws(flat, z, X.shape[0], "z")
+        z = check_draws(flat, z, X.shape[0], "z", prep.n_draws)
         out = X.copy()
         for lo, hi in self._blocks(prep, X.shape[0], R, progress):
             self.raw.sample(prep.circ, X[lo:hi], values, u[lo:hi], z[lo:hi], out[lo:hi],

@@ -2,7 +2,9 @@
 
 Nodes are visited in decreasing index order with a per-row ``reach`` mark, exactly like
 :mod:`spmn.kernels.reference`; choices are recomputed from the upward work arrays. Mirrored
-operation for operation by ``csrc/_cdown.pxi``.
+operation for operation by ``csrc/_cdown.pxi``. A multivariate Gaussian leaf fills its
+unobserved variables with their conditional means (MPE) or a conditional draw (sampling, ``z``
+with ``n_draws`` columns) and adds its expected statistics row by row (:mod:`._numba_mvg`).
 """
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import math
 
 from numba import njit, uint64
 
-from ..compile import (K_CATEGORICAL, K_GAUSSIAN, K_INTERFACE, K_MAX, K_PRODUCT,
+from ..compile import (K_CATEGORICAL, K_GAUSSIAN, K_INTERFACE, K_MAX, K_MVGAUSSIAN, K_PRODUCT,
                        K_SUM, K_UTILITY_DISCRETE)
 from ._numba_math import fexp, flog
+from ._numba_mvg import mv_fill, mv_stats, mv_work
 from ._numba_up import NEG_INF, hist_bin, max_choice, udisc_index
 
 
@@ -69,9 +72,20 @@ def policy_down(circ, X, lo, nr, R, L, U, reach, out):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def mv_down(params, p0, X, lo, nr, R, reach, out, z, draw, i, n):
+    """Multivariate Gaussian leaf ``i`` on the reached rows: conditional means (MPE) or a
+    conditional draw with ``z`` (``draw``) into the unobserved entries of ``out``."""
+    work = mv_work(params, p0)
+    for r in range(nr):
+        if reach[i * R + r]:
+            mv_fill(params, p0, X, lo + r, out, z, lo + r if draw else -1, i, n, work)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def mpe_down(circ, X, lo, nr, R, M, reach, out):
     """reference.mpe's completion: argmax children (first maximum), modes at leaves."""
-    kind, cptr, cidx, lw, var = circ[0], circ[1], circ[2], circ[3], circ[4]
+    kind, cptr, cidx, lw, var, pptr, params = circ[0], circ[1], circ[2], circ[3], circ[4], \
+        circ[5], circ[6]
     mode_val = circ[9]
     n = kind.shape[0]
     clear_reach(reach, n, nr, R)
@@ -110,6 +124,9 @@ def mpe_down(circ, X, lo, nr, R, M, reach, out):
                     if math.isnan(out[lo + r, v]):
                         out[lo + r, v] = cj
                     reach[cidx[a0 + cj] * R + r] = 1
+        elif kd == K_MVGAUSSIAN:
+            # X stands in for z, which a conditional-mean fill does not read
+            mv_down(params, pptr[i], X, lo, nr, R, reach, out, X, False, i, n)
         elif kd != K_INTERFACE:
             v = var[i]
             for r in range(nr):
@@ -166,7 +183,8 @@ def hist_sample(params, p0, u):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def sample_down(circ, X, lo, nr, R, L, U, reach, out, u, z):
-    """reference.sample's ancestral walk; node ``i`` of row ``r`` uses ``u[r, i]``, ``z[r, i]``."""
+    """reference.sample's ancestral walk; node ``i`` of row ``r`` uses ``u[r, i]``, ``z[r, i]``
+    (a multivariate Gaussian also ``z[r, n + zoff + j - 1]`` for its variable ``j >= 1``)."""
     kind, cptr, cidx, lw, var, pptr, params = circ[0], circ[1], circ[2], circ[3], circ[4], \
         circ[5], circ[6]
     n = kind.shape[0]
@@ -205,6 +223,8 @@ def sample_down(circ, X, lo, nr, R, L, U, reach, out, u, z):
                     if math.isnan(out[lo + r, v]):
                         out[lo + r, v] = cj
                     reach[cidx[a0 + cj] * R + r] = 1
+        elif kd == K_MVGAUSSIAN:
+            mv_down(params, pptr[i], X, lo, nr, R, reach, out, z, True, i, n)
         elif kd != K_INTERFACE:
             v = var[i]
             p0 = pptr[i]
@@ -317,6 +337,13 @@ def counts_down(circ, X, lo, nr, R, L, U, F, eacc, pacc):
                     cj = max_choice(cidx, a0, a1 - a0, X[lo + r, v], L, U, R, r)
                     F[cidx[a0 + cj] * R + r] += f
                     eacc[a0 + cj] += f
+        elif kd == K_MVGAUSSIAN:
+            p0 = pptr[i]
+            work = mv_work(params, p0)
+            for r in range(nr):
+                f = F[si + r]
+                if f != 0.0:
+                    mv_stats(params, p0, X, lo + r, f, pacc, work)
         else:
             v = var[i]
             p0 = pptr[i]

@@ -141,9 +141,10 @@ def _drop_stale_cache() -> None:
     import hashlib
     import os
 
-    from . import _numba_down, _numba_math, _numba_up
+    from . import _numba_down, _numba_math, _numba_mvg, _numba_up
 
-    files = [_numba_math.__file__, _numba_up.__file__, _numba_down.__file__, __file__]
+    files = [_numba_math.__file__, _numba_mvg.__file__, _numba_up.__file__, _numba_down.__file__,
+             __file__]
     digest = hashlib.sha256()
     for f in files:
         with open(f, "rb") as fh:

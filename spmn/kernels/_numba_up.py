@@ -4,6 +4,7 @@
 evidence transposed to (variables, rows); ``L``/``U`` are (nodes, chunk) work arrays. The
 arithmetic, loop order and tie-breaks are those of :mod:`spmn.kernels.reference` and are
 mirrored operation for operation by ``csrc/_cup.pxi`` (the backends agree bit for bit).
+Multivariate Gaussian leaves are evaluated row by row by :mod:`._numba_mvg`.
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import math
 
 from numba import njit, uint64
 
-from ..compile import (K_CATEGORICAL, K_GAUSSIAN, K_INTERFACE, K_MAX, K_PRODUCT,
+from ..compile import (K_CATEGORICAL, K_GAUSSIAN, K_INTERFACE, K_MAX, K_MVGAUSSIAN, K_PRODUCT,
                        K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
 from ._numba_math import fexp, flog
+from ._numba_mvg import mv_up
 
 NEG_INF = -math.inf
 
@@ -244,6 +246,11 @@ def up_chunk(circ, xt, nr, R, values, L, U, tmp, cu):
                 oc = cidx[a0 + max_choice(cidx, a0, deg, xt[x0 + r], L, U, R, r)] * R
                 L[oi + r] = L[oc + r]
                 U[oi + r] = U[oc + r]
+        elif kd == K_MVGAUSSIAN:
+            mv_up(params, pptr[i], xt, nr, R, L, oi, False)
+            if cu:
+                for r in range(nr):
+                    U[oi + r] = 0.0
         else:
             leaf_up(kd, params, pptr[i], var[i], xt, nr, R, values, L, U, oi, cu, math.nan)
 
@@ -276,6 +283,8 @@ def mpe_up_chunk(circ, xt, nr, R, M, tmp):
                     M[oi + r] = best
                 else:
                     M[oi + r] = M[cidx[a0 + int(d)] * R + r]
+        elif kd == K_MVGAUSSIAN:
+            mv_up(params, pptr[i], xt, nr, R, M, oi, True)
         else:
             leaf_up(kd, params, pptr[i], var[i], xt, nr, R, mode_logp, M, M, oi, False,
                     mode_logp[i])  # values are not read when U is off

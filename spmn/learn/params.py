@@ -3,8 +3,11 @@
 Both methods gather sufficient statistics in the layout of a backend's ``expected_counts``:
 ``edge_counts[e]`` = flow through CSR edge ``e`` of the FlatCircuit, ``leaf_stats`` aligned with
 ``flat.params`` (Categorical: count per value; Gaussian ``[Σf, Σf·x, Σf·x²]``; histogram
-log-density slots: count per bin; discrete utility log-prob slots: count per value), then set
-``w = (n_e + β) / (Σ n + kβ)`` and the leaves to their smoothed maximum-likelihood values.
+log-density slots: count per bin; discrete utility log-prob slots: count per value;
+MultivariateGaussian: ``Σf`` in its ``d`` slot, ``Σf·E[x]`` in its mean slots, ``Σf·E[x xᵀ]``
+in its covariance slots), then set ``w = (n_e + β) / (Σ n + kβ)`` and the leaves to their
+smoothed maximum-likelihood values. MultivariateGaussian leaves are learned by ``"em"`` only
+(the backends' ``expected_counts``); ``"counts"`` refuses them.
 
 - ``"counts"``: every row follows one path (hard assignment): a sum sends it to its child of
   largest ``log w_i + L_i`` (first maximum), a max node to the observed decision value (the MEU
@@ -26,8 +29,9 @@ from numba import njit
 
 from .. import kernels
 from .. import nodes as N
-from ..compile import (K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM, K_INTERFACE, K_MAX, K_PRODUCT,
-                       K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM, FlatCircuit)
+from ..compile import (K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM, K_INTERFACE, K_MAX, K_MVGAUSSIAN,
+                       K_PRODUCT, K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM, FlatCircuit)
+from ..continuous_gaussian import covariance_problem
 from ..errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -250,7 +254,11 @@ def _stats(kind, cptr, cidx, lw, var, pptr, prm, X, hard, chunk):
 def sufficient_statistics(flat: FlatCircuit, X: np.ndarray, *, hard: bool = False):
     """``(edge_counts, leaf_stats, total log-likelihood, rows of zero probability)`` of ``X``
     (module docstring, the layout of the backends' ``expected_counts``); ``hard`` routes each
-    row along one path. Numba; rows in chunks whose partial sums are added in row order."""
+    row along one path. Numba; rows in chunks whose partial sums are added in row order.
+    MultivariateGaussian leaves are not handled here (use a backend's ``expected_counts``)."""
+    if np.any(flat.kind == K_MVGAUSSIAN):
+        raise DataError("sufficient_statistics does not handle MultivariateGaussian leaves; "
+                        "use a backend's expected_counts (fit_weights(method='em'))")
     return _stats(flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight, flat.var,
                   flat.param_ptr, flat.params, np.ascontiguousarray(X, np.float64), bool(hard),
                   CHUNK_ROWS)
@@ -278,6 +286,15 @@ def _m_step(flat: FlatCircuit, edge: np.ndarray, leaf: np.ndarray, alpha: float,
             p = _normalize(leaf[p0:p1], nd.p > 0, alpha)
             if p is not None:
                 nd.p = p / math.fsum(p.tolist())
+        elif isinstance(nd, N.MultivariateGaussian):
+            d = len(nd.vars)
+            s0 = leaf[p0]
+            if s0 > 0:
+                mean = leaf[p0 + 2 + d:p0 + 2 + 2 * d] / s0
+                cov = leaf[p0 + 2 + 2 * d:p1].reshape(d, d) / s0 - np.outer(mean, mean)
+                cov = (cov + cov.T) / 2 + (min_std * min_std) * np.eye(d)
+                if covariance_problem(mean, cov) is None:  # else keep the current one
+                    nd.mean, nd.cov = mean, cov
         elif isinstance(nd, N.Gaussian):
             s0, s1, s2 = leaf[p0:p0 + 3]
             if s0 > 0:
@@ -306,7 +323,8 @@ def fit_weights(circuit: "Circuit", data: Any, method: str = "counts", *, alpha:
     ``method``: ``"counts"`` (one hard-assignment pass) or ``"em"`` (soft posteriors, at most
     ``max_iter`` rounds, stops when the mean log-likelihood gains less than ``tol``).
     ``alpha`` smooths categorical and histogram leaves, ``weight_alpha`` sum weights (both on
-    the current supports only); Gaussian std is floored at ``min_std``. NaN entries of ``data``
+    the current supports only); Gaussian std is floored at ``min_std`` (a MultivariateGaussian
+    covariance gets ``min_std²`` added to its diagonal). NaN entries of ``data``
     are unobserved (marginalized). The structure is kept; the circuit is updated in place,
     ``circuit.refresh()`` is called, and the same circuit is returned.
     """
