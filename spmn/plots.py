@@ -1,4 +1,4 @@
-"""Plots (matplotlib, Agg backend; optional extra ``plot``): value maps with policy arrows,
+"""Plots (matplotlib; optional extra ``plot``): value maps with policy arrows,
 Bellman residuals, error against data size, and circuit drawings.
 
 Every function returns the matplotlib Figure and writes it to ``path`` when one is given.
@@ -17,9 +17,16 @@ GRID_ARROWS = {0: (-1, 0), 1: (0, 1), 2: (1, 0), 3: (0, -1)}
 
 def _plt():
     try:
+        import os
+        import sys
+
         import matplotlib
 
-        matplotlib.use("Agg", force=False)
+        # headless scripts and the CLI draw off-screen; a notebook or a GUI session that has
+        # already chosen a backend (or MPLBACKEND) keeps it, so figures display inline there
+        if ("matplotlib.pyplot" not in sys.modules and "MPLBACKEND" not in os.environ
+                and "ipykernel" not in sys.modules):
+            matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - depends on the extra
         raise SpmnError("plots need matplotlib: pip install 'spmn[plot]'") from None
