@@ -19,6 +19,7 @@ cdef extern from *:
     static const int64_t SPMN_BITS_2P52 = 0x4330000000000000LL;
     static const int64_t SPMN_MANT_MASK = 0x000FFFFFFFFFFFFFLL;
     static const int64_t SPMN_BITS_ONE = 0x3FF0000000000000LL;
+    static const double SPMN_TIE_RTOL = 1e-12;
     """
     const double LN2_HI "SPMN_LN2_HI"
     const double LN2_LO "SPMN_LN2_LO"
@@ -32,6 +33,7 @@ cdef extern from *:
     const int64_t BITS_2P52 "SPMN_BITS_2P52"
     const int64_t MANT_MASK "SPMN_MANT_MASK"
     const int64_t BITS_ONE "SPMN_BITS_ONE"
+    const double TIE_RTOL "SPMN_TIE_RTOL"
 
 
 cdef inline double fexp(double x) noexcept nogil:

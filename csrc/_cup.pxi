@@ -99,18 +99,26 @@ cdef void leaf_up(int kd, const double* params, Py_ssize_t p0, const double* xt,
 cdef inline Py_ssize_t max_choice(const int64_t* cidx, Py_ssize_t a0, Py_ssize_t deg, double d,
                                   const double* L, const double* U, Py_ssize_t R,
                                   Py_ssize_t r) noexcept nogil:
-    cdef double best = -INFINITY, sc
-    cdef Py_ssize_t cj = 0, j, c
+    """The observed decision, else the first admissible child (L > -inf) whose U is within
+    TIE_RTOL * max(1, |best|) of the best admissible U (0 if none is admissible)."""
+    cdef double best = -INFINITY, sc, scale, thr
+    cdef Py_ssize_t j, c
     if not isnan(d):
         return <Py_ssize_t>d
     for j in range(deg):
         c = cidx[a0 + j]
         if L[c * R + r] > -INFINITY:
             sc = U[c * R + r]
-            if sc > best:
-                best = sc
-                cj = j
-    return cj
+            best = sc if sc > best else best
+    if best == -INFINITY:
+        return 0
+    scale = best if best > 1.0 else (-best if -best > 1.0 else 1.0)
+    thr = best - TIE_RTOL * scale
+    for j in range(deg):
+        c = cidx[a0 + j]
+        if L[c * R + r] > -INFINITY and U[c * R + r] >= thr:
+            return j
+    return 0
 
 
 cdef void sum_up(const int64_t* cidx, const double* lw, Py_ssize_t a0, Py_ssize_t a1,

@@ -29,6 +29,7 @@ from .circuit import Circuit
 from .compile import (K_INTERFACE, K_MAX, K_PRODUCT, K_SUM, K_UTILITY_DISCRETE,
                       K_UTILITY_HISTOGRAM)
 from .errors import SolverError, ValidationError
+from .kernels.reference import first_near_max
 from .schema import Schema, Variable
 
 
@@ -147,9 +148,10 @@ class Template:
         return U[0].reshape(self.n_states, self.n_actions)
 
     def bellman(self, values: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One exact Bellman update: (T V, greedy policy, Q). Ties go to the lowest action."""
+        """One exact Bellman update: (T V, greedy policy, Q). Ties (within the kernels' tie
+        tolerance, see :data:`spmn.kernels.reference.TIE_RTOL`) go to the lowest action."""
         Q = self.q_values(values, gamma)
-        pol = np.argmax(Q, axis=1)
+        pol = first_near_max(Q.T)
         return Q[np.arange(self.n_states), pol], pol, Q
 
     def finite_horizon(self, horizon: int, gamma: float = 1.0) -> RecurrentSolution:

@@ -114,10 +114,12 @@ def random_evidence(rng, flat: FlatCircuit, rows: int, missing: float | None = N
     return X
 
 
-def near_tie_rows(flat: FlatCircuit, X: np.ndarray, values=None, rtol: float = 1e-9):
-    """Rows where some open max node has two admissible children whose U differ by less than
-    ``rtol`` (relative): the first-maximum tie-break may then fall either way under rounding,
-    so such rows are compared between compiled backends only, not with the reference."""
+def near_tie_rows(flat: FlatCircuit, X: np.ndarray, values=None, band: float = 0.5):
+    """Rows where some open max node has an admissible child whose U lies within
+    ``band * TIE_RTOL`` (relative) of the tie threshold ``best - TIE_RTOL * max(1, |best|)``:
+    rounding may put such a child on either side of it, so these rows are compared between the
+    compiled backends only. Exact ties (well inside the threshold) are compared with the
+    reference: every backend picks the first tied child."""
     if not np.any(flat.kind == K_MAX):
         return np.zeros(X.shape[0], bool)
     L, U, _ = reference.upward(flat, X, values)
@@ -125,11 +127,13 @@ def near_tie_rows(flat: FlatCircuit, X: np.ndarray, values=None, rtol: float = 1
     for i in np.flatnonzero(flat.kind == K_MAX):
         ch = flat.children(i)
         score = np.where(L[ch] > -np.inf, U[ch], -np.inf)
-        srt = np.sort(score, axis=0)
-        a, b = srt[-1], srt[-2]
+        best = score.max(axis=0)
         with np.errstate(invalid="ignore"):
-            close = np.isfinite(b) & (np.abs(a - b) <= rtol * np.maximum(1.0, np.abs(a)))
-        tie |= close & np.isnan(X[:, flat.var[i]])
+            scale = np.maximum(1.0, np.abs(best))
+            gap = (best - score) / scale
+            close = np.isfinite(score) & np.isfinite(best) & \
+                (np.abs(gap - reference.TIE_RTOL) <= band * reference.TIE_RTOL)
+        tie |= close.any(axis=0) & np.isnan(X[:, flat.var[i]])
     return tie
 
 

@@ -100,9 +100,12 @@ def test_meu_equals_brute_force_over_policies(backend, seed):
     # the policy's first decision is optimal: fixing it keeps the MEU
     d = c.decisions[0]
     E = np.full((1, len(c.schema)), np.nan)
-    for v in c.schema:  # observe everything known before d at its MPE value
-        if c.schema.precedes(v.name, d):
-            E[0, c.schema.index(v.name)] = 0 if v.role == "chance" else np.nan
+    seen = [v for v in c.schema if c.schema.precedes(v.name, d) and v.role == "chance"]
+    for vals in itertools.product(*(range(v.k) for v in seen)):  # first possible observation
+        for v, x in zip(seen, vals):
+            E[0, c.schema.index(v.name)] = x
+        if c.log_likelihood(E, backend="reference")[0] > -np.inf:
+            break
     choice = c.policy(E, backend=backend)[0]
     assert choice >= 0
     E[0, c.schema.index(d)] = choice

@@ -359,3 +359,31 @@ def test_progress_bar_is_shown_when_asked(capsys):
     assert "spmn[" in capsys.readouterr().err
     kernels.get(COMPILED[0]).log_likelihood(flat, X)
     assert "spmn[" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["reference", *COMPILED])
+def test_exact_ties_go_to_the_first_child_in_every_backend(backend):
+    """Options whose expected utilities are equal in exact arithmetic but reached through
+    different mixtures (so np.exp and the kernels' exp round them differently) are a tie: every
+    backend takes the first, and the MEU is the tied value to 1e-12."""
+    from spmn import Categorical, Circuit, Max, Product, Schema, Sum, Utility, Variable
+
+    schema = Schema([Variable.discrete("X", 2), Variable.decision("D", 3), Variable.utility("U")],
+                    partial_order=[["X"], ["D"], ["U"]])
+    thirds = Sum([Utility.constant("U", 3.0), Utility.constant("U", 0.0)], [1 / 3, 2 / 3])
+    halves = Sum([Utility.constant("U", 1.7), Utility.constant("U", 0.3)], [0.5, 0.5])
+    tenths = Sum([Utility.constant("U", 10.0), Utility.constant("U", 0.0)], [0.1, 0.9])
+    worse = Utility.constant("U", 0.999)
+
+    def branch(x, kids):
+        return Product([Categorical("X", np.eye(2)[x]), Max("D", kids)])
+
+    # computed: thirds 0.9999999999999997, halves 1.0, tenths 1.0000000000000002 (a strict
+    # first maximum would pick option 2 in both branches)
+    c = Circuit(Sum([branch(0, [worse, thirds, tenths]), branch(1, [thirds, halves, tenths])],
+                    [0.4, 0.6]), schema)
+    X = np.array([[0, np.nan, np.nan], [1, np.nan, np.nan], [np.nan, np.nan, np.nan]])
+    pol = c.policy(X, backend=backend)
+    np.testing.assert_array_equal(pol[:2], [1, 0])
+    np.testing.assert_array_equal(pol[2:], [-1])  # X unobserved: D is not decided (-1)
+    np.testing.assert_allclose(c.meu(X, backend=backend), [1.0, 1.0, 1.0], rtol=1e-12)

@@ -16,6 +16,7 @@ from ..compile import (K_CATEGORICAL, K_GAUSSIAN, K_INTERFACE, K_MAX, K_MVGAUSSI
                        K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
 from ._numba_math import fexp, flog
 from ._numba_mvg import mv_up
+from .reference import TIE_RTOL
 
 NEG_INF = -math.inf
 
@@ -104,19 +105,25 @@ def leaf_up(kd, params, p0, v, xt, nr, R, values, L, U, o, cu, mode):
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def max_choice(cidx, a0, deg, d, L, U, R, r):
     """Child (0..deg-1) a max node follows in row ``r``: the observed decision ``d``, else the
-    first child with the largest U among those with L > -inf (0 if none)."""
+    first child with L > -inf whose U is within TIE_RTOL * max(1, |best|) of the best such U
+    (0 if none)."""
     if not math.isnan(d):
         return int(d)
     best = NEG_INF
-    cj = 0
     for j in range(deg):
         c = cidx[a0 + j] * R + r
         if L[c] > NEG_INF:
             sc = U[c]
-            if sc > best:
-                best = sc
-                cj = j
-    return cj
+            best = sc if sc > best else best
+    if best == NEG_INF:
+        return 0
+    scale = best if best > 1.0 else (-best if -best > 1.0 else 1.0)
+    thr = best - TIE_RTOL * scale
+    for j in range(deg):
+        c = cidx[a0 + j] * R + r
+        if L[c] > NEG_INF and U[c] >= thr:
+            return j
+    return 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")

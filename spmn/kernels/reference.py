@@ -11,8 +11,10 @@ evidence (DESIGN.md):
 - product: ``L = Σ L_i``, ``U = Σ U_i`` (children in order);
 - sum: ``L = logsumexp_i(log w_i + L_i)``, ``U = Σ_i softmax_i(log w_i + L_i) U_i``; when
   ``L = -inf`` (zero-probability evidence) ``U = 0``;
-- max over decision D: D observed -> the child for its value; else the child with the largest
-  ``U`` among those with ``L > -inf`` (first maximum wins; child 0 if all are ``-inf``).
+- max over decision D: D observed -> the child for its value; else, among the children with
+  ``L > -inf``, the first whose ``U`` is within ``TIE_RTOL * max(1, |best|)`` of the largest
+  (child 0 if none): exact ties, which rounding in different exp/log implementations would
+  split either way, go to the first child in every backend.
 
 These exact rules (summation order, tie-breaks, fallbacks) are the contract of the Cython and
 Numba kernels, which must agree with this module to 1e-12 and with each other bitwise.
@@ -27,6 +29,8 @@ from ..continuous_gaussian import (flat_conditioned, flat_draw_columns, flat_par
                                    pattern_factor)
 
 NEG_INF = -np.inf
+#: Relative tolerance under which two expected utilities at a max node count as a tie.
+TIE_RTOL = 1e-12
 LOG_2PI = np.log(2.0 * np.pi)
 
 
@@ -124,6 +128,15 @@ def leaf_mode(flat: FlatCircuit, i: int):
 
 
 # ---------------------------------------------------------------------------- upward passes
+def first_near_max(score: np.ndarray) -> np.ndarray:
+    """Per column, the first row within ``TIE_RTOL * max(1, |max|)`` of the column's maximum
+    (0 when every entry is -inf)."""
+    best = score.max(axis=0)
+    with np.errstate(invalid="ignore"):
+        thr = best - TIE_RTOL * np.maximum(1.0, np.abs(best))
+    return np.argmax(score >= thr, axis=0)
+
+
 def upward(flat: FlatCircuit, X: np.ndarray, values: np.ndarray | None = None):
     """The (L, U) pass: arrays ``L, U`` of shape (nodes, rows) and ``choice`` (max nodes' picks,
     -1 elsewhere)."""
@@ -161,8 +174,7 @@ def upward(flat: FlatCircuit, X: np.ndarray, values: np.ndarray | None = None):
         elif k == K_MAX:
             d = X[:, flat.var[i]]
             obs = ~np.isnan(d)
-            score = np.where(L[ch] > NEG_INF, U[ch], NEG_INF)
-            c = np.argmax(score, axis=0)  # first maximum; 0 when all are -inf
+            c = first_near_max(np.where(L[ch] > NEG_INF, U[ch], NEG_INF))
             c[obs] = d[obs].astype(np.int64)
             choice[i] = c
             L[i] = L[ch[c], np.arange(rows)]
