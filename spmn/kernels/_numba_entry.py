@@ -5,7 +5,9 @@ entry together with all it calls, so one entry compiles several times faster tha
 pass. Rows are split in chunks of ``R`` rows; thread ``t`` of ``T`` takes chunks ``t, t + T,
 ...`` (``prange`` over the threads, each with its own node-major work arrays), so no result
 depends on the thread count. Expected counts are added chunk by chunk in row order (``T``
-chunks per parallel wave). The Python functions below have the signatures of
+chunks per parallel wave). ``threads=1`` (and any batch of one chunk, such as the one-row
+Bellman pass of a recurrent template) runs :func:`run_serial`, the same loop on the calling
+thread without starting a thread team. The Python functions below have the signatures of
 ``csrc/ckernels.pyx``; they hand :func:`run` read-only views and fixed dummies so that it is
 compiled for one signature only.
 """
@@ -61,39 +63,76 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
         counts_down(circ, X, lo, nr, R, L, U, F, eacc, pacc)
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _buffers(mode, n, nv, n_edges, n_stats, cu, R, T):
+    """Per-thread work arrays: L, U, flows, transposed rows, scratch, reach, count sums."""
+    down = mode == POLICY or mode == MPE or mode == SAMPLE
+    return (np.empty((T, n * R)), np.empty((T, (n if cu else 1) * R)),
+            np.empty((T, (n if mode == COUNTS else 1) * R)), np.empty((T, nv * R + 1)),
+            np.empty((T, 6 * R)), np.empty((T, (n if down else 1) * R), np.uint8),
+            np.empty((T, n_edges if mode == COUNTS else 1)),
+            np.empty((T, n_stats if mode == COUNTS else 1)))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, T, t, w,
+           bufs):
+    """Thread ``t``'s chunks: ``t, t + T, ...`` (wave ``w``'s chunk ``w * T + t`` for counts)."""
+    Lb, Ub, Fb, xb, tb, rb, eb, pb = bufs
+    rows = X.shape[0]
+    nch = (rows + R - 1) // R
+    c0 = w * T + t if mode == COUNTS else t
+    c1 = min(c0 + 1, nch) if mode == COUNTS else nch
+    for c in range(c0, c1, T):
+        lo = c * R
+        _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo,
+               min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t], eb[t], pb[t])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _add_counts(w, T, nch, edges, stats, eb, pb):
+    """Add wave ``w``'s per-thread counts in chunk order (so the sums do not depend on T)."""
+    for t in range(T):
+        if w * T + t < nch:
+            for e in range(edges.shape[0]):
+                edges[e] += eb[t, e]
+            for p in range(stats.shape[0]):
+                stats[p] += pb[t, p]
+
+
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def run(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, edges, stats, cu, want_u,
         R, T):
-    """Pass ``mode`` over all rows of X (see the module docstring)."""
-    n = circ[0].shape[0]
-    rows = X.shape[0]
-    nch = (rows + R - 1) // R
-    down = mode == POLICY or mode == MPE or mode == SAMPLE
-    Lb = np.empty((T, n * R))
-    Ub = np.empty((T, (n if cu else 1) * R))
-    Fb = np.empty((T, (n if mode == COUNTS else 1) * R))
-    xb = np.empty((T, X.shape[1] * R + 1))
-    tb = np.empty((T, 6 * R))
-    rb = np.empty((T, (n if down else 1) * R), np.uint8)
-    eb = np.empty((T, edges.shape[0] if mode == COUNTS else 1))
-    pb = np.empty((T, stats.shape[0] if mode == COUNTS else 1))
+    """Pass ``mode`` over all rows of X on ``T`` threads (see the module docstring)."""
+    nch = (X.shape[0] + R - 1) // R
+    bufs = _buffers(mode, circ[0].shape[0], X.shape[1], edges.shape[0], stats.shape[0], cu, R, T)
     waves = (nch + T - 1) // T if mode == COUNTS else 1
     for w in range(waves):
         for t in prange(T):
-            c0 = w * T + t if mode == COUNTS else t
-            c1 = min(c0 + 1, nch) if mode == COUNTS else nch
-            for c in range(c0, c1, T):
-                lo = c * R
-                _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u,
-                       lo, min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t],
-                       eb[t], pb[t])
+            _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, T,
+                   t, w, bufs)
         if mode == COUNTS:
-            for t in range(T):  # chunk order, so the sums do not depend on T
-                if w * T + t < nch:
-                    for e in range(edges.shape[0]):
-                        edges[e] += eb[t, e]
-                    for p in range(stats.shape[0]):
-                        stats[p] += pb[t, p]
+            _add_counts(w, T, nch, edges, stats, bufs[6], bufs[7])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def run_serial(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, edges, stats, cu,
+               want_u, R, T):
+    """:func:`run` on the calling thread (``threads=1``, or a batch of one chunk): no thread
+    team is started. The same chunks in the same order, so the same bits."""
+    nch = (X.shape[0] + R - 1) // R
+    bufs = _buffers(mode, circ[0].shape[0], X.shape[1], edges.shape[0], stats.shape[0], cu, R, 1)
+    waves = nch if mode == COUNTS else 1
+    for w in range(waves):
+        _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, 1, 0, w,
+               bufs)
+        if mode == COUNTS:
+            _add_counts(w, 1, nch, edges, stats, bufs[6], bufs[7])
+
+
+def _run(*args):
+    """``run`` on ``T = args[-1]`` threads, or ``run_serial`` when T is 1."""
+    (run if args[-1] > 1 else run_serial)(*args)
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -109,27 +148,27 @@ _I1 = np.zeros(1, np.int64)
 
 
 def upward(circ, X, values, nodes, outL, outU, cu, want_u, R, T):
-    run(UPWARD, circ, _ro(X), _ro(values), _ro(nodes), outL, outU, _F2, _F1, _ro(_F2),
+    _run(UPWARD, circ, _ro(X), _ro(values), _ro(nodes), outL, outU, _F2, _F1, _ro(_F2),
         _ro(_F2), _F1, _F1, cu, want_u, R, T)
 
 
 def policy(circ, X, values, out, R, T):
-    run(POLICY, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, out, _F1, _ro(_F2), _ro(_F2),
+    _run(POLICY, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, out, _F1, _ro(_F2), _ro(_F2),
         _F1, _F1, True, False, R, T)
 
 
 def mpe(circ, X, out, logp, R, T):
-    run(MPE, circ, _ro(X), _ro(_F1), _ro(_I1), _F2, _F2, out, logp, _ro(_F2), _ro(_F2), _F1,
+    _run(MPE, circ, _ro(X), _ro(_F1), _ro(_I1), _F2, _F2, out, logp, _ro(_F2), _ro(_F2), _F1,
         _F1, False, False, R, T)
 
 
 def sample(circ, X, values, u, z, out, cu, R, T):
-    run(SAMPLE, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, out, _F1, _ro(u), _ro(z), _F1,
+    _run(SAMPLE, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, out, _F1, _ro(u), _ro(z), _F1,
         _F1, cu, False, R, T)
 
 
 def counts(circ, X, values, edges, stats, cu, R, T):
-    run(COUNTS, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, _F2, _F1, _ro(_F2), _ro(_F2),
+    _run(COUNTS, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, _F2, _F1, _ro(_F2), _ro(_F2),
         edges, stats, cu, False, R, T)
 
 
