@@ -12,6 +12,10 @@ ctypedef struct Circ:
     const signed char* ulive
     const double* mode_logp
     const double* mode_val
+    const int64_t* gid
+    const int64_t* gptr
+    const int64_t* gmem
+    const double* W
     Py_ssize_t n
 
 
@@ -176,11 +180,113 @@ cdef void sum_up(const int64_t* cidx, const double* lw, Py_ssize_t a0, Py_ssize_
             Li[r] = mr + lg if mr > -INFINITY else -INFINITY
 
 
+# Sum groups: sum nodes with the same child list (a "dense layer": the K sums of a region of a
+# RAT-SPN / layered circuit). The group is evaluated at its first member (its children come
+# before it), with one exp per (child, row) instead of one per (edge, row):
+#   mx = max_c L_c (no weights; 0 when -inf), e_c = exp(L_c - mx),
+#   s_k = sum_c W_kc e_c (W = fexp(log w), computed once per call when there are groups),
+#   L_k = mx + log s_k   [U_k = sum_c W_kc (e_c U_c) / s_k].
+# In a row where s_k leaves [2^-900, 2^900] (all children -inf, weights so small that terms
+# underflow, huge weights, NaN) member k takes the exact sum_up result instead.
+# The same operations, in the same order, as sum_group in spmn/kernels/_numba_up.py.
+
+cdef extern from *:
+    """
+    static const double SPMN_GRP_TINY = 1.1754943508222875e-271; /* 2^-900 */
+    static const double SPMN_GRP_HUGE = 8.452712498170644e+270;  /* 2^900 */
+    """
+    const double GRP_TINY "SPMN_GRP_TINY"
+    const double GRP_HUGE "SPMN_GRP_HUGE"
+
+
+cdef void sum_group(const Circ* C, const double* W, const int64_t* mem, Py_ssize_t g,
+                    Py_ssize_t nr, Py_ssize_t R, double* L, double* U, double* tmp,
+                    bint with_u) noexcept nogil:
+    cdef Py_ssize_t h = mem[0], a0 = C.cptr[h], a1 = C.cptr[h + 1], j, k, r, node
+    cdef double* mx = tmp
+    cdef double* ev = tmp + R
+    cdef double* eu = tmp + 2 * R
+    cdef double* s = tmp + 4 * R
+    cdef double* num = tmp + (4 + g) * R
+    cdef double* sk
+    cdef double* nk
+    cdef double* Li
+    cdef double* Ui
+    cdef const double* Lc
+    cdef const double* Uc
+    cdef double a, m, wk, sr, nbad
+    for r in range(nr):
+        mx[r] = -INFINITY
+    for j in range(a0, a1):
+        Lc = L + C.cidx[j] * R
+        for r in range(nr):
+            a = Lc[r]
+            m = mx[r]
+            mx[r] = a if a > m else m
+    for r in range(nr):
+        m = mx[r]
+        mx[r] = m if m > -INFINITY else 0.0
+    for k in range(g * R):
+        s[k] = 0.0
+        num[k] = 0.0
+    for j in range(a0, a1):
+        Lc = L + C.cidx[j] * R
+        for r in range(nr):
+            ev[r] = fexp(Lc[r] - mx[r])
+        if with_u:
+            Uc = U + C.cidx[j] * R
+            for r in range(nr):
+                eu[r] = ev[r] * Uc[r]
+        for k in range(g):
+            wk = W[C.cptr[mem[k]] + (j - a0)]
+            sk = s + k * R
+            for r in range(nr):
+                sk[r] += wk * ev[r]
+            if with_u:
+                nk = num + k * R
+                for r in range(nr):
+                    nk[r] += wk * eu[r]
+    for k in range(g):
+        node = mem[k]
+        sk = s + k * R
+        Li = L + node * R
+        nbad = 0.0
+        for r in range(nr):
+            sr = sk[r]
+            Li[r] = mx[r] + flog(sr)
+            nbad += 0.0 if (sr >= GRP_TINY and sr <= GRP_HUGE) else 1.0
+        if with_u:
+            nk = num + k * R
+            Ui = U + node * R
+            for r in range(nr):
+                Ui[r] = nk[r] / sk[r]
+        if nbad > 0.0:  # exact sum_up for the rows out of range (row by row: results do
+            # not depend on the other rows of the chunk)
+            Ui = U + node * R
+            for r in range(nr):
+                ev[r] = Li[r]
+            if with_u:
+                for r in range(nr):
+                    eu[r] = Ui[r]
+            sum_up(C.cidx, C.lw, C.cptr[node], C.cptr[node + 1], nr, R, L, U, node,
+                   tmp + (4 + 2 * g) * R, with_u)
+            for r in range(nr):
+                sr = sk[r]
+                Li[r] = ev[r] if (sr >= GRP_TINY and sr <= GRP_HUGE) else Li[r]
+            if with_u:
+                for r in range(nr):
+                    sr = sk[r]
+                    Ui[r] = eu[r] if (sr >= GRP_TINY and sr <= GRP_HUGE) else Ui[r]
+
+
 cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
                    const double* values, double* L, double* U, double* tmp,
                    bint cu) noexcept nogil:
-    """The (L, U) pass of reference.upward over one chunk (U only when ``cu``)."""
-    cdef Py_ssize_t i, e, r, a0, a1, c, deg
+    """The (L, U) pass of reference.upward over one chunk (U only when ``cu``). Sums of a group
+    (``C.gid``, see spmn.kernels._common.sum_groups) are evaluated together by sum_group;
+    ``tmp`` holds (8 + 2 x the largest group) x R doubles."""
+    cdef Py_ssize_t i, e, r, a0, a1, c, deg, q, k
+    cdef bint live
     cdef int kd
     cdef double* Li
     cdef double* Ui
@@ -192,6 +298,23 @@ cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
         a0 = C.cptr[i]
         a1 = C.cptr[i + 1]
         if kd == K_SUM:
+            q = C.gid[i]
+            if q == -2:  # evaluated with its group's head
+                continue
+            if q >= 0:
+                live = False
+                if cu:
+                    for k in range(C.gptr[q], C.gptr[q + 1]):
+                        live = live or C.ulive[C.gmem[k]]
+                sum_group(C, C.W, C.gmem + C.gptr[q], C.gptr[q + 1] - C.gptr[q], nr, R, L, U,
+                          tmp, live)
+                if cu:
+                    for k in range(C.gptr[q], C.gptr[q + 1]):
+                        if not C.ulive[C.gmem[k]]:
+                            Ui = U + C.gmem[k] * R
+                            for r in range(nr):
+                                Ui[r] = 0.0
+                continue
             if cu:
                 if C.ulive[i]:
                     sum_up(C.cidx, C.lw, a0, a1, nr, R, L, U, i, tmp, True)

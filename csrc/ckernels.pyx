@@ -43,9 +43,13 @@ cdef class _CircView:
     cdef const int64_t[::1] cptr, cidx, var, pptr
     cdef const double[::1] lw, params, mode_logp, mode_val
     cdef const signed char[::1] ulive
+    cdef const int64_t[::1] gid, gptr, gmem
+    cdef double[::1] W
     cdef Circ c
+    cdef public Py_ssize_t gmax
 
     def __init__(self, tuple circ):
+        cdef Py_ssize_t q, e, E
         self.kind = circ[0]
         self.cptr = circ[1]
         self.cidx = circ[2]
@@ -67,6 +71,26 @@ cdef class _CircView:
         self.c.ulive = &self.ulive[0]
         self.c.mode_logp = &self.mode_logp[0]
         self.c.mode_val = &self.mode_val[0]
+        self.gid = circ[10]
+        self.gptr = circ[11]
+        self.gmem = circ[12]
+        self.c.gid = &self.gid[0]
+        self.c.gptr = &self.gptr[0]
+        self.c.gmem = &self.gmem[0] if self.gmem.shape[0] else NULL
+        E = self.lw.shape[0]
+        self.gmax = 0
+        for q in range(self.gptr.shape[0] - 1):
+            self.gmax = max(self.gmax, self.gptr[q + 1] - self.gptr[q])
+        # linear weights of the sum groups, by this backend's own exp (the same bits as Numba's)
+        self.W = np.empty(E if self.gmax else 1)
+        if self.gmax:
+            for e in range(E):
+                self.W[e] = fexp(self.lw[e])
+        self.c.W = &self.W[0]
+
+    def tmp_size(self, Py_ssize_t R):
+        """Doubles of scratch per thread that up_chunk needs (sum groups included)."""
+        return (8 + 2 * self.gmax) * R
 
 
 cdef inline double* dptr(double[::1] a) noexcept nogil:
@@ -95,7 +119,7 @@ def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
     cdef double[:, ::1] Lb = np.empty((T, n * R))
     cdef double[:, ::1] Ub = np.empty((T, (n if cu else 1) * R))
     cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
-    cdef double[:, ::1] tb = np.empty((T, 4 * R))
+    cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
     cdef const double* Xp = &X[0, 0] if rows else NULL
     cdef const double* vp = &values[0] if values.shape[0] else NULL
     if rows == 0:
@@ -127,7 +151,7 @@ def policy(tuple circ, const double[:, ::1] X, const double[::1] values, double[
     cdef double[:, ::1] Lb = np.empty((T, n * R))
     cdef double[:, ::1] Ub = np.empty((T, n * R))
     cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
-    cdef double[:, ::1] tb = np.empty((T, 4 * R))
+    cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
     cdef uint8_t[:, ::1] rb = np.empty((T, n * R), np.uint8)
     cdef const double* vp = &values[0] if values.shape[0] else NULL
     if rows == 0:
@@ -181,7 +205,7 @@ def sample(tuple circ, const double[:, ::1] X, const double[::1] values,
     cdef double[:, ::1] Lb = np.empty((T, n * R))
     cdef double[:, ::1] Ub = np.empty((T, (n if cu else 1) * R))
     cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
-    cdef double[:, ::1] tb = np.empty((T, 4 * R))
+    cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
     cdef uint8_t[:, ::1] rb = np.empty((T, n * R), np.uint8)
     cdef const double* vp = &values[0] if values.shape[0] else NULL
     if rows == 0:
@@ -211,7 +235,7 @@ def counts(tuple circ, const double[:, ::1] X, const double[::1] values, double[
     cdef double[:, ::1] Ub = np.empty((T, (n if cu else 1) * R))
     cdef double[:, ::1] Fb = np.empty((T, n * R))
     cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
-    cdef double[:, ::1] tb = np.empty((T, 4 * R))
+    cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
     cdef double[:, ::1] eb = np.empty((T, E + 1))
     cdef double[:, ::1] pb = np.empty((T, P + 1))
     cdef const double* vp = &values[0] if values.shape[0] else NULL

@@ -66,6 +66,41 @@ def deep_chain(rng, layers: int = 1000) -> Circuit:
     return Circuit(node, Schema(variables), validate=False)
 
 
+def grouped_circuit(rng, utility: bool | None = None) -> Circuit:
+    """A small layered circuit whose regions hold K sums over one child list (the kernels' sum
+    groups), with zero, tiny (1e-300: rows where a member's sum leaves the group's safe range
+    and falls back to the exact sum) and ordinary weights; with a utility half the time."""
+    n_vars = int(rng.integers(2, 6))
+    variables = [Variable.discrete(f"X{i}", int(rng.integers(2, 4))) if rng.random() < 0.7
+                 else Variable.continuous(f"X{i}") for i in range(n_vars)]
+    utility = bool(rng.random() < 0.5) if utility is None else utility
+    if utility:
+        variables.append(Variable.utility("U"))
+
+    def weights(m: int) -> np.ndarray:
+        w = rng.dirichlet(np.ones(m))
+        u = rng.random(m)
+        w[u < 0.15] = 0.0
+        w[(u >= 0.15) & (u < 0.3)] = 1e-300
+        if w.max() < 1e-200:
+            w[int(rng.integers(m))] = 1.0
+        return w / w.sum()
+
+    def region(vs: list[int], K: int) -> list:
+        if len(vs) == 1:
+            kids = _leaves(rng, variables[vs[0]], 3)
+            if utility and vs[0] == 0:
+                kids = [Product([leaf, Utility("U", values=rng.normal(0, 5, 2), probs=[0.5, 0.5])])
+                        for leaf in kids]
+            return [Sum(kids, weights(3)) for _ in range(K)]
+        cut = int(rng.integers(1, len(vs)))
+        prods = [Product([a, b]) for a in region(vs[:cut], K) for b in region(vs[cut:], K)]
+        return [Sum(prods, weights(len(prods))) for _ in range(K)]
+
+    K = int(rng.integers(2, 4))
+    return Circuit(Sum(region(list(range(n_vars)), K), weights(K)), Schema(variables))
+
+
 def wide_sum(rng, width: int = 10_000) -> Circuit:
     """One sum over ``width`` products of two leaves (a discrete and a continuous variable)."""
     variables = [Variable.discrete("A", 4), Variable.continuous("B")]

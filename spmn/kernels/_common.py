@@ -11,6 +11,8 @@ definite covariance), naming the leaf. Rows are processed in chunks of :func:`ch
 work memory is O(nodes x chunk x threads) whatever the batch size; a pass longer than a few
 seconds shows a tqdm bar. Both backends use the same chunk size, so their expected counts are
 summed in the same order (chunk by chunk, in row order, whatever the number of threads).
+:func:`prepare` also finds the sum groups (sums sharing one child list, evaluated together with
+one exp per child and row; see :func:`sum_groups`).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compile import (FlatCircuit, K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM, K_INTERFACE, K_MAX,
-                       K_MVGAUSSIAN, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
+                       K_MVGAUSSIAN, K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
 from ..continuous_gaussian import covariance_problem
 from ..errors import DataError
 from . import reference
@@ -38,7 +40,8 @@ BLOCK_CELLS = 1 << 28
 class Prepared:
     """Per-circuit tables handed to the raw kernels (cached per FlatCircuit)."""
 
-    circ: tuple          # kind, cptr, cidx, lw, var, pptr, params, ulive, mode_logp, mode_val
+    circ: tuple          # kind, cptr, cidx, lw, var, pptr, params, ulive, mode_logp, mode_val,
+                         # gid, gptr, gmem (sum groups, see sum_groups)
     has_max: bool
     chunk: int           # rows per chunk
     cost: int            # edges + nodes: work per row
@@ -114,6 +117,27 @@ def _mvg_layout_error(flat: FlatCircuit, i: int, p: np.ndarray) -> str | None:
     return None
 
 
+def sum_groups(kind: np.ndarray, cptr: np.ndarray, cidx: np.ndarray, min_size: int = 2):
+    """Sum nodes with identical child lists (the K sums of one region of a layered circuit),
+    ``min_size`` or more of them, form a group that the upward passes evaluate together at its
+    first member: one exp per child and row for all members instead of one per edge and row.
+
+    Returns ``gid`` (-1: evaluated alone, -2: evaluated with its group's head, ``q >= 0``: head
+    of group ``q``) and ``gptr``/``gmem`` (members of group q: ``gmem[gptr[q]:gptr[q + 1]]``,
+    ascending, head first). The head is the lowest index, so every child comes before it."""
+    by: dict[bytes, list[int]] = {}
+    for i in np.flatnonzero(kind == K_SUM).tolist():
+        by.setdefault(cidx[cptr[i]:cptr[i + 1]].tobytes(), []).append(i)
+    gid = np.full(kind.shape[0], -1, np.int64)
+    gptr, gmem = [0], []
+    for mem in sorted((m for m in by.values() if len(m) >= min_size), key=lambda m: m[0]):
+        gid[mem[0]] = len(gptr) - 1
+        gid[mem[1:]] = -2
+        gmem.extend(mem)
+        gptr.append(len(gmem))
+    return gid, np.array(gptr, np.int64), np.array(gmem, np.int64)
+
+
 def prepare(flat: FlatCircuit) -> Prepared:
     """Check the leaf parameter layout once and build the kernels' tables (cached)."""
     got = _PREPARED.get(flat)
@@ -143,8 +167,9 @@ def prepare(flat: FlatCircuit) -> Prepared:
             raise DataError(f"FlatCircuit leaf {i} (k={K_MVGAUSSIAN}) has a malformed parameter "
                             f"block: draw offset zoff = {zoff} puts its {d - 1} extra draw "
                             f"columns past the {n_draws} columns of z")
+    gid, gptr, gmem = sum_groups(flat.kind, flat.child_ptr, flat.child_idx)
     circ = (flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight, flat.var,
-            flat.param_ptr, flat.params, ulive, mode_logp, mode_val)
+            flat.param_ptr, flat.params, ulive, mode_logp, mode_val, gid, gptr, gmem)
     prep = Prepared(circ=circ, has_max=bool(np.any(kind == K_MAX)), chunk=chunk_rows(n),
                     cost=flat.n_edges + n, n_draws=n_draws)
     _PREPARED[flat] = prep

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._numba_down import counts_down, mpe_down, policy_down, sample_down
+from ._numba_math import fexp
 from ._numba_up import mpe_up_chunk, up_chunk
 
 UPWARD, POLICY, MPE, SAMPLE, COUNTS = 0, 1, 2, 3, 4
@@ -32,7 +33,7 @@ def _load_chunk(X, lo, nr, R, xt):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo, nr, R,
-           L, U, F, xt, tmp, reach, eacc, pacc):
+           L, U, F, xt, tmp, reach, eacc, pacc, W):
     """One chunk of rows lo..lo+nr of pass ``mode`` with one thread's work arrays."""
     n = circ[0].shape[0]
     _load_chunk(X, lo, nr, R, xt)
@@ -42,7 +43,7 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
             logp[lo + r] = L[(n - 1) * R + r]
         mpe_down(circ, X, lo, nr, R, L, reach, out)
         return
-    up_chunk(circ, xt, nr, R, values, L, U, tmp, cu)
+    up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu)
     if mode == UPWARD:
         for q in range(nodes.shape[0]):
             nd = nodes[q]
@@ -64,21 +65,32 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _buffers(mode, n, nv, n_edges, n_stats, cu, R, T):
-    """Per-thread work arrays: L, U, flows, transposed rows, scratch, reach, count sums."""
+def _buffers(mode, circ, nv, n_edges, n_stats, cu, R, T):
+    """Per-thread work arrays (L, U, flows, transposed rows, scratch, reach, count sums) and the
+    linear weights ``W = fexp(log w)`` of the sum groups (shared; empty without groups)."""
+    n = circ[0].shape[0]
+    gptr = circ[11]
+    gmax = 0
+    for q in range(gptr.shape[0] - 1):
+        gmax = max(gmax, gptr[q + 1] - gptr[q])
+    lw = circ[3]
+    W = np.empty(lw.shape[0] if gmax else 1)
+    if gmax:
+        for e in range(lw.shape[0]):
+            W[e] = fexp(lw[e])
     down = mode == POLICY or mode == MPE or mode == SAMPLE
     return (np.empty((T, n * R)), np.empty((T, (n if cu else 1) * R)),
             np.empty((T, (n if mode == COUNTS else 1) * R)), np.empty((T, nv * R + 1)),
-            np.empty((T, 6 * R)), np.empty((T, (n if down else 1) * R), np.uint8),
+            np.empty((T, (10 + 2 * gmax) * R)), np.empty((T, (n if down else 1) * R), np.uint8),
             np.empty((T, n_edges if mode == COUNTS else 1)),
-            np.empty((T, n_stats if mode == COUNTS else 1)))
+            np.empty((T, n_stats if mode == COUNTS else 1)), W)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, T, t, w,
            bufs):
     """Thread ``t``'s chunks: ``t, t + T, ...`` (wave ``w``'s chunk ``w * T + t`` for counts)."""
-    Lb, Ub, Fb, xb, tb, rb, eb, pb = bufs
+    Lb, Ub, Fb, xb, tb, rb, eb, pb, W = bufs
     rows = X.shape[0]
     nch = (rows + R - 1) // R
     c0 = w * T + t if mode == COUNTS else t
@@ -86,7 +98,7 @@ def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
     for c in range(c0, c1, T):
         lo = c * R
         _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo,
-               min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t], eb[t], pb[t])
+               min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t], eb[t], pb[t], W)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -105,7 +117,7 @@ def run(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, edges, stats,
         R, T):
     """Pass ``mode`` over all rows of X on ``T`` threads (see the module docstring)."""
     nch = (X.shape[0] + R - 1) // R
-    bufs = _buffers(mode, circ[0].shape[0], X.shape[1], edges.shape[0], stats.shape[0], cu, R, T)
+    bufs = _buffers(mode, circ, X.shape[1], edges.shape[0], stats.shape[0], cu, R, T)
     waves = (nch + T - 1) // T if mode == COUNTS else 1
     for w in range(waves):
         for t in prange(T):
@@ -121,7 +133,7 @@ def run_serial(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, edges,
     """:func:`run` on the calling thread (``threads=1``, or a batch of one chunk): no thread
     team is started. The same chunks in the same order, so the same bits."""
     nch = (X.shape[0] + R - 1) // R
-    bufs = _buffers(mode, circ[0].shape[0], X.shape[1], edges.shape[0], stats.shape[0], cu, R, 1)
+    bufs = _buffers(mode, circ, X.shape[1], edges.shape[0], stats.shape[0], cu, R, 1)
     waves = nch if mode == COUNTS else 1
     for w in range(waves):
         _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, 1, 0, w,

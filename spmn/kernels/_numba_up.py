@@ -216,12 +216,97 @@ def max_rows(cidx, lw, a0, a1, nr, R, M, i, tmp):
         M[oi + r] = tmp[om + r]
 
 
+#: Range of a group member's sum outside which the row falls back to sum_up (2^-900, 2^900).
+GRP_TINY = 1.1754943508222875e-271  # 2^-900
+GRP_HUGE = 8.452712498170644e+270   # 2^900
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def up_chunk(circ, xt, nr, R, values, L, U, tmp, cu):
+def sum_group(cptr, cidx, lw, W, gmem, q0, g, nr, R, L, U, tmp, with_u):
+    """Sum nodes gmem[q0:q0+g] (one child list, that of gmem[q0]) over rows 0..nr, evaluated
+    together: with mx = max_c L_c (0 when -inf) and e_c = exp(L_c - mx), once per child and row,
+    L_k = mx + log Σ_c W_kc e_c and U_k = Σ_c W_kc e_c U_c / Σ_c W_kc e_c (W = exp(log w)).
+    In a row where a member's sum leaves [2^-900, 2^900] (every child -inf, underflowing or huge
+    weights) that member takes the exact :func:`sum_up` result. ``tmp``: (10 + 2 g) R doubles.
+    The twin of csrc/_cup.pxi's sum_group, operation for operation."""
+    uR = uint64(R)
+    unr = uint64(nr)
+    h = gmem[q0]
+    a0 = cptr[h]
+    a1 = cptr[h + 1]
+    oev = uR
+    oeu = uR + uR
+    os_ = uint64(4) * uR
+    onum = uint64(4 + g) * uR
+    for r in range(unr):
+        tmp[r] = NEG_INF
+    for j in range(a0, a1):
+        oc = uint64(cidx[j]) * uR
+        for r in range(unr):
+            a = L[oc + r]
+            m = tmp[r]
+            tmp[r] = a if a > m else m
+    for r in range(unr):
+        m = tmp[r]
+        tmp[r] = m if m > NEG_INF else 0.0
+    for k in range(uint64(g) * uR):
+        tmp[os_ + k] = 0.0
+        tmp[onum + k] = 0.0
+    for j in range(a0, a1):
+        oc = uint64(cidx[j]) * uR
+        for r in range(unr):
+            tmp[oev + r] = fexp(L[oc + r] - tmp[r])
+        if with_u:
+            for r in range(unr):
+                tmp[oeu + r] = tmp[oev + r] * U[oc + r]
+        for k in range(g):
+            wk = W[cptr[gmem[q0 + k]] + (j - a0)]
+            osk = os_ + uint64(k) * uR
+            for r in range(unr):
+                tmp[osk + r] += wk * tmp[oev + r]
+            if with_u:
+                onk = onum + uint64(k) * uR
+                for r in range(unr):
+                    tmp[onk + r] += wk * tmp[oeu + r]
+    for k in range(g):
+        node = gmem[q0 + k]
+        osk = os_ + uint64(k) * uR
+        oi = uint64(node) * uR
+        nbad = 0.0
+        for r in range(unr):
+            sr = tmp[osk + r]
+            L[oi + r] = tmp[r] + flog(sr)
+            nbad += 0.0 if (sr >= GRP_TINY and sr <= GRP_HUGE) else 1.0
+        if with_u:
+            onk = onum + uint64(k) * uR
+            for r in range(unr):
+                U[oi + r] = tmp[onk + r] / tmp[osk + r]
+        if nbad > 0.0:  # exact sum_up for the rows out of range, row by row
+            for r in range(unr):
+                tmp[oev + r] = L[oi + r]
+            if with_u:
+                for r in range(unr):
+                    tmp[oeu + r] = U[oi + r]
+            sum_up(cidx, lw, cptr[node], cptr[node + 1], nr, R, L, U, node,
+                   tmp[(4 + 2 * g) * R:], with_u)
+            for r in range(unr):
+                sr = tmp[osk + r]
+                L[oi + r] = tmp[oev + r] if (sr >= GRP_TINY and sr <= GRP_HUGE) else L[oi + r]
+            if with_u:
+                for r in range(unr):
+                    sr = tmp[osk + r]
+                    U[oi + r] = tmp[oeu + r] if (sr >= GRP_TINY and sr <= GRP_HUGE) else U[oi + r]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu):
     """The (L, U) pass of reference.upward over one chunk (U only when ``cu``); ``L``, ``U``
-    are flat node-major work arrays (node ``i``, row ``r`` at ``i * R + r``)."""
+    are flat node-major work arrays (node ``i``, row ``r`` at ``i * R + r``). Sums of a group
+    (``circ[10:13]``, see ``_common.sum_groups``) go through :func:`sum_group` with the linear
+    weights ``W``."""
     kind, cptr, cidx, lw, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[3], \
         circ[4], circ[5], circ[6], circ[7]
+    gid, gptr, gmem = circ[10], circ[11], circ[12]
     n = kind.shape[0]
     for i in range(n):
         kd = kind[i]
@@ -229,6 +314,23 @@ def up_chunk(circ, xt, nr, R, values, L, U, tmp, cu):
         a1 = cptr[i + 1]
         oi = i * R
         if kd == K_SUM:
+            q = gid[i]
+            if q == -2:  # evaluated with its group's head
+                continue
+            if q >= 0:
+                live = False
+                if cu:
+                    for k in range(gptr[q], gptr[q + 1]):
+                        live = live or ulive[gmem[k]] != 0
+                sum_group(cptr, cidx, lw, W, gmem, gptr[q], gptr[q + 1] - gptr[q], nr, R, L, U,
+                          tmp, live)
+                if cu:
+                    for k in range(gptr[q], gptr[q + 1]):
+                        if not ulive[gmem[k]]:
+                            ok = gmem[k] * R
+                            for r in range(nr):
+                                U[ok + r] = 0.0
+                continue
             if cu:
                 if ulive[i]:
                     sum_up(cidx, lw, a0, a1, nr, R, L, U, i, tmp, True)
