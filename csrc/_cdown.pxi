@@ -56,53 +56,69 @@ cdef void policy_down(const Circ* C, const double* X, Py_ssize_t nv, Py_ssize_t 
 
 
 cdef void mpe_down(const Circ* C, const double* X, Py_ssize_t nv, Py_ssize_t lo, Py_ssize_t nr,
-                   Py_ssize_t R, const double* M, uint8_t* reach, double* out) noexcept nogil:
-    cdef Py_ssize_t i, e, r, a0, a1, bj, v, cj, j
+                   Py_ssize_t R, const double* M, int64_t* stack, int64_t* seen,
+                   double* out) noexcept nogil:
+    """reference.mpe's completion, row by row: a walk from the root that visits only the nodes
+    the completion reaches (argmax child of a sum or max node, first maximum; every child of a
+    product; each node once per row, ``seen`` holding the row it was last visited in), so its
+    cost is the size of the chosen sub-circuit, not of the circuit. ``stack`` holds edges + 1
+    entries, ``seen`` one per node (-1 or a row index of this call)."""
+    cdef Py_ssize_t r, i, e, a0, a1, bj, v, cj, j, top, row
     cdef int kd
     cdef double best, a, d
-    clear_reach(reach, C.n, nr, R)
-    for i in range(C.n - 1, -1, -1):
-        kd = C.kind[i]
-        a0 = C.cptr[i]
-        a1 = C.cptr[i + 1]
-        if kd == K_PRODUCT:
-            product_down(C.cidx, a0, a1, reach, i, nr, R)
-        elif kd == K_SUM:
-            for r in range(nr):
-                if reach[i * R + r]:
-                    bj = a0
-                    best = C.lw[a0] + M[C.cidx[a0] * R + r]
-                    for e in range(a0 + 1, a1):
-                        a = C.lw[e] + M[C.cidx[e] * R + r]
+    cdef MVWork w
+    for r in range(nr):
+        row = lo + r
+        top = 1
+        stack[0] = C.n - 1
+        while top > 0:
+            top -= 1
+            i = stack[top]
+            if seen[i] == row:
+                continue
+            seen[i] = row
+            kd = C.kind[i]
+            a0 = C.cptr[i]
+            a1 = C.cptr[i + 1]
+            if kd == K_PRODUCT:
+                for e in range(a1 - 1, a0 - 1, -1):
+                    stack[top] = C.cidx[e]
+                    top += 1
+            elif kd == K_SUM:
+                bj = a0
+                best = C.lw[a0] + M[C.cidx[a0] * R + r]
+                for e in range(a0 + 1, a1):
+                    a = C.lw[e] + M[C.cidx[e] * R + r]
+                    if a > best:
+                        best = a
+                        bj = e
+                stack[top] = C.cidx[bj]
+                top += 1
+            elif kd == K_MAX:
+                v = C.var[i]
+                d = X[row * nv + v]
+                if isnan(d):
+                    cj = 0
+                    best = M[C.cidx[a0] * R + r]
+                    for j in range(1, a1 - a0):
+                        a = M[C.cidx[a0 + j] * R + r]
                         if a > best:
                             best = a
-                            bj = e
-                    reach[C.cidx[bj] * R + r] = 1
-        elif kd == K_MAX:
-            v = C.var[i]
-            for r in range(nr):
-                if reach[i * R + r]:
-                    d = X[(lo + r) * nv + v]
-                    if isnan(d):
-                        cj = 0
-                        best = M[C.cidx[a0] * R + r]
-                        for j in range(1, a1 - a0):
-                            a = M[C.cidx[a0 + j] * R + r]
-                            if a > best:
-                                best = a
-                                cj = j
-                    else:
-                        cj = <Py_ssize_t>d
-                    if isnan(out[(lo + r) * nv + v]):
-                        out[(lo + r) * nv + v] = <double>cj
-                    reach[C.cidx[a0 + cj] * R + r] = 1
-        elif kd == K_MVGAUSSIAN:
-            mv_down(C, X, nv, lo, nr, R, reach, out, NULL, 0, False, i)
-        elif kd != K_INTERFACE:
-            v = C.var[i]
-            for r in range(nr):
-                if reach[i * R + r] and isnan(out[(lo + r) * nv + v]):
-                    out[(lo + r) * nv + v] = C.mode_val[i]
+                            cj = j
+                else:
+                    cj = <Py_ssize_t>d
+                if isnan(out[row * nv + v]):
+                    out[row * nv + v] = <double>cj
+                stack[top] = C.cidx[a0 + cj]
+                top += 1
+            elif kd == K_MVGAUSSIAN:
+                if mv_alloc(&w, C.params, C.pptr[i]):
+                    mv_fill(C.params, C.pptr[i], X, nv, row, out, NULL, 0, False, i, C.n, &w)
+                mv_free(&w)
+            elif kd != K_INTERFACE:
+                v = C.var[i]
+                if isnan(out[row * nv + v]):
+                    out[row * nv + v] = C.mode_val[i]
 
 
 cdef inline Py_ssize_t pick_params(const double* params, Py_ssize_t base, Py_ssize_t k,

@@ -177,7 +177,8 @@ def mpe(tuple circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, r
     cdef double[:, ::1] Mb = np.empty((T, n * R))
     cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
-    cdef uint8_t[:, ::1] rb = np.empty((T, n * R), np.uint8)
+    cdef int64_t[:, ::1] stk = np.empty((T, cv.lw.shape[0] + 1), np.int64)
+    cdef int64_t[:, ::1] seen = np.full((T, n), -1, np.int64)
     if rows == 0:
         return
     with nogil:
@@ -190,7 +191,8 @@ def mpe(tuple circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp
                 mpe_up_chunk(&cv.c, &xb[t, 0], nr, R, &Mb[t, 0])
                 for r in range(nr):
                     logp[lo + r] = Mb[t, (n - 1) * R + r]
-                mpe_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Mb[t, 0], &rb[t, 0], &out[0, 0])
+                mpe_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Mb[t, 0], &stk[t, 0], &seen[t, 0],
+                         &out[0, 0])
                 c = c + T
 
 

@@ -82,56 +82,67 @@ def mv_down(params, p0, X, lo, nr, R, reach, out, z, draw, i, n):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def mpe_down(circ, X, lo, nr, R, M, reach, out):
-    """reference.mpe's completion: argmax children (first maximum), modes at leaves."""
+def mpe_down(circ, X, lo, nr, R, M, out, stack, seen):
+    """reference.mpe's completion, row by row: a walk from the root that visits only the nodes
+    the completion reaches (argmax child of a sum or max node, first maximum; every child of a
+    product; each node once per row, ``seen`` holding the row it was last visited in), so its
+    cost is the size of the chosen sub-circuit, not of the circuit. ``stack`` holds edges + 1
+    entries, ``seen`` one per node (-1 or a row index of this call)."""
     kind, cptr, cidx, lw, var, pptr, params = circ[0], circ[1], circ[2], circ[3], circ[4], \
         circ[5], circ[6]
     mode_val = circ[9]
     n = kind.shape[0]
-    clear_reach(reach, n, nr, R)
-    for i in range(n - 1, -1, -1):
-        kd = kind[i]
-        a0 = cptr[i]
-        a1 = cptr[i + 1]
-        if kd == K_PRODUCT:
-            product_down(cidx, a0, a1, reach, i, nr, R)
-        elif kd == K_SUM:
-            for r in range(nr):
-                if reach[i * R + r]:
-                    bj = a0
-                    best = lw[a0] + M[cidx[a0] * R + r]
-                    for e in range(a0 + 1, a1):
-                        a = lw[e] + M[cidx[e] * R + r]
+    for r in range(nr):
+        row = lo + r
+        top = 1
+        stack[0] = n - 1
+        while top > 0:
+            top -= 1
+            i = stack[top]
+            if seen[i] == row:
+                continue
+            seen[i] = row
+            kd = kind[i]
+            a0 = cptr[i]
+            a1 = cptr[i + 1]
+            if kd == K_PRODUCT:
+                for e in range(a1 - 1, a0 - 1, -1):
+                    stack[top] = cidx[e]
+                    top += 1
+            elif kd == K_SUM:
+                bj = a0
+                best = lw[a0] + M[cidx[a0] * R + r]
+                for e in range(a0 + 1, a1):
+                    a = lw[e] + M[cidx[e] * R + r]
+                    if a > best:
+                        best = a
+                        bj = e
+                stack[top] = cidx[bj]
+                top += 1
+            elif kd == K_MAX:
+                v = var[i]
+                d = X[row, v]
+                if math.isnan(d):
+                    cj = 0
+                    best = M[cidx[a0] * R + r]
+                    for j in range(1, a1 - a0):
+                        a = M[cidx[a0 + j] * R + r]
                         if a > best:
                             best = a
-                            bj = e
-                    reach[cidx[bj] * R + r] = 1
-        elif kd == K_MAX:
-            v = var[i]
-            for r in range(nr):
-                if reach[i * R + r]:
-                    d = X[lo + r, v]
-                    if math.isnan(d):
-                        cj = 0
-                        best = M[cidx[a0] * R + r]
-                        for j in range(1, a1 - a0):
-                            a = M[cidx[a0 + j] * R + r]
-                            if a > best:
-                                best = a
-                                cj = j
-                    else:
-                        cj = int(d)
-                    if math.isnan(out[lo + r, v]):
-                        out[lo + r, v] = cj
-                    reach[cidx[a0 + cj] * R + r] = 1
-        elif kd == K_MVGAUSSIAN:
-            # X stands in for z, which a conditional-mean fill does not read
-            mv_down(params, pptr[i], X, lo, nr, R, reach, out, X, False, i, n)
-        elif kd != K_INTERFACE:
-            v = var[i]
-            for r in range(nr):
-                if reach[i * R + r] and math.isnan(out[lo + r, v]):
-                    out[lo + r, v] = mode_val[i]
+                            cj = j
+                else:
+                    cj = int(d)
+                if math.isnan(out[row, v]):
+                    out[row, v] = cj
+                stack[top] = cidx[a0 + cj]
+                top += 1
+            elif kd == K_MVGAUSSIAN:
+                # X stands in for z, which a conditional-mean fill does not read
+                mv_fill(params, pptr[i], X, row, out, X, -1, i, n, mv_work(params, pptr[i]))
+            elif kd != K_INTERFACE:
+                v = var[i]
+                if math.isnan(out[row, v]):
+                    out[row, v] = mode_val[i]
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")

@@ -33,7 +33,7 @@ def _load_chunk(X, lo, nr, R, xt):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo, nr, R,
-           L, U, F, xt, tmp, reach, eacc, pacc, W):
+           L, U, F, xt, tmp, reach, eacc, pacc, W, stack, seen):
     """One chunk of rows lo..lo+nr of pass ``mode`` with one thread's work arrays."""
     n = circ[0].shape[0]
     _load_chunk(X, lo, nr, R, xt)
@@ -41,7 +41,7 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
         mpe_up_chunk(circ, xt, nr, R, L, tmp)
         for r in range(nr):
             logp[lo + r] = L[(n - 1) * R + r]
-        mpe_down(circ, X, lo, nr, R, L, reach, out)
+        mpe_down(circ, X, lo, nr, R, L, out, stack, seen)
         return
     up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu)
     if mode == UPWARD:
@@ -66,8 +66,9 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _buffers(mode, circ, nv, n_edges, n_stats, cu, R, T):
-    """Per-thread work arrays (L, U, flows, transposed rows, scratch, reach, count sums) and the
-    linear weights ``W = fexp(log w)`` of the sum groups (shared; empty without groups)."""
+    """Per-thread work arrays (L, U, flows, transposed rows, scratch, reach, count sums), the
+    linear weights ``W = fexp(log w)`` of the sum groups (shared; empty without groups) and the
+    MPE walk's stack and visit marks."""
     n = circ[0].shape[0]
     gptr = circ[11]
     gmax = 0
@@ -78,19 +79,22 @@ def _buffers(mode, circ, nv, n_edges, n_stats, cu, R, T):
     if gmax:
         for e in range(lw.shape[0]):
             W[e] = fexp(lw[e])
-    down = mode == POLICY or mode == MPE or mode == SAMPLE
+    down = mode == POLICY or mode == SAMPLE
+    walk = mode == MPE
     return (np.empty((T, n * R)), np.empty((T, (n if cu else 1) * R)),
             np.empty((T, (n if mode == COUNTS else 1) * R)), np.empty((T, nv * R + 1)),
             np.empty((T, (10 + 2 * gmax) * R)), np.empty((T, (n if down else 1) * R), np.uint8),
             np.empty((T, n_edges if mode == COUNTS else 1)),
-            np.empty((T, n_stats if mode == COUNTS else 1)), W)
+            np.empty((T, n_stats if mode == COUNTS else 1)), W,
+            np.empty((T, lw.shape[0] + 1 if walk else 1), np.int64),
+            np.full((T, n if walk else 1), -1, np.int64))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, T, t, w,
            bufs):
     """Thread ``t``'s chunks: ``t, t + T, ...`` (wave ``w``'s chunk ``w * T + t`` for counts)."""
-    Lb, Ub, Fb, xb, tb, rb, eb, pb, W = bufs
+    Lb, Ub, Fb, xb, tb, rb, eb, pb, W, stk, seen = bufs
     rows = X.shape[0]
     nch = (rows + R - 1) // R
     c0 = w * T + t if mode == COUNTS else t
@@ -98,7 +102,8 @@ def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
     for c in range(c0, c1, T):
         lo = c * R
         _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo,
-               min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t], eb[t], pb[t], W)
+               min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t], eb[t], pb[t], W,
+               stk[t], seen[t])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
