@@ -133,7 +133,8 @@ def main() -> None:
             for impl in built:
                 mod = kernels.get(impl)
                 prepare(flat)  # per-circuit tables (cached): not part of a call
-                first, steady, peak = measure(lambda: mod.log_likelihood(flat, X, threads=T), reps)
+                first, steady, peak = measure(
+                    lambda: mod.log_likelihood(flat, X, threads=T, progress=False), reps)
                 if impl == "numba":
                     peak += numba_work_bytes(flat, rows, T, cu=False)
                 rows_out.append((cname, flat, rows, f"spmn-{impl}", "log-likelihood", first,
@@ -151,8 +152,8 @@ def main() -> None:
         reps = 1 if args.quick or rows * util.n_edges > 2e9 else 3
         for impl in built:
             mod = kernels.get(impl)
-            for pname, fn in (("MPE", lambda: mod.mpe(util, X, threads=T)),
-                              ("MEU", lambda: mod.meu(util, X, None, threads=T))):
+            for pname, fn in (("MPE", lambda: mod.mpe(util, X, threads=T, progress=False)),
+                              ("MEU", lambda: mod.meu(util, X, None, threads=T, progress=False))):
                 first, steady, peak = measure(fn, reps)
                 if impl == "numba":
                     peak += numba_work_bytes(util, rows, T, cu=pname == "MEU", down=pname == "MPE")

@@ -3,7 +3,7 @@
 It works on clean or noisy frames: PCA keeps the few directions in which frames of different
 states differ and drops most of the per-pixel noise, so the states form tight, well separated
 clusters. It does not work under random shifts or clutter, where frames of one state are far
-apart in pixel space (see benchmarks/README_encoder.md). The k-means here (k-means++ seeding,
+apart in pixel space (see the encoder section of benchmarks/README.md). The k-means here (k-means++ seeding,
 Lloyd iterations, dead-code resets) keeps its centres, so new frames can be coded; the
 learner's k-means in :mod:`spmn.learn.splits` returns labels only and z-scores its columns,
 which would blow the noise directions of a PCA up to the scale of the signal.
