@@ -7,10 +7,11 @@ runs it makes the evidence C-contiguous float64 (a Fortran-ordered or float32 ar
 converted, never misread) and raises :class:`~spmn.errors.DataError` on a shape mismatch, an
 out-of-range code or a malformed leaf parameter block (:func:`prepare`; for a multivariate
 Gaussian leaf, ``K_MVGAUSSIAN``: its size, columns, draw offset, finiteness and a positive
-definite covariance), naming the leaf. Rows are processed in chunks of :func:`chunk_rows` rows per thread, so the
-work memory is O(nodes x chunk x threads) whatever the batch size; a pass longer than a few
-seconds shows a tqdm bar. Both backends use the same chunk size, so their expected counts are
-summed in the same order (chunk by chunk, in row order, whatever the number of threads).
+definite covariance), naming the leaf. Rows are processed in chunks of :func:`chunk_rows`
+rows per thread, so the work memory is O(nodes x chunk x threads) whatever the batch size; a
+pass longer than a few seconds shows a tqdm bar. Both backends use the same chunk size, so
+their expected counts are summed in the same order (chunk by chunk, in row order, whatever the
+number of threads).
 :func:`prepare` also finds the sum groups (sums sharing one child list, evaluated together with
 one exp per child and row; see :func:`sum_groups`).
 """
