@@ -139,6 +139,26 @@ def sum_groups(kind: np.ndarray, cptr: np.ndarray, cidx: np.ndarray, min_size: i
     return gid, np.array(gptr, np.int64), np.array(gmem, np.int64)
 
 
+def _categorical_modes(flat: FlatCircuit, mode_logp: np.ndarray, mode_val: np.ndarray) -> bool:
+    """Layout check and (max log p, first argmax) of every categorical leaf at once, grouped by
+    the number of values (what :func:`reference.leaf_mode` gives one leaf at a time). False
+    when some block is malformed: the caller then checks leaf by leaf and names it."""
+    cat = np.flatnonzero(flat.kind == K_CATEGORICAL)
+    if cat.size == 0:
+        return True
+    p0 = flat.param_ptr[cat]
+    size = flat.param_ptr[cat + 1] - p0
+    if np.any(size != flat.var_card[flat.var[cat]]) or np.any(size <= 0):
+        return False
+    for k in np.unique(size).tolist():
+        sel = size == k
+        block = flat.params[p0[sel][:, None] + np.arange(k)]
+        j = np.argmax(block, axis=1)
+        mode_logp[cat[sel]] = block[np.arange(j.size), j]
+        mode_val[cat[sel]] = j
+    return True
+
+
 def prepare(flat: FlatCircuit) -> Prepared:
     """Check the leaf parameter layout once and build the kernels' tables (cached)."""
     got = _PREPARED.get(flat)
@@ -146,21 +166,25 @@ def prepare(flat: FlatCircuit) -> Prepared:
         return got
     n = flat.n_nodes
     kind = flat.kind
-    ulive = np.zeros(n, np.int8)
     mode_logp = np.full(n, np.nan)
     mode_val = np.full(n, np.nan)
+    cat = _categorical_modes(flat, mode_logp, mode_val)
+    live = [False] * n
     cptr = flat.child_ptr.tolist()
     cidx = flat.child_idx.tolist()
     for i, k in enumerate(kind.tolist()):
         if k > K_MAX:
-            err = _leaf_layout_error(flat, i)
-            if err:
-                raise DataError(f"FlatCircuit leaf {i} ({k=}) has a malformed parameter block: {err}")
-            if k != K_INTERFACE:
-                mode_logp[i], mode_val[i] = reference.leaf_mode(flat, i)
-            ulive[i] = k in (K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM, K_INTERFACE)
+            if k != K_CATEGORICAL or not cat:
+                err = _leaf_layout_error(flat, i)
+                if err:
+                    raise DataError(f"FlatCircuit leaf {i} ({k=}) has a malformed parameter "
+                                    f"block: {err}")
+                if k != K_INTERFACE:
+                    mode_logp[i], mode_val[i] = reference.leaf_mode(flat, i)
+            live[i] = k in (K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM, K_INTERFACE)
         else:
-            ulive[i] = any(ulive[c] for c in cidx[cptr[i]:cptr[i + 1]])
+            live[i] = any(live[c] for c in cidx[cptr[i]:cptr[i + 1]])
+    ulive = np.array(live, np.int8)
     n_draws = flat.n_draws  # every d is valid here
     for i in np.flatnonzero(kind == K_MVGAUSSIAN).tolist():
         d, zoff = int(flat.params[flat.param_ptr[i]]), int(flat.params[flat.param_ptr[i] + 1])
