@@ -286,7 +286,9 @@ class Kernels:
         prep = prepare(flat)
         X = check_evidence(flat, X)
         T = int(threads) if threads else default_threads()
-        R = int(chunk) if chunk else prep.chunk
+        # a batch smaller than a chunk gets work arrays of its own size (a one-row Bellman pass
+        # then touches nodes x 1 doubles, not nodes x chunk); chunking changes no result
+        R = int(chunk) if chunk else min(prep.chunk, max(1, X.shape[0]))
         if T < 1 or R < 1:
             raise DataError(f"threads and chunk must be >= 1, got {T}, {R}")
         # never more threads than chunks: a one-row Bellman pass runs on one thread, without
