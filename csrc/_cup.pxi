@@ -279,6 +279,79 @@ cdef void sum_group(const Circ* C, const double* W, const int64_t* mem, Py_ssize
                     Ui[r] = eu[r] if (sr >= GRP_TINY and sr <= GRP_HUGE) else Ui[r]
 
 
+cdef void up_one(const Circ* C, const double* xt, const double* values, double* L, double* U,
+                 double* tmp, bint cu) noexcept nogil:
+    """up_chunk for a chunk of one row (R = 1: a one-row Bellman pass), without row loops: the
+    same operations in the same order, so the same bits."""
+    cdef Py_ssize_t i, e, a0, a1, c, q, k
+    cdef int kd
+    cdef bint live, with_u
+    cdef double m, mm, a, s, num, ee, acc
+    for i in range(C.n):
+        kd = C.kind[i]
+        a0 = C.cptr[i]
+        a1 = C.cptr[i + 1]
+        if kd == K_SUM:
+            q = C.gid[i]
+            if q == -2:
+                continue
+            if q >= 0:
+                live = False
+                if cu:
+                    for k in range(C.gptr[q], C.gptr[q + 1]):
+                        live = live or C.ulive[C.gmem[k]]
+                sum_group(C, C.W, C.gmem + C.gptr[q], C.gptr[q + 1] - C.gptr[q], 1, 1, L, U,
+                          tmp, live)
+                if cu:
+                    for k in range(C.gptr[q], C.gptr[q + 1]):
+                        if not C.ulive[C.gmem[k]]:
+                            U[C.gmem[k]] = 0.0
+                continue
+            with_u = cu and C.ulive[i]
+            m = -INFINITY
+            for e in range(a0, a1):
+                a = C.lw[e] + L[C.cidx[e]]
+                m = a if a > m else m
+            mm = m if m > -INFINITY else 0.0
+            s = 0.0
+            num = 0.0
+            if with_u:
+                for e in range(a0, a1):
+                    c = C.cidx[e]
+                    ee = fexp((C.lw[e] + L[c]) - mm)
+                    s += ee
+                    num += ee * U[c]
+                L[i] = m + flog(s) if m > -INFINITY else -INFINITY
+                U[i] = num / s if m > -INFINITY else 0.0
+            else:
+                for e in range(a0, a1):
+                    s += fexp((C.lw[e] + L[C.cidx[e]]) - mm)
+                L[i] = m + flog(s) if m > -INFINITY else -INFINITY
+                if cu:
+                    U[i] = 0.0
+        elif kd == K_PRODUCT:
+            acc = 0.0
+            for e in range(a0, a1):
+                acc += L[C.cidx[e]]
+            L[i] = acc
+            if cu:
+                acc = 0.0
+                if C.ulive[i]:
+                    for e in range(a0, a1):
+                        acc += U[C.cidx[e]]
+                U[i] = acc
+        elif kd == K_MAX:
+            c = C.cidx[a0 + max_choice(C.cidx, a0, a1 - a0, xt[C.var[i]], L, U, 1, 0)]
+            L[i] = L[c]
+            U[i] = U[c]
+        elif kd == K_MVGAUSSIAN:
+            mv_up(C.params, C.pptr[i], xt, 1, 1, L + i, False)
+            if cu:
+                U[i] = 0.0
+        else:
+            leaf_up(kd, C.params, C.pptr[i], xt, C.var[i], 1, 1, values, L + i, U + i, cu, NAN)
+
+
 cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
                    const double* values, double* L, double* U, double* tmp,
                    bint cu) noexcept nogil:
@@ -293,6 +366,9 @@ cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
     cdef const double* Lc
     cdef const double* Uc
     cdef const double* x
+    if R == 1:
+        up_one(C, xt, values, L, U, tmp, cu)
+        return
     for i in range(C.n):
         kd = C.kind[i]
         a0 = C.cptr[i]

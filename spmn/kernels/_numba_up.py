@@ -299,6 +299,77 @@ def sum_group(cptr, cidx, lw, W, gmem, q0, g, nr, R, L, U, tmp, with_u):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def up_one(circ, W, xt, values, L, U, tmp, cu):
+    """:func:`up_chunk` for a chunk of one row (R = 1: a one-row Bellman pass), without row
+    loops: the same operations in the same order, so the same bits."""
+    kind, cptr, cidx, lw, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[3], \
+        circ[4], circ[5], circ[6], circ[7]
+    gid, gptr, gmem = circ[10], circ[11], circ[12]
+    for i in range(kind.shape[0]):
+        kd = kind[i]
+        a0 = cptr[i]
+        a1 = cptr[i + 1]
+        if kd == K_SUM:
+            q = gid[i]
+            if q == -2:
+                continue
+            if q >= 0:
+                live = False
+                if cu:
+                    for k in range(gptr[q], gptr[q + 1]):
+                        live = live or ulive[gmem[k]] != 0
+                sum_group(cptr, cidx, lw, W, gmem, gptr[q], gptr[q + 1] - gptr[q], 1, 1, L, U,
+                          tmp, live)
+                if cu:
+                    for k in range(gptr[q], gptr[q + 1]):
+                        if not ulive[gmem[k]]:
+                            U[gmem[k]] = 0.0
+                continue
+            m = NEG_INF
+            for e in range(a0, a1):
+                a = lw[e] + L[cidx[e]]
+                m = a if a > m else m
+            mm = m if m > NEG_INF else 0.0
+            s = 0.0
+            if cu and ulive[i]:
+                num = 0.0
+                for e in range(a0, a1):
+                    c = cidx[e]
+                    ee = fexp((lw[e] + L[c]) - mm)
+                    s += ee
+                    num += ee * U[c]
+                L[i] = m + flog(s) if m > NEG_INF else NEG_INF
+                U[i] = num / s if m > NEG_INF else 0.0
+            else:
+                for e in range(a0, a1):
+                    s += fexp((lw[e] + L[cidx[e]]) - mm)
+                L[i] = m + flog(s) if m > NEG_INF else NEG_INF
+                if cu:
+                    U[i] = 0.0
+        elif kd == K_PRODUCT:
+            acc = 0.0
+            for e in range(a0, a1):
+                acc += L[cidx[e]]
+            L[i] = acc
+            if cu:
+                acc = 0.0
+                if ulive[i]:
+                    for e in range(a0, a1):
+                        acc += U[cidx[e]]
+                U[i] = acc
+        elif kd == K_MAX:
+            c = cidx[a0 + max_choice(cidx, a0, a1 - a0, xt[var[i]], L, U, 1, 0)]
+            L[i] = L[c]
+            U[i] = U[c]
+        elif kd == K_MVGAUSSIAN:
+            mv_up(params, pptr[i], xt, 1, 1, L, i, False)
+            if cu:
+                U[i] = 0.0
+        else:
+            leaf_up(kd, params, pptr[i], var[i], xt, 1, 1, values, L, U, i, cu, math.nan)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu):
     """The (L, U) pass of reference.upward over one chunk (U only when ``cu``); ``L``, ``U``
     are flat node-major work arrays (node ``i``, row ``r`` at ``i * R + r``). Sums of a group
@@ -307,6 +378,9 @@ def up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu):
     kind, cptr, cidx, lw, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[3], \
         circ[4], circ[5], circ[6], circ[7]
     gid, gptr, gmem = circ[10], circ[11], circ[12]
+    if R == 1:
+        up_one(circ, W, xt, values, L, U, tmp, cu)
+        return
     n = kind.shape[0]
     for i in range(n):
         kd = kind[i]
