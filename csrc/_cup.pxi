@@ -279,13 +279,31 @@ cdef void sum_group(const Circ* C, const double* W, const int64_t* mem, Py_ssize
                     Ui[r] = eu[r] if (sr >= GRP_TINY and sr <= GRP_HUGE) else Ui[r]
 
 
+cdef void group_up(const Circ* C, Py_ssize_t q, Py_ssize_t nr, Py_ssize_t R, double* L,
+                   double* U, double* tmp, bint cu) noexcept nogil:
+    """Sum group ``q`` (U carried when some member needs it; 0 for the members that do not)."""
+    cdef Py_ssize_t k, r
+    cdef bint live = False
+    cdef double* Ui
+    if cu:
+        for k in range(C.gptr[q], C.gptr[q + 1]):
+            live = live or C.ulive[C.gmem[k]]
+    sum_group(C, C.W, C.gmem + C.gptr[q], C.gptr[q + 1] - C.gptr[q], nr, R, L, U, tmp, live)
+    if cu:
+        for k in range(C.gptr[q], C.gptr[q + 1]):
+            if not C.ulive[C.gmem[k]]:
+                Ui = U + C.gmem[k] * R
+                for r in range(nr):
+                    Ui[r] = 0.0
+
+
 cdef void up_one(const Circ* C, const double* xt, const double* values, double* L, double* U,
                  double* tmp, bint cu) noexcept nogil:
     """up_chunk for a chunk of one row (R = 1: a one-row Bellman pass), without row loops: the
     same operations in the same order, so the same bits."""
-    cdef Py_ssize_t i, e, a0, a1, c, q, k
+    cdef Py_ssize_t i, e, a0, a1, c, q
     cdef int kd
-    cdef bint live, with_u
+    cdef bint with_u
     cdef double m, mm, a, s, num, ee, acc
     for i in range(C.n):
         kd = C.kind[i]
@@ -296,16 +314,7 @@ cdef void up_one(const Circ* C, const double* xt, const double* values, double* 
             if q == -2:
                 continue
             if q >= 0:
-                live = False
-                if cu:
-                    for k in range(C.gptr[q], C.gptr[q + 1]):
-                        live = live or C.ulive[C.gmem[k]]
-                sum_group(C, C.W, C.gmem + C.gptr[q], C.gptr[q + 1] - C.gptr[q], 1, 1, L, U,
-                          tmp, live)
-                if cu:
-                    for k in range(C.gptr[q], C.gptr[q + 1]):
-                        if not C.ulive[C.gmem[k]]:
-                            U[C.gmem[k]] = 0.0
+                group_up(C, q, 1, 1, L, U, tmp, cu)
                 continue
             with_u = cu and C.ulive[i]
             m = -INFINITY
@@ -358,8 +367,7 @@ cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
     """The (L, U) pass of reference.upward over one chunk (U only when ``cu``). Sums of a group
     (``C.gid``, see spmn.kernels._common.sum_groups) are evaluated together by sum_group;
     ``tmp`` holds (8 + 2 x the largest group) x R doubles."""
-    cdef Py_ssize_t i, e, r, a0, a1, c, deg, q, k
-    cdef bint live
+    cdef Py_ssize_t i, e, r, a0, a1, c, deg, q
     cdef int kd
     cdef double* Li
     cdef double* Ui
@@ -378,18 +386,7 @@ cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
             if q == -2:  # evaluated with its group's head
                 continue
             if q >= 0:
-                live = False
-                if cu:
-                    for k in range(C.gptr[q], C.gptr[q + 1]):
-                        live = live or C.ulive[C.gmem[k]]
-                sum_group(C, C.W, C.gmem + C.gptr[q], C.gptr[q + 1] - C.gptr[q], nr, R, L, U,
-                          tmp, live)
-                if cu:
-                    for k in range(C.gptr[q], C.gptr[q + 1]):
-                        if not C.ulive[C.gmem[k]]:
-                            Ui = U + C.gmem[k] * R
-                            for r in range(nr):
-                                Ui[r] = 0.0
+                group_up(C, q, nr, R, L, U, tmp, cu)
                 continue
             if cu:
                 if C.ulive[i]:

@@ -299,12 +299,30 @@ def sum_group(cptr, cidx, lw, W, gmem, q0, g, nr, R, L, U, tmp, with_u):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def group_up(circ, W, q, nr, R, L, U, tmp, cu):
+    """Sum group ``q`` (U carried when some member needs it; 0 for the members that do not)."""
+    cptr, cidx, lw, ulive = circ[1], circ[2], circ[3], circ[7]
+    gptr, gmem = circ[11], circ[12]
+    live = False
+    if cu:
+        for k in range(gptr[q], gptr[q + 1]):
+            live = live or ulive[gmem[k]] != 0
+    sum_group(cptr, cidx, lw, W, gmem, gptr[q], gptr[q + 1] - gptr[q], nr, R, L, U, tmp, live)
+    if cu:
+        for k in range(gptr[q], gptr[q + 1]):
+            if not ulive[gmem[k]]:
+                ok = gmem[k] * R
+                for r in range(nr):
+                    U[ok + r] = 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def up_one(circ, W, xt, values, L, U, tmp, cu):
     """:func:`up_chunk` for a chunk of one row (R = 1: a one-row Bellman pass), without row
     loops: the same operations in the same order, so the same bits."""
     kind, cptr, cidx, lw, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[3], \
         circ[4], circ[5], circ[6], circ[7]
-    gid, gptr, gmem = circ[10], circ[11], circ[12]
+    gid = circ[10]
     for i in range(kind.shape[0]):
         kd = kind[i]
         a0 = cptr[i]
@@ -314,16 +332,7 @@ def up_one(circ, W, xt, values, L, U, tmp, cu):
             if q == -2:
                 continue
             if q >= 0:
-                live = False
-                if cu:
-                    for k in range(gptr[q], gptr[q + 1]):
-                        live = live or ulive[gmem[k]] != 0
-                sum_group(cptr, cidx, lw, W, gmem, gptr[q], gptr[q + 1] - gptr[q], 1, 1, L, U,
-                          tmp, live)
-                if cu:
-                    for k in range(gptr[q], gptr[q + 1]):
-                        if not ulive[gmem[k]]:
-                            U[gmem[k]] = 0.0
+                group_up(circ, W, q, 1, 1, L, U, tmp, cu)
                 continue
             m = NEG_INF
             for e in range(a0, a1):
@@ -377,7 +386,7 @@ def up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu):
     weights ``W``."""
     kind, cptr, cidx, lw, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[3], \
         circ[4], circ[5], circ[6], circ[7]
-    gid, gptr, gmem = circ[10], circ[11], circ[12]
+    gid = circ[10]
     if R == 1:
         up_one(circ, W, xt, values, L, U, tmp, cu)
         return
@@ -392,18 +401,7 @@ def up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu):
             if q == -2:  # evaluated with its group's head
                 continue
             if q >= 0:
-                live = False
-                if cu:
-                    for k in range(gptr[q], gptr[q + 1]):
-                        live = live or ulive[gmem[k]] != 0
-                sum_group(cptr, cidx, lw, W, gmem, gptr[q], gptr[q + 1] - gptr[q], nr, R, L, U,
-                          tmp, live)
-                if cu:
-                    for k in range(gptr[q], gptr[q + 1]):
-                        if not ulive[gmem[k]]:
-                            ok = gmem[k] * R
-                            for r in range(nr):
-                                U[ok + r] = 0.0
+                group_up(circ, W, q, nr, R, L, U, tmp, cu)
                 continue
             if cu:
                 if ulive[i]:
