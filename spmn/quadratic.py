@@ -250,7 +250,7 @@ def moments(circuit: "Circuit", X: Any, names: Sequence[str], *,
         elif k == K_MAX:
             d = Xa[:, flat.var[i]]
             score = np.where(L[ch] > -np.inf, U[ch], -np.inf)
-            pick = np.argmax(score, axis=0)
+            pick = ref.first_near_max(score)  # the kernels' tie rule
             obs = ~np.isnan(d)
             pick[obs] = d[obs].astype(np.int64)
             r = np.arange(rows)
