@@ -1,6 +1,15 @@
 # Upward passes over one chunk of rows, node-major work arrays (L[i * R + r]); the same
 # operations in the same order as spmn/kernels/_numba_up.py (see its docstrings).
 
+cdef extern from "_cblock.h" nogil:
+    void spmn_sum_max8(const int64_t* cidx, const double* lw, int64_t a0, int64_t a1,
+                       const double* M, int64_t R, int64_t off, double* out)
+    void spmn_prod_add8(const int64_t* cidx, int64_t a0, int64_t a1, const double* M,
+                        int64_t R, int64_t off, double* out)
+    void spmn_cat_leaf(const double* logp, const double* x, int64_t nr, double unobs,
+                       double* out)
+
+
 ctypedef struct Circ:
     const signed char* kind
     const int64_t* cptr
@@ -83,6 +92,12 @@ cdef void leaf_up(int kd, const double* params, Py_ssize_t p0, const double* xt,
     x = xt + v * R
     util = kd == K_UTILITY_DISCRETE or kd == K_UTILITY_HISTOGRAM
     unobs = 0.0 if isnan(mode) else mode
+    if kd == K_CATEGORICAL:  # the loop below, specialized (same operations)
+        spmn_cat_leaf(params + p0, x, nr, unobs, Li)
+        if cu:
+            for r in range(nr):
+                Ui[r] = 0.0
+        return
     for r in range(nr):
         xr = x[r]
         if isnan(xr):
@@ -400,21 +415,29 @@ cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
                 sum_up(C.cidx, C.lw, a0, a1, nr, R, L, U, i, tmp, False)
         elif kd == K_PRODUCT:
             Li = L + i * R
-            for r in range(nr):
-                Li[r] = 0.0
-            for e in range(a0, a1):
-                Lc = L + C.cidx[e] * R
+            if R % 8 == 0:  # 8-row blocks in registers (_cblock.h), the same additions
+                for r in range(0, nr, 8):
+                    spmn_prod_add8(C.cidx, a0, a1, L, R, r, Li + r)
+            else:
                 for r in range(nr):
-                    Li[r] += Lc[r]
+                    Li[r] = 0.0
+                for e in range(a0, a1):
+                    Lc = L + C.cidx[e] * R
+                    for r in range(nr):
+                        Li[r] += Lc[r]
             if cu:
                 Ui = U + i * R
-                for r in range(nr):
-                    Ui[r] = 0.0
-                if C.ulive[i]:
-                    for e in range(a0, a1):
-                        Uc = U + C.cidx[e] * R
-                        for r in range(nr):
-                            Ui[r] += Uc[r]
+                if C.ulive[i] and R % 8 == 0:
+                    for r in range(0, nr, 8):
+                        spmn_prod_add8(C.cidx, a0, a1, U, R, r, Ui + r)
+                else:
+                    for r in range(nr):
+                        Ui[r] = 0.0
+                    if C.ulive[i]:
+                        for e in range(a0, a1):
+                            Uc = U + C.cidx[e] * R
+                            for r in range(nr):
+                                Ui[r] += Uc[r]
         elif kd == K_MAX:
             x = xt + C.var[i] * R
             deg = a1 - a0
@@ -481,3 +504,52 @@ cdef void mpe_up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_
         else:
             leaf_up(kd, C.params, C.pptr[i], xt, C.var[i], nr, R, C.mode_logp, Mi, Mi,
                     False, C.mode_logp[i])  # values are not read when U is off
+
+
+# Blocked max-product pass: rows in blocks of 8 held in vector registers (_cblock.h: no
+# per-edge loop set-up, alias checks or remainders). The same operations per row, in the same
+# order, as mpe_up_chunk, so the same bits. Used when R is a multiple of 8; the rows nr..R of
+# the last block are computed from leaf values set to 0 and never read back.
+cdef void mpe_up_blocked(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
+                         double* M) noexcept nogil:
+    cdef Py_ssize_t i, e, r, a0, a1, b, nb = (nr + 7) // 8, p0
+    cdef int kd
+    cdef double* Mi
+    cdef const double* x
+    cdef double a, best, d, mode
+    for i in range(C.n):
+        kd = C.kind[i]
+        a0 = C.cptr[i]
+        a1 = C.cptr[i + 1]
+        Mi = M + i * R
+        if kd == K_SUM:
+            for b in range(nb):
+                spmn_sum_max8(C.cidx, C.lw, a0, a1, M, R, 8 * b, Mi + 8 * b)
+        elif kd == K_PRODUCT:
+            for b in range(nb):
+                spmn_prod_add8(C.cidx, a0, a1, M, R, 8 * b, Mi + 8 * b)
+        elif kd == K_MAX:
+            x = xt + C.var[i] * R
+            for r in range(nr):
+                d = x[r]
+                if isnan(d):
+                    best = M[C.cidx[a0] * R + r]
+                    for e in range(a0 + 1, a1):
+                        a = M[C.cidx[e] * R + r]
+                        best = a if a > best else best
+                    Mi[r] = best
+                else:
+                    Mi[r] = M[C.cidx[a0 + <Py_ssize_t>d] * R + r]
+        elif kd == K_CATEGORICAL:
+            x = xt + C.var[i] * R
+            p0 = C.pptr[i]
+            mode = C.mode_logp[i]
+            spmn_cat_leaf(C.params + p0, x, nr, 0.0 if isnan(mode) else mode, Mi)
+        elif kd == K_MVGAUSSIAN:
+            mv_up(C.params, C.pptr[i], xt, nr, R, Mi, True)
+        else:
+            leaf_up(kd, C.params, C.pptr[i], xt, C.var[i], nr, R, C.mode_logp, Mi, Mi,
+                    False, C.mode_logp[i])
+        if kd >= K_MAX:  # defined values in the padding rows of the last block
+            for r in range(nr, nb * 8):
+                Mi[r] = 0.0

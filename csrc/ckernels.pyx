@@ -116,8 +116,8 @@ def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
     cdef _CircView cv = _CircView(circ)
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1], nq = nodes.shape[0]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, q, r, nd
-    cdef double[:, ::1] Lb = np.empty((T, n * R))
-    cdef double[:, ::1] Ub = np.empty((T, (n if cu else 1) * R))
+    cdef double[:, ::1] Lb = np.zeros((T, n * R))
+    cdef double[:, ::1] Ub = np.zeros((T, (n if cu else 1) * R))
     cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
     cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
     cdef const double* Xp = &X[0, 0] if rows else NULL
@@ -148,8 +148,8 @@ def policy(tuple circ, const double[:, ::1] X, const double[::1] values, double[
     cdef _CircView cv = _CircView(circ)
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr
-    cdef double[:, ::1] Lb = np.empty((T, n * R))
-    cdef double[:, ::1] Ub = np.empty((T, n * R))
+    cdef double[:, ::1] Lb = np.zeros((T, n * R))
+    cdef double[:, ::1] Ub = np.zeros((T, n * R))
     cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
     cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
     cdef uint8_t[:, ::1] rb = np.empty((T, n * R), np.uint8)
@@ -175,7 +175,7 @@ def mpe(tuple circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp
     cdef _CircView cv = _CircView(circ)
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, r
-    cdef double[:, ::1] Mb = np.empty((T, n * R))
+    cdef double[:, ::1] Mb = np.zeros((T, n * R))
     cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
     cdef int64_t[:, ::1] stk = np.empty((T, cv.lw.shape[0] + 1), np.int64)
     cdef int64_t[:, ::1] seen = np.full((T, n), -1, np.int64)
@@ -188,7 +188,10 @@ def mpe(tuple circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp
                 lo = c * R
                 nr = rows_in(c, R, rows)
                 load_chunk(&X[0, 0], nv, lo, nr, R, &xb[t, 0])
-                mpe_up_chunk(&cv.c, &xb[t, 0], nr, R, &Mb[t, 0])
+                if R % 8 == 0:
+                    mpe_up_blocked(&cv.c, &xb[t, 0], nr, R, &Mb[t, 0])
+                else:
+                    mpe_up_chunk(&cv.c, &xb[t, 0], nr, R, &Mb[t, 0])
                 for r in range(nr):
                     logp[lo + r] = Mb[t, (n - 1) * R + r]
                 mpe_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Mb[t, 0], &stk[t, 0], &seen[t, 0],
@@ -204,8 +207,8 @@ def sample(tuple circ, const double[:, ::1] X, const double[::1] values,
     cdef _CircView cv = _CircView(circ)
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1], nz = z.shape[1]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr
-    cdef double[:, ::1] Lb = np.empty((T, n * R))
-    cdef double[:, ::1] Ub = np.empty((T, (n if cu else 1) * R))
+    cdef double[:, ::1] Lb = np.zeros((T, n * R))
+    cdef double[:, ::1] Ub = np.zeros((T, (n if cu else 1) * R))
     cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
     cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
     cdef uint8_t[:, ::1] rb = np.empty((T, n * R), np.uint8)
@@ -233,8 +236,8 @@ def counts(tuple circ, const double[:, ::1] X, const double[::1] values, double[
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
     cdef Py_ssize_t E = edges.shape[0], P = stats.shape[0]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, w, e, p
-    cdef double[:, ::1] Lb = np.empty((T, n * R))
-    cdef double[:, ::1] Ub = np.empty((T, (n if cu else 1) * R))
+    cdef double[:, ::1] Lb = np.zeros((T, n * R))
+    cdef double[:, ::1] Ub = np.zeros((T, (n if cu else 1) * R))
     cdef double[:, ::1] Fb = np.empty((T, n * R))
     cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
     cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))

@@ -288,7 +288,9 @@ class Kernels:
         T = int(threads) if threads else default_threads()
         # a batch smaller than a chunk gets work arrays of its own size (a one-row Bellman pass
         # then touches nodes x 1 doubles, not nodes x chunk); chunking changes no result
-        R = int(chunk) if chunk else min(prep.chunk, max(1, X.shape[0]))
+        # (a multiple of 8 above 8 rows: the blocked passes take rows 8 at a time)
+        R = int(chunk) if chunk else min(prep.chunk, max(1, X.shape[0]) if X.shape[0] <= 8
+                                         else -(-X.shape[0] // 8) * 8)
         if T < 1 or R < 1:
             raise DataError(f"threads and chunk must be >= 1, got {T}, {R}")
         # never more threads than chunks: a one-row Bellman pass runs on one thread, without
