@@ -84,11 +84,9 @@ static inline void spmn_prod_add8(const int64_t *cidx, int64_t a0, int64_t a1, c
 #endif
 }
 
-/* A categorical leaf over a chunk: out[r] = logp[x[r]], or ``unobs`` where x[r] is NaN. */
-static inline void spmn_cat_leaf(const double *restrict logp, const double *restrict x,
-                                 int64_t nr, double unobs, double *restrict out) {
-    for (int64_t r = 0; r < nr; r++) {
-        double d = x[r];
-        out[r] = d != d ? unobs : logp[(int64_t)d];
-    }
+/* A categorical leaf over a chunk: out[r] = tab[code[r]] (the leaf's table, see ckernels.pyx
+ * _cat_tables: log p of each category, then the value for a NaN, whose code is k). */
+static inline void spmn_cat_leaf(const int32_t *restrict code, const double *restrict tab,
+                                 int64_t nr, double *restrict out) {
+    for (int64_t r = 0; r < nr; r++) out[r] = tab[code[r]];
 }

@@ -6,8 +6,7 @@ cdef extern from "_cblock.h" nogil:
                        const double* M, int64_t R, int64_t off, double* out)
     void spmn_prod_add8(const int64_t* cidx, int64_t a0, int64_t a1, const double* M,
                         int64_t R, int64_t off, double* out)
-    void spmn_cat_leaf(const double* logp, const double* x, int64_t nr, double unobs,
-                       double* out)
+    void spmn_cat_leaf(const int32_t* code, const double* tab, int64_t nr, double* out)
 
 
 ctypedef struct Circ:
@@ -26,6 +25,17 @@ ctypedef struct Circ:
     const int64_t* gmem
     const double* W
     Py_ssize_t n
+    Py_ssize_t nv       # evidence columns of this call (set before the kernels run)
+    Py_ssize_t nvc      # variables the node table mentions (var + 1)
+    const int32_t* card  # per variable < nvc: categories of its categorical leaves (0: none)
+    const int64_t* tptr  # per node: offset of a categorical leaf's table (-1: not categorical)
+    const double* tabL   # leaf tables: log p[0..k-1], then 0 (NaN evidence, marginalized)
+    const double* tabM   # the same with the leaf's max log p last (MPE)
+
+
+cdef inline int32_t* xcodes(const double* xt, Py_ssize_t nv, Py_ssize_t R) noexcept nogil:
+    """The int32 codes that load_chunk stores after the transposed chunk ``xt``."""
+    return <int32_t*>(xt + nv * R + 1)
 
 
 cdef inline Py_ssize_t hist_bin(const double* params, Py_ssize_t b0, Py_ssize_t m,
@@ -74,10 +84,11 @@ cdef inline double leaf_logp(int kd, const double* params, Py_ssize_t p0, double
     return params[p0 + 3 + m + j]
 
 
-cdef void leaf_up(int kd, const double* params, Py_ssize_t p0, const double* xt, Py_ssize_t v,
-                  Py_ssize_t nr, Py_ssize_t R, const double* values, double* Li, double* Ui,
-                  bint cu, double mode) noexcept nogil:
-    cdef Py_ssize_t r
+cdef void leaf_up(const Circ* C, Py_ssize_t i, int kd, const double* xt, Py_ssize_t nr,
+                  Py_ssize_t R, const double* values, double* Li, double* Ui, bint cu,
+                  double mode) noexcept nogil:
+    cdef Py_ssize_t r, p0 = C.pptr[i], v = C.var[i]
+    cdef const double* params = C.params
     cdef const double* x
     cdef double val, xr, unobs, mean
     cdef bint util
@@ -92,8 +103,9 @@ cdef void leaf_up(int kd, const double* params, Py_ssize_t p0, const double* xt,
     x = xt + v * R
     util = kd == K_UTILITY_DISCRETE or kd == K_UTILITY_HISTOGRAM
     unobs = 0.0 if isnan(mode) else mode
-    if kd == K_CATEGORICAL:  # the loop below, specialized (same operations)
-        spmn_cat_leaf(params + p0, x, nr, unobs, Li)
+    if kd == K_CATEGORICAL:  # the loop below as table lookups (the same values)
+        spmn_cat_leaf(xcodes(xt, C.nv, R) + v * R, (C.tabL if isnan(mode) else C.tabM) + C.tptr[i],
+                      nr, Li)
         if cu:
             for r in range(nr):
                 Ui[r] = 0.0
@@ -373,7 +385,7 @@ cdef void up_one(const Circ* C, const double* xt, const double* values, double* 
             if cu:
                 U[i] = 0.0
         else:
-            leaf_up(kd, C.params, C.pptr[i], xt, C.var[i], 1, 1, values, L + i, U + i, cu, NAN)
+            leaf_up(C, i, kd, xt, 1, 1, values, L + i, U + i, cu, NAN)
 
 
 cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
@@ -452,7 +464,7 @@ cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
                 for r in range(nr):
                     Ui[r] = 0.0
         else:
-            leaf_up(kd, C.params, C.pptr[i], xt, C.var[i], nr, R, values, L + i * R,
+            leaf_up(C, i, kd, xt, nr, R, values, L + i * R,
                     U + i * R, cu, NAN)
 
 
@@ -502,7 +514,7 @@ cdef void mpe_up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_
         elif kd == K_MVGAUSSIAN:
             mv_up(C.params, C.pptr[i], xt, nr, R, Mi, True)
         else:
-            leaf_up(kd, C.params, C.pptr[i], xt, C.var[i], nr, R, C.mode_logp, Mi, Mi,
+            leaf_up(C, i, kd, xt, nr, R, C.mode_logp, Mi, Mi,
                     False, C.mode_logp[i])  # values are not read when U is off
 
 
@@ -544,11 +556,11 @@ cdef void mpe_up_blocked(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssiz
             x = xt + C.var[i] * R
             p0 = C.pptr[i]
             mode = C.mode_logp[i]
-            spmn_cat_leaf(C.params + p0, x, nr, 0.0 if isnan(mode) else mode, Mi)
+            spmn_cat_leaf(xcodes(xt, C.nv, R) + C.var[i] * R, C.tabM + C.tptr[i], nr, Mi)
         elif kd == K_MVGAUSSIAN:
             mv_up(C.params, C.pptr[i], xt, nr, R, Mi, True)
         else:
-            leaf_up(kd, C.params, C.pptr[i], xt, C.var[i], nr, R, C.mode_logp, Mi, Mi,
+            leaf_up(C, i, kd, xt, nr, R, C.mode_logp, Mi, Mi,
                     False, C.mode_logp[i])
         if kd >= K_MAX:  # defined values in the padding rows of the last block
             for r in range(nr, nb * 8):

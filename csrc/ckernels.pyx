@@ -17,7 +17,7 @@ import numpy as np
 
 from cython.parallel cimport prange
 from libc.math cimport INFINITY, NAN, isnan
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 cdef enum:
     K_SUM = 0
@@ -44,7 +44,9 @@ cdef class _CircView:
     cdef const double[::1] lw, params, mode_logp, mode_val
     cdef const signed char[::1] ulive
     cdef const int64_t[::1] gid, gptr, gmem
-    cdef double[::1] W
+    cdef double[::1] W, tabL, tabM
+    cdef int64_t[::1] tptr
+    cdef int32_t[::1] card
     cdef Circ c
     cdef public Py_ssize_t gmax
 
@@ -87,6 +89,42 @@ cdef class _CircView:
             for e in range(E):
                 self.W[e] = fexp(self.lw[e])
         self.c.W = &self.W[0]
+        self._cat_tables()
+
+    def _cat_tables(self):
+        """Categorical leaves as tables indexed by the chunk's int32 codes (load_chunk; NaN is
+        code k): ``tabL`` ends each leaf's log p with 0 (marginalized), ``tabM`` with the leaf's
+        max log p (MPE), so a leaf row is one lookup, no NaN test or conversion."""
+        cdef Py_ssize_t i, j, k, p0, n = self.c.n, size = 0, nvc = 0
+        cdef double mode
+        for i in range(n):
+            nvc = max(nvc, self.var[i] + 1)
+            if self.kind[i] == K_CATEGORICAL:
+                size += self.pptr[i + 1] - self.pptr[i] + 1
+        self.card = np.zeros(nvc + 1, np.int32)
+        self.tptr = np.full(n, -1, np.int64)
+        self.tabL = np.empty(size + 1)
+        self.tabM = np.empty(size + 1)
+        size = 0
+        for i in range(n):
+            if self.kind[i] != K_CATEGORICAL:
+                continue
+            p0 = self.pptr[i]
+            k = self.pptr[i + 1] - p0
+            self.card[self.var[i]] = <int32_t>k
+            self.tptr[i] = size
+            for j in range(k):
+                self.tabL[size + j] = self.params[p0 + j]
+                self.tabM[size + j] = self.params[p0 + j]
+            mode = self.mode_logp[i]
+            self.tabL[size + k] = 0.0
+            self.tabM[size + k] = 0.0 if isnan(mode) else mode
+            size += k + 1
+        self.c.nvc = nvc
+        self.c.card = &self.card[0]
+        self.c.tptr = &self.tptr[0]
+        self.c.tabL = &self.tabL[0]
+        self.c.tabM = &self.tabM[0]
 
     def tmp_size(self, Py_ssize_t R):
         """Doubles of scratch per thread that up_chunk needs (sum groups included)."""
@@ -97,12 +135,28 @@ cdef inline double* dptr(double[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] else NULL
 
 
-cdef inline void load_chunk(const double* X, Py_ssize_t nv, Py_ssize_t lo, Py_ssize_t nr,
-                            Py_ssize_t R, double* xt) noexcept nogil:
+cdef inline void load_chunk(const Circ* C, const double* X, Py_ssize_t nv, Py_ssize_t lo,
+                            Py_ssize_t nr, Py_ssize_t R, double* xt) noexcept nogil:
+    """Rows lo..lo+nr of X, transposed into xt (variable v, row r at v * R + r), and the codes
+    of the categorical-leaf variables as int32 after them (xcodes(); NaN is the code k)."""
     cdef Py_ssize_t r, v
+    cdef int32_t* code = xcodes(xt, nv, R)
+    cdef int32_t k
+    cdef double d
     for r in range(nr):
         for v in range(nv):
             xt[v * R + r] = X[(lo + r) * nv + v]
+    for v in range(nv if nv < C.nvc else C.nvc):
+        k = C.card[v]
+        if k > 0:
+            for r in range(nr):
+                d = xt[v * R + r]
+                code[v * R + r] = k if isnan(d) else <int32_t>d
+
+
+cdef inline Py_ssize_t xbuf_size(Py_ssize_t nv, Py_ssize_t R):
+    """Doubles of a thread's evidence buffer: the transposed chunk and its int32 codes."""
+    return nv * R + (nv * R + 1) // 2 + 2
 
 
 cdef inline Py_ssize_t rows_in(Py_ssize_t c, Py_ssize_t R, Py_ssize_t rows) noexcept nogil:
@@ -114,11 +168,12 @@ def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
            bint want_u, Py_ssize_t R, int T):
     """(L, U) pass; writes L (and U when ``want_u``) of ``nodes`` per row."""
     cdef _CircView cv = _CircView(circ)
+    cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1], nq = nodes.shape[0]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, q, r, nd
     cdef double[:, ::1] Lb = np.zeros((T, n * R))
     cdef double[:, ::1] Ub = np.zeros((T, (n if cu else 1) * R))
-    cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
+    cdef double[:, ::1] xb = np.zeros((T, xbuf_size(nv, R)))
     cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
     cdef const double* Xp = &X[0, 0] if rows else NULL
     cdef const double* vp = &values[0] if values.shape[0] else NULL
@@ -130,7 +185,7 @@ def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
             while c < nch:
                 lo = c * R
                 nr = rows_in(c, R, rows)
-                load_chunk(Xp, nv, lo, nr, R, &xb[t, 0])
+                load_chunk(&cv.c, Xp, nv, lo, nr, R, &xb[t, 0])
                 up_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu)
                 for q in range(nq):
                     nd = nodes[q]
@@ -146,11 +201,12 @@ def policy(tuple circ, const double[:, ::1] X, const double[::1] values, double[
            Py_ssize_t R, int T):
     """MEU policy: max nodes on the walk write their choice into ``out``."""
     cdef _CircView cv = _CircView(circ)
+    cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr
     cdef double[:, ::1] Lb = np.zeros((T, n * R))
     cdef double[:, ::1] Ub = np.zeros((T, n * R))
-    cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
+    cdef double[:, ::1] xb = np.zeros((T, xbuf_size(nv, R)))
     cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
     cdef uint8_t[:, ::1] rb = np.empty((T, n * R), np.uint8)
     cdef const double* vp = &values[0] if values.shape[0] else NULL
@@ -162,7 +218,7 @@ def policy(tuple circ, const double[:, ::1] X, const double[::1] values, double[
             while c < nch:
                 lo = c * R
                 nr = rows_in(c, R, rows)
-                load_chunk(&X[0, 0], nv, lo, nr, R, &xb[t, 0])
+                load_chunk(&cv.c, &X[0, 0], nv, lo, nr, R, &xb[t, 0])
                 up_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], True)
                 policy_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Lb[t, 0], &Ub[t, 0], &rb[t, 0],
                             &out[0, 0])
@@ -173,10 +229,11 @@ def mpe(tuple circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp
         Py_ssize_t R, int T):
     """Max-product up, argmax completion down (``out`` starts as a copy of ``X``)."""
     cdef _CircView cv = _CircView(circ)
+    cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, r
     cdef double[:, ::1] Mb = np.zeros((T, n * R))
-    cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
+    cdef double[:, ::1] xb = np.zeros((T, xbuf_size(nv, R)))
     cdef int64_t[:, ::1] stk = np.empty((T, cv.lw.shape[0] + 1), np.int64)
     cdef int64_t[:, ::1] seen = np.full((T, n), -1, np.int64)
     if rows == 0:
@@ -187,7 +244,7 @@ def mpe(tuple circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp
             while c < nch:
                 lo = c * R
                 nr = rows_in(c, R, rows)
-                load_chunk(&X[0, 0], nv, lo, nr, R, &xb[t, 0])
+                load_chunk(&cv.c, &X[0, 0], nv, lo, nr, R, &xb[t, 0])
                 if R % 8 == 0:
                     mpe_up_blocked(&cv.c, &xb[t, 0], nr, R, &Mb[t, 0])
                 else:
@@ -205,11 +262,12 @@ def sample(tuple circ, const double[:, ::1] X, const double[::1] values,
     """Ancestral sampling into ``out`` (a copy of ``X``) with draws ``u[r, i]``, ``z[r, i]``
     (``u`` has a column per node, ``z`` ``n_draws`` columns)."""
     cdef _CircView cv = _CircView(circ)
+    cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1], nz = z.shape[1]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr
     cdef double[:, ::1] Lb = np.zeros((T, n * R))
     cdef double[:, ::1] Ub = np.zeros((T, (n if cu else 1) * R))
-    cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
+    cdef double[:, ::1] xb = np.zeros((T, xbuf_size(nv, R)))
     cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
     cdef uint8_t[:, ::1] rb = np.empty((T, n * R), np.uint8)
     cdef const double* vp = &values[0] if values.shape[0] else NULL
@@ -221,7 +279,7 @@ def sample(tuple circ, const double[:, ::1] X, const double[::1] values,
             while c < nch:
                 lo = c * R
                 nr = rows_in(c, R, rows)
-                load_chunk(&X[0, 0], nv, lo, nr, R, &xb[t, 0])
+                load_chunk(&cv.c, &X[0, 0], nv, lo, nr, R, &xb[t, 0])
                 up_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu)
                 sample_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Lb[t, 0], &Ub[t, 0], &rb[t, 0],
                             &out[0, 0], &u[0, 0], &z[0, 0], nz)
@@ -233,13 +291,14 @@ def counts(tuple circ, const double[:, ::1] X, const double[::1] values, double[
     """Add the expected counts of the rows of ``X`` to ``edges`` and ``stats``, chunk by chunk
     in row order (T chunks per parallel wave), so the sums do not depend on T."""
     cdef _CircView cv = _CircView(circ)
+    cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
     cdef Py_ssize_t E = edges.shape[0], P = stats.shape[0]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, w, e, p
     cdef double[:, ::1] Lb = np.zeros((T, n * R))
     cdef double[:, ::1] Ub = np.zeros((T, (n if cu else 1) * R))
     cdef double[:, ::1] Fb = np.empty((T, n * R))
-    cdef double[:, ::1] xb = np.empty((T, nv * R + 1))
+    cdef double[:, ::1] xb = np.zeros((T, xbuf_size(nv, R)))
     cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
     cdef double[:, ::1] eb = np.empty((T, E + 1))
     cdef double[:, ::1] pb = np.empty((T, P + 1))
@@ -257,7 +316,7 @@ def counts(tuple circ, const double[:, ::1] X, const double[::1] values, double[
                         eb[t, e] = 0.0
                     for p in range(P):
                         pb[t, p] = 0.0
-                    load_chunk(&X[0, 0], nv, lo, nr, R, &xb[t, 0])
+                    load_chunk(&cv.c, &X[0, 0], nv, lo, nr, R, &xb[t, 0])
                     up_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu)
                     counts_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Lb[t, 0], &Ub[t, 0],
                                 &Fb[t, 0], &eb[t, 0], &pb[t, 0])
