@@ -2,9 +2,9 @@
 # operations in the same order as spmn/kernels/_numba_up.py (see its docstrings).
 
 cdef extern from "_cblock.h" nogil:
-    void spmn_sum_max8(const int64_t* cidx, const double* lw, int64_t a0, int64_t a1,
+    void spmn_sum_max16(const int64_t* cidx, const double* lw, int64_t a0, int64_t a1,
                        const double* M, int64_t R, int64_t off, double* out)
-    void spmn_prod_add8(const int64_t* cidx, int64_t a0, int64_t a1, const double* M,
+    void spmn_prod_add16(const int64_t* cidx, int64_t a0, int64_t a1, const double* M,
                         int64_t R, int64_t off, double* out)
     void spmn_cat_leaf(const int32_t* code, const double* tab, int64_t nr, double* out)
 
@@ -427,9 +427,9 @@ cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
                 sum_up(C.cidx, C.lw, a0, a1, nr, R, L, U, i, tmp, False)
         elif kd == K_PRODUCT:
             Li = L + i * R
-            if R % 8 == 0:  # 8-row blocks in registers (_cblock.h), the same additions
-                for r in range(0, nr, 8):
-                    spmn_prod_add8(C.cidx, a0, a1, L, R, r, Li + r)
+            if R % 16 == 0:  # 16-row blocks in registers (_cblock.h), the same additions
+                for r in range(0, nr, 16):
+                    spmn_prod_add16(C.cidx, a0, a1, L, R, r, Li + r)
             else:
                 for r in range(nr):
                     Li[r] = 0.0
@@ -439,9 +439,9 @@ cdef void up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
                         Li[r] += Lc[r]
             if cu:
                 Ui = U + i * R
-                if C.ulive[i] and R % 8 == 0:
-                    for r in range(0, nr, 8):
-                        spmn_prod_add8(C.cidx, a0, a1, U, R, r, Ui + r)
+                if C.ulive[i] and R % 16 == 0:
+                    for r in range(0, nr, 16):
+                        spmn_prod_add16(C.cidx, a0, a1, U, R, r, Ui + r)
                 else:
                     for r in range(nr):
                         Ui[r] = 0.0
@@ -518,28 +518,28 @@ cdef void mpe_up_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_
                     False, C.mode_logp[i])  # values are not read when U is off
 
 
-# Blocked max-product pass: rows in blocks of 8 held in vector registers (_cblock.h: no
+# Blocked max-product pass: rows in blocks of 16 held in vector registers (_cblock.h: no
 # per-edge loop set-up, alias checks or remainders). The same operations per row, in the same
-# order, as mpe_up_chunk, so the same bits. Used when R is a multiple of 8; the rows nr..R of
+# order, as mpe_up_chunk, so the same bits. Used when R is a multiple of 16; the rows nr..R of
 # the last block are computed from leaf values set to 0 and never read back.
 cdef void mpe_up_blocked(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
                          double* M) noexcept nogil:
-    cdef Py_ssize_t i, e, r, a0, a1, b, nb = (nr + 7) // 8, p0
+    cdef Py_ssize_t i, e, r, a0, a1, b, nb = (nr + 15) // 16 * 16
     cdef int kd
     cdef double* Mi
     cdef const double* x
-    cdef double a, best, d, mode
+    cdef double a, best, d
     for i in range(C.n):
         kd = C.kind[i]
         a0 = C.cptr[i]
         a1 = C.cptr[i + 1]
         Mi = M + i * R
         if kd == K_SUM:
-            for b in range(nb):
-                spmn_sum_max8(C.cidx, C.lw, a0, a1, M, R, 8 * b, Mi + 8 * b)
+            for b in range(0, nr, 16):
+                spmn_sum_max16(C.cidx, C.lw, a0, a1, M, R, b, Mi + b)
         elif kd == K_PRODUCT:
-            for b in range(nb):
-                spmn_prod_add8(C.cidx, a0, a1, M, R, 8 * b, Mi + 8 * b)
+            for b in range(0, nr, 16):
+                spmn_prod_add16(C.cidx, a0, a1, M, R, b, Mi + b)
         elif kd == K_MAX:
             x = xt + C.var[i] * R
             for r in range(nr):
@@ -553,15 +553,11 @@ cdef void mpe_up_blocked(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssiz
                 else:
                     Mi[r] = M[C.cidx[a0 + <Py_ssize_t>d] * R + r]
         elif kd == K_CATEGORICAL:
-            x = xt + C.var[i] * R
-            p0 = C.pptr[i]
-            mode = C.mode_logp[i]
             spmn_cat_leaf(xcodes(xt, C.nv, R) + C.var[i] * R, C.tabM + C.tptr[i], nr, Mi)
         elif kd == K_MVGAUSSIAN:
             mv_up(C.params, C.pptr[i], xt, nr, R, Mi, True)
         else:
-            leaf_up(C, i, kd, xt, nr, R, C.mode_logp, Mi, Mi,
-                    False, C.mode_logp[i])
+            leaf_up(C, i, kd, xt, nr, R, C.mode_logp, Mi, Mi, False, C.mode_logp[i])
         if kd >= K_MAX:  # defined values in the padding rows of the last block
-            for r in range(nr, nb * 8):
+            for r in range(nr, nb):
                 Mi[r] = 0.0

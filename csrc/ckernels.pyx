@@ -245,7 +245,7 @@ def mpe(tuple circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp
                 lo = c * R
                 nr = rows_in(c, R, rows)
                 load_chunk(&cv.c, &X[0, 0], nv, lo, nr, R, &xb[t, 0])
-                if R % 8 == 0:
+                if R % 16 == 0:
                     mpe_up_blocked(&cv.c, &xb[t, 0], nr, R, &Mb[t, 0])
                 else:
                     mpe_up_chunk(&cv.c, &xb[t, 0], nr, R, &Mb[t, 0])

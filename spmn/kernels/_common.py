@@ -53,9 +53,10 @@ _PREPARED: "weakref.WeakKeyDictionary[FlatCircuit, Prepared]" = weakref.WeakKeyD
 
 
 def chunk_rows(n_nodes: int) -> int:
-    """Rows per chunk: a power of two in [8, 256] with 2 x nodes x rows x 8 B <= WORK_BYTES."""
+    """Rows per chunk: a power of two in [16, 256] with 2 x nodes x rows x 8 B <= WORK_BYTES
+    (at least 16: the Cython passes take rows 16 at a time)."""
     r = 256
-    while r > 8 and 16 * n_nodes * r > WORK_BYTES:
+    while r > 16 and 16 * n_nodes * r > WORK_BYTES:
         r //= 2
     return r
 
@@ -288,9 +289,9 @@ class Kernels:
         T = int(threads) if threads else default_threads()
         # a batch smaller than a chunk gets work arrays of its own size (a one-row Bellman pass
         # then touches nodes x 1 doubles, not nodes x chunk); chunking changes no result
-        # (a multiple of 8 above 8 rows: the blocked passes take rows 8 at a time)
-        R = int(chunk) if chunk else min(prep.chunk, max(1, X.shape[0]) if X.shape[0] <= 8
-                                         else -(-X.shape[0] // 8) * 8)
+        # (a multiple of 16 above 16 rows: the blocked passes take rows 16 at a time)
+        R = int(chunk) if chunk else min(prep.chunk, max(1, X.shape[0]) if X.shape[0] <= 16
+                                         else -(-X.shape[0] // 16) * 16)
         if T < 1 or R < 1:
             raise DataError(f"threads and chunk must be >= 1, got {T}, {R}")
         # never more threads than chunks: a one-row Bellman pass runs on one thread, without
