@@ -8,10 +8,13 @@ chunks ``t, t + T, ...`` with its own node-major work arrays, so results do not 
 thread count. Every loop mirrors spmn/kernels/_numba_up.py and _numba_down.py operation for
 operation (no fast-math; exp and log in _cmath.pxi): the Cython and Numba backends agree bit for
 bit. The Bellman pass of a recurrent template is ``upward`` (the MEU pass) with the interface
-leaves bound to ``values``. Multivariate Gaussian leaves (K_MVGAUSSIAN, one row at a time with
-a Cholesky factor of the covariance permuted observed-first) are in _cmvg.pxi: log p(x_O) up,
-max-product value and conditional-mean completion for MPE, conditional draws (``z`` has
-``n_draws`` columns) and expected statistics down.
+leaves bound to ``values``. Products (and the sums of the max-product pass) keep 16 rows in
+vector registers while they run over their edges (``_cblock.h``; the same operations per row);
+categorical leaves are table lookups by the int32 codes ``load_chunk`` makes once per chunk and
+variable (``_CircView._cat_tables``). Multivariate Gaussian leaves (K_MVGAUSSIAN, one row at a
+time with a Cholesky factor of the covariance permuted observed-first) are in _cmvg.pxi:
+log p(x_O) up, max-product value and conditional-mean completion for MPE, conditional draws
+(``z`` has ``n_draws`` columns) and expected statistics down.
 """
 import numpy as np
 
