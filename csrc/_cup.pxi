@@ -31,6 +31,15 @@ ctypedef struct Circ:
     const int64_t* tptr  # per node: offset of a categorical leaf's table (-1: not categorical)
     const double* tabL   # leaf tables: log p[0..k-1], then 0 (NaN evidence, marginalized)
     const double* tabM   # the same with the leaf's max log p last (MPE)
+    const double* wm     # per edge: w = wm 2^wk (the scaled pass, _cscaled.pxi)
+    const double* wk
+    const double* tabSM  # tabL as mantissas and exponents (the scaled pass)
+    const double* tabSK
+    Py_ssize_t gdeg      # the largest sum group's degree
+    const double* wl     # per edge: w (the fast path, _cfast.h)
+    const double* tabF   # tabL as probabilities (the fast path)
+    const double* fthr   # per node: the fast path's lower bound T_i
+    const signed char* fchk  # per node: 1 where the fast path tests the bounds
 
 
 cdef inline int32_t* xcodes(const double* xt, Py_ssize_t nv, Py_ssize_t R) noexcept nogil:

@@ -38,6 +38,7 @@ include "_cmath.pxi"
 include "_cmvg.pxi"
 include "_cup.pxi"
 include "_cdown.pxi"
+include "_cscaled.pxi"
 
 
 cdef class _CircView:
@@ -47,7 +48,9 @@ cdef class _CircView:
     cdef const double[::1] lw, params, mode_logp, mode_val
     cdef const signed char[::1] ulive
     cdef const int64_t[::1] gid, gptr, gmem
-    cdef double[::1] W, tabL, tabM
+    cdef double[::1] W, tabL, tabM, wm, wk, tabSM, tabSK, wl, tabF
+    cdef const double[::1] fthr
+    cdef const signed char[::1] fchk
     cdef int64_t[::1] tptr
     cdef int32_t[::1] card
     cdef Circ c
@@ -92,6 +95,25 @@ cdef class _CircView:
             for e in range(E):
                 self.W[e] = fexp(self.lw[e])
         self.c.W = &self.W[0]
+        # the weights as mantissa and exponent (scaled pass), by this backend's own code
+        self.wm = np.empty(E if E else 1)
+        self.wk = np.empty(E if E else 1)
+        for e in range(E):
+            spmn_to_mk(self.lw[e], &self.wm[e], &self.wk[e])
+        self.c.wm = &self.wm[0]
+        self.c.wk = &self.wk[0]
+        self.wl = np.empty(E if E else 1)
+        for e in range(E):
+            self.wl[e] = spmn_lin(self.lw[e])
+        self.c.wl = &self.wl[0]
+        self.fthr = circ[13]
+        self.c.fthr = &self.fthr[0]
+        self.fchk = circ[14]
+        self.c.fchk = &self.fchk[0]
+        self.c.gdeg = 0
+        for q in range(self.gptr.shape[0] - 1):
+            e = self.gmem[self.gptr[q]]
+            self.c.gdeg = max(self.c.gdeg, self.cptr[e + 1] - self.cptr[e])
         self._cat_tables()
 
     def _cat_tables(self):
@@ -128,10 +150,23 @@ cdef class _CircView:
         self.c.tptr = &self.tptr[0]
         self.c.tabL = &self.tabL[0]
         self.c.tabM = &self.tabM[0]
+        self.tabSM = np.empty(size + 1)
+        self.tabSK = np.empty(size + 1)
+        for j in range(size):
+            spmn_to_mk(self.tabL[j], &self.tabSM[j], &self.tabSK[j])
+        self.tabSM[size] = 0.0
+        self.tabSK[size] = -INFINITY
+        self.c.tabSM = &self.tabSM[0]
+        self.c.tabSK = &self.tabSK[0]
+        self.tabF = np.empty(size + 1)
+        for j in range(size):
+            self.tabF[j] = spmn_lin(self.tabL[j])
+        self.tabF[size] = 0.0
+        self.c.tabF = &self.tabF[0]
 
     def tmp_size(self, Py_ssize_t R):
         """Doubles of scratch per thread that up_chunk needs (sum groups included)."""
-        return (8 + 2 * self.gmax) * R
+        return max((8 + 2 * self.gmax) * R, R + 2 * SPMN_SB * self.c.gdeg + 1)
 
 
 cdef inline double* dptr(double[::1] a) noexcept nogil:
@@ -162,6 +197,14 @@ cdef inline Py_ssize_t xbuf_size(Py_ssize_t nv, Py_ssize_t R):
     return nv * R + (nv * R + 1) // 2 + 2
 
 
+cdef inline double row_sum(const double* a, Py_ssize_t n) noexcept nogil:
+    cdef double s = 0.0
+    cdef Py_ssize_t r
+    for r in range(n):
+        s += a[r]
+    return s
+
+
 cdef inline Py_ssize_t rows_in(Py_ssize_t c, Py_ssize_t R, Py_ssize_t rows) noexcept nogil:
     return R if rows - c * R > R else rows - c * R
 
@@ -169,12 +212,14 @@ cdef inline Py_ssize_t rows_in(Py_ssize_t c, Py_ssize_t R, Py_ssize_t rows) noex
 def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
            const int64_t[::1] nodes, double[:, ::1] outL, double[:, ::1] outU, bint cu,
            bint want_u, Py_ssize_t R, int T):
-    """(L, U) pass; writes L (and U when ``want_u``) of ``nodes`` per row."""
+    """(L, U) pass, scaled (sup_chunk); writes L (and U when ``want_u``) of ``nodes`` per row."""
     cdef _CircView cv = _CircView(circ)
     cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1], nq = nodes.shape[0]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, q, r, nd
+    cdef double nbad
     cdef double[:, ::1] Lb = np.zeros((T, n * R))
+    cdef double[:, ::1] Kb = np.zeros((T, n * R))
     cdef double[:, ::1] Ub = np.zeros((T, (n if cu else 1) * R))
     cdef double[:, ::1] xb = np.zeros((T, xbuf_size(nv, R)))
     cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))
@@ -189,14 +234,25 @@ def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
                 lo = c * R
                 nr = rows_in(c, R, rows)
                 load_chunk(&cv.c, Xp, nv, lo, nr, R, &xb[t, 0])
-                up_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu)
+                fast_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu)
+                nbad = row_sum(&tb[t, 0], nr)
                 for q in range(nq):
                     nd = nodes[q]
                     for r in range(nr):
-                        outL[lo + r, q] = Lb[t, nd * R + r]
+                        outL[lo + r, q] = flog(Lb[t, nd * R + r])
                     if want_u:
                         for r in range(nr):
                             outU[lo + r, q] = Ub[t, nd * R + r]
+                if nbad > 0.0:  # the scaled pass for the rows off the fast path
+                    sup_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Kb[t, 0], &Ub[t, 0],
+                              &tb[t, R], cu)
+                    for q in range(nq):
+                        nd = nodes[q]
+                        for r in range(nr):
+                            if tb[t, r] > 0.0:
+                                outL[lo + r, q] = spmn_tolog(Lb[t, nd * R + r], Kb[t, nd * R + r])
+                                if want_u:
+                                    outU[lo + r, q] = Ub[t, nd * R + r]
                 c = c + T
 
 

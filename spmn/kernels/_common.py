@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compile import (FlatCircuit, K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM, K_INTERFACE, K_MAX,
-                       K_MVGAUSSIAN, K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
+                       K_MVGAUSSIAN, K_PRODUCT, K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
 from ..continuous_gaussian import covariance_problem
 from ..errors import DataError
 from . import reference
@@ -42,7 +42,8 @@ class Prepared:
     """Per-circuit tables handed to the raw kernels (cached per FlatCircuit)."""
 
     circ: tuple          # kind, cptr, cidx, lw, var, pptr, params, ulive, mode_logp, mode_val,
-                         # gid, gptr, gmem (sum groups, see sum_groups)
+                         # gid, gptr, gmem (sum groups, see sum_groups), fthr, fchk (the
+                         # fast path's bounds: fast_thresholds, fast_checks)
     has_max: bool
     chunk: int           # rows per chunk
     cost: int            # edges + nodes: work per row
@@ -140,6 +141,75 @@ def sum_groups(kind: np.ndarray, cptr: np.ndarray, cidx: np.ndarray, min_size: i
     return gid, np.array(gptr, np.int64), np.array(gmem, np.int64)
 
 
+#: log2 of the fast path's bounds: every node value of a fast row is 0 or in [2^FAST_LO, 2^500].
+FAST_LO = -1000.0
+
+
+def fast_thresholds(kind: np.ndarray, cptr: np.ndarray, cidx: np.ndarray,
+                    lw: np.ndarray) -> np.ndarray:
+    """Per node, the least nonzero value T_i the linear fast path of the (L, U) pass accepts
+    (csrc/_cfast.h): 2^-1000, raised to 2^(-1000/d) for a child of a product of d children
+    (every partial product stays >= 2^-1000), to 2^-1022 / w for a child of a sum by an edge of
+    weight w > 0 (no term w p underflows), and to a max node's own bound for its children (they
+    are its value). A row where a node breaks its bound takes the scaled pass instead."""
+    n = kind.shape[0]
+    deg = np.diff(cptr)
+    parent = np.repeat(np.arange(n), deg)
+    t = np.full(n, FAST_LO)
+    pk = kind[parent] if parent.size else parent
+    prod = pk == K_PRODUCT
+    np.maximum.at(t, cidx[prod], FAST_LO / deg[parent[prod]])
+    sm = (pk == K_SUM) & (lw > -np.inf)
+    with np.errstate(invalid="ignore"):
+        np.maximum.at(t, cidx[sm], -1022.0 - lw[sm] / np.log(2.0))
+    for i in np.flatnonzero(kind == K_MAX)[::-1].tolist():  # parents before children
+        ch = cidx[cptr[i]:cptr[i + 1]]
+        t[ch] = np.maximum(t[ch], t[i])
+    with np.errstate(over="ignore"):
+        return np.exp2(np.where(np.isnan(t), np.inf, t))
+
+
+def fast_checks(flat: FlatCircuit, fthr: np.ndarray) -> np.ndarray:
+    """Per node, 1 where the fast path must test the node's values against its bounds, 0 where
+    interval arithmetic on the circuit proves every nonzero value lies in [T_i, 2^500] (then
+    the test could never fail, so skipping it changes no result). log2 bounds (lo, hi) of the
+    nonzero values, widened by 1 per node for rounding: a categorical leaf's probabilities
+    (and 1 for a NaN), an interface leaf 1, other leaves unbounded; products add, sums take
+    min (w lo) and sum (w hi), max nodes min and max."""
+    n = flat.n_nodes
+    kind, cptr, cidx, lw, pptr = (flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight,
+                                  flat.param_ptr)
+    lt = np.log2(np.maximum(fthr, 1e-300))
+    lo = np.full(n, -np.inf)
+    hi = np.full(n, np.inf)
+    l2 = lw / np.log(2.0)
+    for i, k in enumerate(kind.tolist()):
+        a0, a1 = int(cptr[i]), int(cptr[i + 1])
+        ch = cidx[a0:a1]
+        if k == K_CATEGORICAL:
+            p = flat.params[pptr[i]:pptr[i + 1]] / np.log(2.0)
+            p = p[np.isfinite(p)]
+            lo[i] = min(p.min(), 0.0) - 1.0 if p.size else -np.inf
+            hi[i] = max(p.max(), 0.0) + 1.0 if p.size else np.inf
+        elif k == K_INTERFACE:
+            lo[i], hi[i] = -1.0, 1.0
+        elif k == K_PRODUCT:
+            lo[i], hi[i] = lo[ch].sum() - 1.0, hi[ch].sum() + 1.0
+        elif k == K_SUM:
+            w = l2[a0:a1]
+            live = w > -np.inf
+            if live.any():
+                lo[i] = (w[live] + lo[ch[live]]).min() - 1.0
+                hi[i] = (w[live] + hi[ch[live]]).max() + np.log2(live.sum()) + 1.0
+            else:
+                lo[i], hi[i] = 0.0, 0.0
+        elif k == K_MAX and a1 > a0:
+            lo[i], hi[i] = lo[ch].min(), hi[ch].max()
+    with np.errstate(invalid="ignore"):
+        safe = (lo >= lt) & (hi <= 500.0)
+    return (~safe).astype(np.int8)
+
+
 def _categorical_modes(flat: FlatCircuit, mode_logp: np.ndarray, mode_val: np.ndarray) -> bool:
     """Layout check and (max log p, first argmax) of every categorical leaf at once, grouped by
     the number of values (what :func:`reference.leaf_mode` gives one leaf at a time). False
@@ -194,8 +264,10 @@ def prepare(flat: FlatCircuit) -> Prepared:
                             f"block: draw offset zoff = {zoff} puts its {d - 1} extra draw "
                             f"columns past the {n_draws} columns of z")
     gid, gptr, gmem = sum_groups(flat.kind, flat.child_ptr, flat.child_idx)
+    fthr = fast_thresholds(flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight)
     circ = (flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight, flat.var,
-            flat.param_ptr, flat.params, ulive, mode_logp, mode_val, gid, gptr, gmem)
+            flat.param_ptr, flat.params, ulive, mode_logp, mode_val, gid, gptr, gmem, fthr,
+            fast_checks(flat, fthr))
     prep = Prepared(circ=circ, has_max=bool(np.any(kind == K_MAX)), chunk=chunk_rows(n),
                     cost=flat.n_edges + n, n_draws=n_draws)
     _PREPARED[flat] = prep
