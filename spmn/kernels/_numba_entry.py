@@ -17,7 +17,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._numba_down import counts_down, mpe_down, policy_down, sample_down
-from ._numba_math import fexp
+from ._numba_fast import T_Q, edge_tables, fast_chunk, sup_chunk, tolog
+from ._numba_math import fexp, flog
 from ._numba_up import mpe_up_chunk, up_chunk
 
 UPWARD, POLICY, MPE, SAMPLE, COUNTS = 0, 1, 2, 3, 4
@@ -33,8 +34,10 @@ def _load_chunk(X, lo, nr, R, xt):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo, nr, R,
-           L, U, F, xt, tmp, reach, eacc, pacc, W, stack, seen):
-    """One chunk of rows lo..lo+nr of pass ``mode`` with one thread's work arrays."""
+           L, U, F, xt, tmp, reach, eacc, pacc, Wall, gdeg, stack, seen):
+    """One chunk of rows lo..lo+nr of pass ``mode`` with one thread's work arrays. The (L, U)
+    pass of UPWARD takes the linear fast path, then the scaled pass (F as the exponents) for
+    the rows the fast path flags (their results replace the fast ones)."""
     n = circ[0].shape[0]
     _load_chunk(X, lo, nr, R, xt)
     if mode == MPE:
@@ -43,16 +46,31 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
             logp[lo + r] = L[(n - 1) * R + r]
         mpe_down(circ, X, lo, nr, R, L, out, stack, seen)
         return
-    up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu)
     if mode == UPWARD:
+        fast_chunk(circ, Wall, xt, nr, R, values, L, U, tmp, tmp[R:], cu)
+        nbad = 0.0
+        for r in range(nr):
+            nbad += tmp[r]
         for q in range(nodes.shape[0]):
             nd = nodes[q]
             for r in range(nr):
-                outL[lo + r, q] = L[nd * R + r]
+                outL[lo + r, q] = flog(L[nd * R + r])
             if want_u:
                 for r in range(nr):
                     outU[lo + r, q] = U[nd * R + r]
-    elif mode == POLICY:
+        if nbad > 0.0:
+            sup_chunk(circ, Wall, gdeg, xt, nr, R, values, L, F, U, tmp[R:], cu)
+            for q in range(nodes.shape[0]):
+                nd = nodes[q]
+                for r in range(nr):
+                    if tmp[r] > 0.0:
+                        outL[lo + r, q] = tolog(L[nd * R + r], F[nd * R + r])
+                        if want_u:
+                            outU[lo + r, q] = U[nd * R + r]
+        return
+    W = Wall[0]
+    up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu)
+    if mode == POLICY:
         policy_down(circ, X, lo, nr, R, L, U, reach, out)
     elif mode == SAMPLE:
         sample_down(circ, X, lo, nr, R, L, U, reach, out, u, z)
@@ -75,17 +93,23 @@ def _buffers(mode, circ, nv, n_edges, n_stats, cu, R, T):
     for q in range(gptr.shape[0] - 1):
         gmax = max(gmax, gptr[q + 1] - gptr[q])
     lw = circ[3]
-    W = np.empty(lw.shape[0] if gmax else 1)
+    cptr, gmem = circ[1], circ[12]
+    gdeg = 0
+    for q in range(gptr.shape[0] - 1):
+        gdeg = max(gdeg, cptr[gmem[gptr[q]] + 1] - cptr[gmem[gptr[q]]])
+    Wall = edge_tables(lw)  # rows: W (sum groups), wm, wk (scaled pass), wl (fast path)
     if gmax:
         for e in range(lw.shape[0]):
-            W[e] = fexp(lw[e])
+            Wall[0, e] = fexp(lw[e])
     down = mode == POLICY or mode == SAMPLE
     walk = mode == MPE
-    return (np.empty((T, n * R)), np.empty((T, (n if cu else 1) * R)),
-            np.empty((T, (n if mode == COUNTS else 1) * R)), np.empty((T, nv * R + 1)),
-            np.empty((T, (10 + 2 * gmax) * R)), np.empty((T, (n if down else 1) * R), np.uint8),
+    flows = mode == COUNTS or mode == UPWARD
+    ntmp = max((10 + 2 * gmax) * R, R + T_Q + 32 * gdeg)
+    return (np.empty((T, n * R)), np.zeros((T, (n if cu else 1) * R)),
+            np.empty((T, (n if flows else 1) * R)), np.empty((T, nv * R + 1)),
+            np.empty((T, ntmp)), np.empty((T, (n if down else 1) * R), np.uint8),
             np.empty((T, n_edges if mode == COUNTS else 1)),
-            np.empty((T, n_stats if mode == COUNTS else 1)), W,
+            np.empty((T, n_stats if mode == COUNTS else 1)), Wall, gdeg,
             np.empty((T, lw.shape[0] + 1 if walk else 1), np.int64),
             np.full((T, n if walk else 1), -1, np.int64))
 
@@ -94,7 +118,7 @@ def _buffers(mode, circ, nv, n_edges, n_stats, cu, R, T):
 def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, T, t, w,
            bufs):
     """Thread ``t``'s chunks: ``t, t + T, ...`` (wave ``w``'s chunk ``w * T + t`` for counts)."""
-    Lb, Ub, Fb, xb, tb, rb, eb, pb, W, stk, seen = bufs
+    Lb, Ub, Fb, xb, tb, rb, eb, pb, Wall, gdeg, stk, seen = bufs
     rows = X.shape[0]
     nch = (rows + R - 1) // R
     c0 = w * T + t if mode == COUNTS else t
@@ -102,8 +126,8 @@ def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
     for c in range(c0, c1, T):
         lo = c * R
         _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo,
-               min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t], eb[t], pb[t], W,
-               stk[t], seen[t])
+               min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t], eb[t], pb[t],
+               Wall, gdeg, stk[t], seen[t])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -127,6 +127,28 @@ def max_choice(cidx, a0, deg, d, L, U, R, r):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def max_choice_p(cidx, a0, deg, d, P, U, R, r):
+    """:func:`max_choice` with admissibility read off probabilities or mantissas (P > 0)."""
+    if not math.isnan(d):
+        return int(d)
+    best = NEG_INF
+    for j in range(deg):
+        c = cidx[a0 + j] * R + r
+        if P[c] > 0.0:
+            sc = U[c]
+            best = sc if sc > best else best
+    if best == NEG_INF:
+        return 0
+    scale = best if best > 1.0 else (-best if -best > 1.0 else 1.0)
+    thr = best - TIE_RTOL * scale
+    for j in range(deg):
+        c = cidx[a0 + j] * R + r
+        if P[c] > 0.0 and U[c] >= thr:
+            return j
+    return 0
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def running_max(cidx, lw, a0, a1, unr, uR, A, tmp):
     """m = max over children of (log w + A[c]) from -inf, row by row; returns the offset in
     ``tmp`` of the result. Two buffers in turn (slots 4 and 5 of ``tmp``): an in-place
