@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._numba_down import counts_down, mpe_down, policy_down, sample_down
-from ._numba_fast import T_Q, edge_tables, fast_chunk, sup_chunk, tolog
+from ._numba_fast import T_Q, edge_tables, fast_chunk, param_tables, sup_chunk, tolog
 from ._numba_math import fexp, flog
 from ._numba_up import mpe_up_chunk, up_chunk
 
@@ -34,7 +34,7 @@ def _load_chunk(X, lo, nr, R, xt):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo, nr, R,
-           L, U, F, xt, tmp, reach, eacc, pacc, Wall, gdeg, stack, seen):
+           L, U, F, xt, tmp, reach, eacc, pacc, Wall, ptab, gdeg, stack, seen):
     """One chunk of rows lo..lo+nr of pass ``mode`` with one thread's work arrays. The (L, U)
     pass of UPWARD takes the linear fast path, then the scaled pass (F as the exponents) for
     the rows the fast path flags (their results replace the fast ones)."""
@@ -47,7 +47,7 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
         mpe_down(circ, X, lo, nr, R, L, out, stack, seen)
         return
     if mode == UPWARD:
-        fast_chunk(circ, Wall, xt, nr, R, values, L, U, tmp, tmp[R:], cu)
+        fast_chunk(circ, Wall, ptab, xt, nr, R, values, L, U, tmp, tmp[R:], cu)
         nbad = 0.0
         for r in range(nr):
             nbad += tmp[r]
@@ -59,7 +59,7 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
                 for r in range(nr):
                     outU[lo + r, q] = U[nd * R + r]
         if nbad > 0.0:
-            sup_chunk(circ, Wall, gdeg, xt, nr, R, values, L, F, U, tmp[R:], cu)
+            sup_chunk(circ, Wall, ptab, gdeg, xt, nr, R, values, L, F, U, tmp[R:], cu)
             for q in range(nodes.shape[0]):
                 nd = nodes[q]
                 for r in range(nr):
@@ -109,7 +109,8 @@ def _buffers(mode, circ, nv, n_edges, n_stats, cu, R, T):
             np.empty((T, (n if flows else 1) * R)), np.empty((T, nv * R + 1)),
             np.empty((T, ntmp)), np.empty((T, (n if down else 1) * R), np.uint8),
             np.empty((T, n_edges if mode == COUNTS else 1)),
-            np.empty((T, n_stats if mode == COUNTS else 1)), Wall, gdeg,
+            np.empty((T, n_stats if mode == COUNTS else 1)), Wall,
+            param_tables(circ[6]) if mode == UPWARD else np.empty((3, 1)), gdeg,
             np.empty((T, lw.shape[0] + 1 if walk else 1), np.int64),
             np.full((T, n if walk else 1), -1, np.int64))
 
@@ -118,7 +119,7 @@ def _buffers(mode, circ, nv, n_edges, n_stats, cu, R, T):
 def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, T, t, w,
            bufs):
     """Thread ``t``'s chunks: ``t, t + T, ...`` (wave ``w``'s chunk ``w * T + t`` for counts)."""
-    Lb, Ub, Fb, xb, tb, rb, eb, pb, Wall, gdeg, stk, seen = bufs
+    Lb, Ub, Fb, xb, tb, rb, eb, pb, Wall, ptab, gdeg, stk, seen = bufs
     rows = X.shape[0]
     nch = (rows + R - 1) // R
     c0 = w * T + t if mode == COUNTS else t
@@ -127,7 +128,7 @@ def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
         lo = c * R
         _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo,
                min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t], eb[t], pb[t],
-               Wall, gdeg, stk[t], seen[t])
+               Wall, ptab, gdeg, stk[t], seen[t])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
 from ..compile import K_CATEGORICAL, K_MAX, K_MVGAUSSIAN, K_PRODUCT, K_SUM
 from ._numba_math import as_f64, as_i64
 from ._numba_mvg import mv_up
-from ._numba_up import leaf_up, max_choice_p
+from ._numba_up import add_rows, leaf_up, max_choice_p
 
 NEG_INF = -math.inf
 SB = 16
@@ -267,18 +267,7 @@ def sgroup_blk(cptr, cidx, W, wm, wk, gmem, q0, g, M, Kx, U, R, off, nb, tmp, gd
 
 
 @njit(**_opts)
-def add_u(cidx, a0, a1, nr, R, U, oi):
-    """U[oi + r] = 0 + Σ_children U[c] (edge order)."""
-    for r in range(nr):
-        U[oi + r] = 0.0
-    for e in range(a0, a1):
-        oc = cidx[e] * R
-        for r in range(nr):
-            U[oi + r] += U[oc + r]
-
-
-@njit(**_opts)
-def sup_chunk(circ, Wall, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
+def sup_chunk(circ, Wall, ptab, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
     """The scaled (M, Kx, U) pass over one chunk (csrc/_cscaled.pxi sup_chunk). U rows of
     nodes without a utility below them are never written (they stay 0)."""
     kind, cptr, cidx, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[4], circ[5], \
@@ -316,7 +305,7 @@ def sup_chunk(circ, Wall, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
             for off in range(0, nr, SB):
                 sprod_blk(cidx, a0, a1, M, Kx, R, off, min(SB, nr - off), oi + off, tmp)
             if cu and ulive[i]:
-                add_u(cidx, a0, a1, nr, R, U, oi)
+                add_rows(cidx, a0, a1, nr, R, U, i)
         elif kd == K_MAX:
             x0 = var[i] * R
             for r in range(nr):
@@ -324,6 +313,17 @@ def sup_chunk(circ, Wall, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
                 M[oi + r] = M[oc + r]
                 Kx[oi + r] = Kx[oc + r]
                 U[oi + r] = U[oc + r]
+        elif kd == K_CATEGORICAL:
+            x0 = var[i] * R
+            p0 = pptr[i]
+            for r in range(nr):
+                x = xt[x0 + r]
+                if math.isnan(x):
+                    M[oi + r] = 1.0
+                    Kx[oi + r] = 0.0
+                else:
+                    M[oi + r] = ptab[1, p0 + int(x)]
+                    Kx[oi + r] = ptab[2, p0 + int(x)]
         else:
             if kd == K_MVGAUSSIAN:
                 mv_up(params, pptr[i], xt, nr, R, M, oi, False)
@@ -338,49 +338,67 @@ def sup_chunk(circ, Wall, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
 
 # ------------------------------------------------------------------------------- fast path
 @njit(**_opts)
-def fsum_blk(cidx, w, a0, a1, V, U, R, off, nb, oi, with_u, tmp):
-    """spmn_fsum_: s = Σ w p_c, U = Σ (w p_c) U_c / s over one block."""
-    ts, tn = T_SUM, T_SUM + SB
-    for j in range(nb):
-        tmp[ts + j] = 0.0
+def fsum_rows(cidx, w, a0, a1, V, U, R, nr, i, with_u, tmp):
+    """spmn_fsum: s = Σ w p_c, U = Σ (w p_c) U_c / s, rows 0..nr (tmp: s, num; R each)."""
+    uR = uint64(R)
+    unr = uint64(nr)
+    oi = uint64(i) * uR
+    tn = uR
+    for j in range(unr):
+        tmp[j] = 0.0
         tmp[tn + j] = 0.0
     for e in range(a0, a1):
-        oc = cidx[e] * R + off
+        oc = uint64(cidx[e]) * uR
         we = w[e]
         if with_u:
-            for j in range(nb):
+            for j in range(unr):
                 t = we * V[oc + j]
-                tmp[ts + j] += t
+                tmp[j] += t
                 tmp[tn + j] += t * U[oc + j]
         else:
-            for j in range(nb):
-                tmp[ts + j] += we * V[oc + j]
-    for j in range(nb):
-        V[oi + j] = tmp[ts + j]
+            for j in range(unr):
+                tmp[j] += we * V[oc + j]
+    for j in range(unr):
+        V[oi + j] = tmp[j]
     if with_u:
-        for j in range(nb):
-            s = tmp[ts + j]
-            U[oi + j] = tmp[tn + j] / s if s > 0.0 else 0.0
+        for j in range(unr):
+            sr = tmp[j]
+            U[oi + j] = tmp[tn + j] / sr if sr > 0.0 else 0.0
 
 
 @njit(**_opts)
-def fprod_blk(cidx, a0, a1, V, R, off, nb, oi, tmp):
-    """spmn_fprod_: p = 1 * p_c1 * p_c2 * ... over one block."""
-    tm = T_PROD
-    for j in range(nb):
-        tmp[tm + j] = 1.0
+def fprod_rows(cidx, a0, a1, V, R, nr, i, tmp):
+    """spmn_fprod: p = 1 * p_c1 * p_c2 * ..., rows 0..nr."""
+    uR = uint64(R)
+    unr = uint64(nr)
+    oi = uint64(i) * uR
+    for j in range(unr):
+        tmp[j] = 1.0
     for e in range(a0, a1):
-        oc = cidx[e] * R + off
-        for j in range(nb):
-            tmp[tm + j] = tmp[tm + j] * V[oc + j]
-    for j in range(nb):
-        V[oi + j] = tmp[tm + j]
+        oc = uint64(cidx[e]) * uR
+        for j in range(unr):
+            tmp[j] = tmp[j] * V[oc + j]
+    for j in range(unr):
+        V[oi + j] = tmp[j]
 
 
 @njit(**_opts)
-def fast_chunk(circ, Wall, xt, nr, R, values, V, U, bad, tmp, cu):
+def check_rows(V, U, oi, t, unr, bad, chk_u):
+    """spmn_fcheck: bad[r] += 1 where V leaves {0} U [t, 2^500] (or U is not finite)."""
+    for r in range(unr):
+        v = V[oi + r]
+        ok = v == 0.0 or (v >= t and v <= F_HUGE)
+        bad[r] += 0.0 if ok else 1.0
+    if chk_u:
+        for r in range(unr):
+            u = U[oi + r]
+            bad[r] += 0.0 if u - u == 0.0 else 1.0
+
+
+@njit(**_opts)
+def fast_chunk(circ, Wall, ptab, xt, nr, R, values, V, U, bad, tmp, cu):
     """The linear fast path over one chunk (csrc/_cscaled.pxi fast_chunk); bad[r] > 0 marks
-    the rows that must take :func:`sup_chunk`."""
+    the rows that must take :func:`sup_chunk`. ``ptab``: :func:`param_tables`."""
     kind, cptr, cidx, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[4], circ[5], \
         circ[6], circ[7]
     fthr, fchk = circ[13], circ[14]
@@ -394,19 +412,23 @@ def fast_chunk(circ, Wall, xt, nr, R, values, V, U, bad, tmp, cu):
         oi = i * R
         live = cu and ulive[i] != 0
         if kd == K_SUM:
-            for off in range(0, nr, SB):
-                fsum_blk(cidx, wl, a0, a1, V, U, R, off, min(SB, nr - off), oi + off, live, tmp)
+            fsum_rows(cidx, wl, a0, a1, V, U, R, nr, i, live, tmp)
         elif kd == K_PRODUCT:
-            for off in range(0, nr, SB):
-                fprod_blk(cidx, a0, a1, V, R, off, min(SB, nr - off), oi + off, tmp)
+            fprod_rows(cidx, a0, a1, V, R, nr, i, tmp)
             if live:
-                add_u(cidx, a0, a1, nr, R, U, oi)
+                add_rows(cidx, a0, a1, nr, R, U, i)
         elif kd == K_MAX:
             x0 = var[i] * R
             for r in range(nr):
                 oc = cidx[a0 + max_choice_p(cidx, a0, a1 - a0, xt[x0 + r], V, U, R, r)] * R
                 V[oi + r] = V[oc + r]
                 U[oi + r] = U[oc + r]
+        elif kd == K_CATEGORICAL:  # lookups in lin(log p), as Cython's tables
+            x0 = var[i] * R
+            p0 = pptr[i]
+            for r in range(nr):
+                x = xt[x0 + r]
+                V[oi + r] = 1.0 if math.isnan(x) else ptab[0, p0 + int(x)]
         else:
             if kd == K_MVGAUSSIAN:
                 mv_up(params, pptr[i], xt, nr, R, V, oi, False)
@@ -417,15 +439,7 @@ def fast_chunk(circ, Wall, xt, nr, R, values, V, U, bad, tmp, cu):
                 V[oi + r] = lin(V[oi + r])
         chk_u = live and kd == K_SUM
         if fchk[i] or chk_u:
-            t = fthr[i]
-            for r in range(nr):
-                v = V[oi + r]
-                ok = v == 0.0 or (v >= t and v <= F_HUGE)
-                bad[r] += 0.0 if ok else 1.0
-            if chk_u:
-                for r in range(nr):
-                    u = U[oi + r]
-                    bad[r] += 0.0 if u - u == 0.0 else 1.0
+            check_rows(V, U, uint64(oi), fthr[i], uint64(nr), bad, chk_u)
 
 
 @njit(**_opts)
@@ -438,4 +452,18 @@ def edge_tables(lw):
         out[1, e] = m
         out[2, e] = k
         out[3, e] = lin(lw[e])
+    return out
+
+
+@njit(**_opts)
+def param_tables(params):
+    """Per leaf parameter: lin, then m and k of to_mk (a categorical leaf's log p as the
+    probabilities of the fast path and the (m, k) of the scaled pass: Cython's tables)."""
+    P = params.shape[0]
+    out = np.empty((3, max(P, 1)))
+    for p in range(P):
+        out[0, p] = lin(params[p])
+        m, k = to_mk(params[p])
+        out[1, p] = m
+        out[2, p] = k
     return out
