@@ -65,12 +65,13 @@ SPMN_INLINE double spmn_exp_poly(double r) {
 }
 
 /* (m, k) of p = exp(x): k = round(x / ln2), m = exp(x - k ln2) moved into [1, 2); x = -inf
- * gives (0, -inf); for |x / ln2| >= 2^50 (p beyond any double) k = x / ln2 and m = 1. */
+ * gives (0, -inf); for |x / ln2| >= 2^50 (p beyond any double) k = x / ln2 rounded to an
+ * integer (a multiple of 4 below 2^54) and m = 1. */
 SPMN_INLINE void spmn_to_mk(double x, double *om, double *ok) {
     double y = x * 1.4426950408889634;
     double kf = (y + 6755399441055744.0) - 6755399441055744.0;
     int big = !(y > -SPMN_S_BIG && y < SPMN_S_BIG);
-    kf = big ? y : kf;
+    kf = big ? (y + 27021597764222976.0) - 27021597764222976.0 : kf;  /* 1.5 2^54: integral */
     double r = (x - kf * 0.6931471803691238) - kf * 1.9082149292705877e-10;
     r = big ? 0.0 : r;
     double p = spmn_exp_poly(r);

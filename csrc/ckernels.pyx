@@ -412,3 +412,14 @@ def math_check(const double[::1] x, double[::1] out_exp, double[::1] out_log):
     for i in range(x.shape[0]):
         out_exp[i] = fexp(x[i])
         out_log[i] = flog(x[i])
+
+
+def scaled_check(const double[::1] x, double[::1] m, double[::1] k, double[::1] back,
+                 double[::1] p):
+    """spmn_to_mk, spmn_tolog of its result and spmn_lin of every entry (tests compare them
+    with the Numba twins bit for bit and with numpy)."""
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        spmn_to_mk(x[i], &m[i], &k[i])
+        back[i] = spmn_tolog(m[i], k[i])
+        p[i] = spmn_lin(x[i])

@@ -76,7 +76,7 @@ def to_mk(x):
     y = x * 1.4426950408889634
     kf = (y + SHIFT) - SHIFT
     big = not (y > -S_BIG and y < S_BIG)
-    kf = y if big else kf
+    kf = (y + 27021597764222976.0) - 27021597764222976.0 if big else kf
     r = (x - kf * 0.6931471803691238) - kf * 1.9082149292705877e-10
     r = 0.0 if big else r
     p = exp_poly(r)
