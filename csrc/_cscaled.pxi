@@ -57,6 +57,24 @@ cdef inline Py_ssize_t smax_choice(const int64_t* cidx, Py_ssize_t a0, Py_ssize_
     return 0
 
 
+cdef inline void prod_u(const Circ* C, Py_ssize_t i, Py_ssize_t nr, Py_ssize_t R,
+                        double* U) noexcept nogil:
+    """A product's U = 0 + the U of its children with a utility below them (edge order)."""
+    cdef Py_ssize_t k, r, a0 = C.lcptr[i], a1 = C.lcptr[i + 1]
+    cdef double* Ui = U + i * R
+    cdef const double* Uc
+    if R % 16 == 0:
+        for r in range(0, nr, 16):
+            spmn_prod_add16(C.lcidx, a0, a1, U, R, r, Ui + r)
+    else:
+        for r in range(nr):
+            Ui[r] = 0.0
+        for k in range(a0, a1):
+            Uc = U + C.lcidx[k] * R
+            for r in range(nr):
+                Ui[r] += Uc[r]
+
+
 cdef void sup_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
                     const double* values, double* M, double* Kx, double* U, double* tmp,
                     bint cu) noexcept nogil:
@@ -70,7 +88,6 @@ cdef void sup_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R
     cdef double* Mi
     cdef double* Ki
     cdef double* Ui
-    cdef const double* Uc
     cdef const double* x
     for i in range(C.n):
         kd = C.kind[i]
@@ -102,16 +119,7 @@ cdef void sup_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R
         elif kd == K_PRODUCT:
             spmn_sprod(C.cidx, a0, a1, M, Kx, R, nr, Mi, Ki)
             if cu and C.ulive[i]:
-                if R % 16 == 0:
-                    for r in range(0, nr, 16):
-                        spmn_prod_add16(C.cidx, a0, a1, U, R, r, Ui + r)
-                else:
-                    for r in range(nr):
-                        Ui[r] = 0.0
-                    for k in range(a0, a1):
-                        Uc = U + C.cidx[k] * R
-                        for r in range(nr):
-                            Ui[r] += Uc[r]
+                prod_u(C, i, nr, R, U)
         elif kd == K_MAX:
             x = xt + C.var[i] * R
             deg = a1 - a0
@@ -142,7 +150,6 @@ cdef void fast_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t 
     cdef bint live
     cdef double* Vi
     cdef double* Ui
-    cdef const double* Uc
     cdef const double* x
     for r in range(nr):
         bad[r] = 0.0
@@ -158,16 +165,7 @@ cdef void fast_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t 
         elif kd == K_PRODUCT:
             spmn_fprod(C.cidx, a0, a1, V, R, nr, Vi)
             if live:
-                if R % 16 == 0:
-                    for r in range(0, nr, 16):
-                        spmn_prod_add16(C.cidx, a0, a1, U, R, r, Ui + r)
-                else:
-                    for r in range(nr):
-                        Ui[r] = 0.0
-                    for k in range(a0, a1):
-                        Uc = U + C.cidx[k] * R
-                        for r in range(nr):
-                            Ui[r] += Uc[r]
+                prod_u(C, i, nr, R, U)
         elif kd == K_MAX:
             x = xt + C.var[i] * R
             deg = a1 - a0

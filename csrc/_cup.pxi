@@ -40,6 +40,8 @@ ctypedef struct Circ:
     const double* tabF   # tabL as probabilities (the fast path)
     const double* fthr   # per node: the fast path's lower bound T_i
     const signed char* fchk  # per node: 1 where the fast path tests the bounds
+    const int64_t* lcptr     # per node: its children with a utility below them
+    const int64_t* lcidx
 
 
 cdef inline int32_t* xcodes(const double* xt, Py_ssize_t nv, Py_ssize_t R) noexcept nogil:

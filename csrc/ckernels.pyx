@@ -51,6 +51,7 @@ cdef class _CircView:
     cdef double[::1] W, tabL, tabM, wm, wk, tabSM, tabSK, wl, tabF
     cdef const double[::1] fthr
     cdef const signed char[::1] fchk
+    cdef const int64_t[::1] lcptr, lcidx
     cdef int64_t[::1] tptr
     cdef int32_t[::1] card
     cdef Circ c
@@ -110,6 +111,10 @@ cdef class _CircView:
         self.c.fthr = &self.fthr[0]
         self.fchk = circ[14]
         self.c.fchk = &self.fchk[0]
+        self.lcptr = circ[15]
+        self.lcidx = circ[16]
+        self.c.lcptr = &self.lcptr[0]
+        self.c.lcidx = &self.lcidx[0] if self.lcidx.shape[0] else NULL
         self.c.gdeg = 0
         for q in range(self.gptr.shape[0] - 1):
             e = self.gmem[self.gptr[q]]

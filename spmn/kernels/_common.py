@@ -43,7 +43,8 @@ class Prepared:
 
     circ: tuple          # kind, cptr, cidx, lw, var, pptr, params, ulive, mode_logp, mode_val,
                          # gid, gptr, gmem (sum groups, see sum_groups), fthr, fchk (the
-                         # fast path's bounds: fast_thresholds, fast_checks)
+                         # fast path's bounds: fast_thresholds, fast_checks), lcptr, lcidx
+                         # (children with a utility below them)
     has_max: bool
     chunk: int           # rows per chunk
     cost: int            # edges + nodes: work per row
@@ -256,6 +257,12 @@ def prepare(flat: FlatCircuit) -> Prepared:
         else:
             live[i] = any(live[c] for c in cidx[cptr[i]:cptr[i + 1]])
     ulive = np.array(live, np.int8)
+    # per node, its children with a utility below them (a product's U adds only those)
+    lmask = ulive[flat.child_idx].astype(bool)
+    lcidx = np.ascontiguousarray(flat.child_idx[lmask])
+    parent = np.repeat(np.arange(n), np.diff(flat.child_ptr))
+    lcptr = np.concatenate([[0], np.cumsum(np.bincount(parent[lmask], minlength=n))])
+    lcptr = lcptr.astype(np.int64)
     n_draws = flat.n_draws  # every d is valid here
     for i in np.flatnonzero(kind == K_MVGAUSSIAN).tolist():
         d, zoff = int(flat.params[flat.param_ptr[i]]), int(flat.params[flat.param_ptr[i] + 1])
@@ -267,7 +274,7 @@ def prepare(flat: FlatCircuit) -> Prepared:
     fthr = fast_thresholds(flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight)
     circ = (flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight, flat.var,
             flat.param_ptr, flat.params, ulive, mode_logp, mode_val, gid, gptr, gmem, fthr,
-            fast_checks(flat, fthr))
+            fast_checks(flat, fthr), lcptr, lcidx)
     prep = Prepared(circ=circ, has_max=bool(np.any(kind == K_MAX)), chunk=chunk_rows(n),
                     cost=flat.n_edges + n, n_draws=n_draws)
     _PREPARED[flat] = prep

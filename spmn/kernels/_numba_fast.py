@@ -305,7 +305,7 @@ def sup_chunk(circ, Wall, ptab, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
             for off in range(0, nr, SB):
                 sprod_blk(cidx, a0, a1, M, Kx, R, off, min(SB, nr - off), oi + off, tmp)
             if cu and ulive[i]:
-                add_rows(cidx, a0, a1, nr, R, U, i)
+                add_rows(circ[16], circ[15][i], circ[15][i + 1], nr, R, U, i)
         elif kd == K_MAX:
             x0 = var[i] * R
             for r in range(nr):
@@ -416,7 +416,7 @@ def fast_chunk(circ, Wall, ptab, xt, nr, R, values, V, U, bad, tmp, cu):
         elif kd == K_PRODUCT:
             fprod_rows(cidx, a0, a1, V, R, nr, i, tmp)
             if live:
-                add_rows(cidx, a0, a1, nr, R, U, i)
+                add_rows(circ[16], circ[15][i], circ[15][i + 1], nr, R, U, i)
         elif kd == K_MAX:
             x0 = var[i] * R
             for r in range(nr):
