@@ -86,6 +86,49 @@ static inline void spmn_fprod16(const int64_t *cidx, int64_t a0, int64_t a1, con
     for (int v = 0; v < SPMN_NV; v++) SPMN_ST(oV + 4 * v, m[v]);
 }
 
+/* A product of categorical leaves read straight from their tables (tab + tptr[c], indexed by
+ * the chunk's codes of var[c]): p = 1 * t_c1 * t_c2 * ..., the values the leaves would give. */
+SPMN_INLINE void spmn_fcatprod_(const int64_t *cidx, int64_t a0, int64_t a1, const int64_t *var,
+                                const int64_t *tptr, const double *tab, const int32_t *code,
+                                int64_t R, int64_t off, int nb, double *oV) {
+    double m[SPMN_SB];
+    for (int j = 0; j < nb; j++) m[j] = 1.0;
+    for (int64_t e = a0; e < a1; e++) {
+        int64_t c = cidx[e];
+        const int32_t *cd = code + var[c] * R + off;
+        const double *tb = tab + tptr[c];
+        for (int j = 0; j < nb; j++) m[j] = m[j] * tb[cd[j]];
+    }
+    for (int j = 0; j < nb; j++) oV[j] = m[j];
+}
+
+static inline void spmn_fcatprod16(const int64_t *cidx, int64_t a0, int64_t a1,
+                                   const int64_t *var, const int64_t *tptr, const double *tab,
+                                   const int32_t *code, int64_t R, int64_t off, double *oV) {
+    spmn_vd m[SPMN_NV];
+    for (int v = 0; v < SPMN_NV; v++) m[v] = SPMN_SPLAT(1.0);
+    for (int64_t e = a0; e < a1; e++) {
+        int64_t c = cidx[e];
+        const int32_t *cd = code + var[c] * R + off;
+        const double *tb = tab + tptr[c];
+        for (int v = 0; v < SPMN_NV; v++) {
+            spmn_vd g = {tb[cd[4 * v]], tb[cd[4 * v + 1]], tb[cd[4 * v + 2]], tb[cd[4 * v + 3]]};
+            m[v] = m[v] * g;
+        }
+    }
+    for (int v = 0; v < SPMN_NV; v++) SPMN_ST(oV + 4 * v, m[v]);
+}
+
+static void spmn_fcatprod(const int64_t *cidx, int64_t a0, int64_t a1, const int64_t *var,
+                          const int64_t *tptr, const double *tab, const int32_t *code, int64_t R,
+                          int64_t nr, double *oV) {
+    int64_t off = 0;
+    for (; off + SPMN_SB <= nr; off += SPMN_SB)
+        spmn_fcatprod16(cidx, a0, a1, var, tptr, tab, code, R, off, oV + off);
+    if (off < nr)
+        spmn_fcatprod_(cidx, a0, a1, var, tptr, tab, code, R, off, (int)(nr - off), oV + off);
+}
+
 static void spmn_fsum(const int64_t *cidx, const double *w, int64_t a0, int64_t a1,
                       const double *V, const double *U, int64_t R, int64_t nr, double *oV,
                       double *oU, int with_u) {

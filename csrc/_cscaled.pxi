@@ -26,6 +26,9 @@ cdef extern from "_cfast.h" nogil:
                    const double* U, int64_t R, int64_t nr, double* oV, double* oU, int with_u)
     void spmn_fprod(const int64_t* cidx, int64_t a0, int64_t a1, const double* V, int64_t R,
                     int64_t nr, double* oV)
+    void spmn_fcatprod(const int64_t* cidx, int64_t a0, int64_t a1, const int64_t* var,
+                       const int64_t* tptr, const double* tab, const int32_t* code, int64_t R,
+                       int64_t nr, double* oV)
     void spmn_lin_rows(double* L, int64_t nr)
     void spmn_fcat_leaf(const int32_t* code, const double* tab, int64_t nr, double* out)
     void spmn_fcheck(const double* V, const double* U, double t, int64_t nr, double* bad,
@@ -141,10 +144,12 @@ cdef void sup_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R
 
 cdef void fast_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R,
                      const double* values, double* V, double* U, double* bad,
-                     bint cu) noexcept nogil:
+                     bint cu, bint fuse) noexcept nogil:
     """The linear fast path (_cfast.h): V = p per node and row, U as sup_chunk; bad[r] > 0 for
     the rows some node's value leaves {0} U [C.fthr[i], 2^500] or a sum's U is not finite (they
-    take the scaled pass). Nodes whose bounds are proven (``C.fchk[i] == 0``) are not tested."""
+    take the scaled pass). Nodes whose bounds are proven (``C.fchk[i] == 0``) are not tested.
+    With ``fuse``, products of categorical leaves read the leaves' tables themselves and the
+    leaves are skipped (``C.fuse``, spmn.kernels._common.fused_leaves)."""
     cdef Py_ssize_t i, k, r, a0, a1, c, deg
     cdef int kd
     cdef bint live
@@ -163,7 +168,11 @@ cdef void fast_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t 
         if kd == K_SUM:
             spmn_fsum(C.cidx, C.wl, a0, a1, V, U, R, nr, Vi, Ui, live)
         elif kd == K_PRODUCT:
-            spmn_fprod(C.cidx, a0, a1, V, R, nr, Vi)
+            if fuse and C.fuse[i] == 1:
+                spmn_fcatprod(C.cidx, a0, a1, C.var, C.tptr, C.tabF, xcodes(xt, C.nv, R), R,
+                              nr, Vi)
+            else:
+                spmn_fprod(C.cidx, a0, a1, V, R, nr, Vi)
             if live:
                 prod_u(C, i, nr, R, U)
         elif kd == K_MAX:
@@ -177,6 +186,8 @@ cdef void fast_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t 
             mv_up(C.params, C.pptr[i], xt, nr, R, Vi, False)
             spmn_lin_rows(Vi, nr)
         elif kd == K_CATEGORICAL:
+            if fuse and C.fuse[i] == 2:
+                continue
             spmn_fcat_leaf(xcodes(xt, C.nv, R) + C.var[i] * R, C.tabF + C.tptr[i], nr, Vi)
         else:
             leaf_up(C, i, kd, xt, nr, R, values, Vi, Ui, live, NAN)

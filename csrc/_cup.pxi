@@ -42,6 +42,7 @@ ctypedef struct Circ:
     const signed char* fchk  # per node: 1 where the fast path tests the bounds
     const int64_t* lcptr     # per node: its children with a utility below them
     const int64_t* lcidx
+    const signed char* fuse  # per node: 1 a product of leaves read from tables, 2 such a leaf
 
 
 cdef inline int32_t* xcodes(const double* xt, Py_ssize_t nv, Py_ssize_t R) noexcept nogil:

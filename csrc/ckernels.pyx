@@ -8,7 +8,10 @@ chunks ``t, t + T, ...`` with its own node-major work arrays, so results do not 
 thread count. Every loop mirrors spmn/kernels/_numba_up.py and _numba_down.py operation for
 operation (no fast-math; exp and log in _cmath.pxi): the Cython and Numba backends agree bit for
 bit. The Bellman pass of a recurrent template is ``upward`` (the MEU pass) with the interface
-leaves bound to ``values``. Products (and the sums of the max-product pass) keep 16 rows in
+leaves bound to ``values``. ``upward`` runs the linear fast path (``_cfast.h``: probabilities,
+one multiply and add per edge) and, for the rows where a node leaves its proven range, the
+exact scaled pass (``_cscaled.h``: mantissa and exponent, exact powers of two, no exp or log
+per edge); policy, sampling and counts keep the log-space (L, U) pass of ``_cup.pxi``. Products (and the sums of the max-product pass) keep 16 rows in
 vector registers while they run over their edges (``_cblock.h``; the same operations per row);
 categorical leaves are table lookups by the int32 codes ``load_chunk`` makes once per chunk and
 variable (``_CircView._cat_tables``). Multivariate Gaussian leaves (K_MVGAUSSIAN, one row at a
@@ -50,7 +53,7 @@ cdef class _CircView:
     cdef const int64_t[::1] gid, gptr, gmem
     cdef double[::1] W, tabL, tabM, wm, wk, tabSM, tabSK, wl, tabF
     cdef const double[::1] fthr
-    cdef const signed char[::1] fchk
+    cdef const signed char[::1] fchk, fuse
     cdef const int64_t[::1] lcptr, lcidx
     cdef int64_t[::1] tptr
     cdef int32_t[::1] card
@@ -115,6 +118,8 @@ cdef class _CircView:
         self.lcidx = circ[16]
         self.c.lcptr = &self.lcptr[0]
         self.c.lcidx = &self.lcidx[0] if self.lcidx.shape[0] else NULL
+        self.fuse = circ[17]
+        self.c.fuse = &self.fuse[0]
         self.c.gdeg = 0
         for q in range(self.gptr.shape[0] - 1):
             e = self.gmem[self.gptr[q]]
@@ -223,6 +228,7 @@ def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1], nq = nodes.shape[0]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, q, r, nd
     cdef double nbad
+    cdef bint fuse = True
     cdef double[:, ::1] Lb = np.zeros((T, n * R))
     cdef double[:, ::1] Kb = np.zeros((T, n * R))
     cdef double[:, ::1] Ub = np.zeros((T, (n if cu else 1) * R))
@@ -232,6 +238,8 @@ def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
     cdef const double* vp = &values[0] if values.shape[0] else NULL
     if rows == 0:
         return
+    for q in range(nq):  # fused products skip their leaves unless a caller reads one
+        fuse = fuse and cv.fuse[nodes[q]] != 2
     with nogil:
         for t in prange(T, schedule="static", num_threads=T):
             c = t
@@ -239,7 +247,8 @@ def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
                 lo = c * R
                 nr = rows_in(c, R, rows)
                 load_chunk(&cv.c, Xp, nv, lo, nr, R, &xb[t, 0])
-                fast_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu)
+                fast_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu,
+                           fuse)
                 nbad = row_sum(&tb[t, 0], nr)
                 for q in range(nq):
                     nd = nodes[q]

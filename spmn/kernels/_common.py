@@ -13,7 +13,11 @@ pass longer than a few seconds shows a tqdm bar. Both backends use the same chun
 their expected counts are summed in the same order (chunk by chunk, in row order, whatever the
 number of threads).
 :func:`prepare` also finds the sum groups (sums sharing one child list, evaluated together with
-one exp per child and row; see :func:`sum_groups`).
+one exp per child and row; see :func:`sum_groups`) and the per-node bounds of the linear fast
+path of the (L, U) pass (:func:`fast_thresholds`, :func:`fast_checks`): log-likelihood, MEU and
+node values run in plain probabilities where every node value of a row provably stays in
+[T_i, 2^500], and the rows that break a bound are recomputed by the exact scaled pass
+(mantissa and power-of-two exponent per node), so neither path has an exp or log per edge.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ class Prepared:
     circ: tuple          # kind, cptr, cidx, lw, var, pptr, params, ulive, mode_logp, mode_val,
                          # gid, gptr, gmem (sum groups, see sum_groups), fthr, fchk (the
                          # fast path's bounds: fast_thresholds, fast_checks), lcptr, lcidx
-                         # (children with a utility below them)
+                         # (children with a utility below them), fuse (fused_leaves)
     has_max: bool
     chunk: int           # rows per chunk
     cost: int            # edges + nodes: work per row
@@ -174,8 +178,9 @@ def fast_checks(flat: FlatCircuit, fthr: np.ndarray) -> np.ndarray:
     """Per node, 1 where the fast path must test the node's values against its bounds, 0 where
     interval arithmetic on the circuit proves every nonzero value lies in [T_i, 2^500] (then
     the test could never fail, so skipping it changes no result). log2 bounds (lo, hi) of the
-    nonzero values, widened by 1 per node for rounding: a categorical leaf's probabilities
-    (and 1 for a NaN), an interface leaf 1, other leaves unbounded; products add, sums take
+    nonzero values, widened by 1 per node for rounding: the probabilities (or bin densities) of
+    a categorical, histogram or utility leaf and 1 (a NaN: marginalized), an interface leaf 1,
+    Gaussian leaves unbounded; products add, sums take
     min (w lo) and sum (w hi), max nodes min and max."""
     n = flat.n_nodes
     kind, cptr, cidx, lw, pptr = (flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight,
@@ -187,9 +192,13 @@ def fast_checks(flat: FlatCircuit, fthr: np.ndarray) -> np.ndarray:
     for i, k in enumerate(kind.tolist()):
         a0, a1 = int(cptr[i]), int(cptr[i + 1])
         ch = cidx[a0:a1]
-        if k == K_CATEGORICAL:
-            p = flat.params[pptr[i]:pptr[i + 1]] / np.log(2.0)
-            p = p[np.isfinite(p)]
+        if k in (K_CATEGORICAL, K_UTILITY_DISCRETE, K_HISTOGRAM, K_UTILITY_HISTOGRAM):
+            p = flat.params[pptr[i]:pptr[i + 1]]
+            if k == K_UTILITY_DISCRETE:  # k, mean, k values, k log p
+                p = p[2 + int(p[0]):2 + 2 * int(p[0])]
+            elif k != K_CATEGORICAL:  # m, mean, m + 1 breaks, m log densities
+                p = p[3 + int(p[0]):3 + 2 * int(p[0])]
+            p = p[np.isfinite(p)] / np.log(2.0)
             lo[i] = min(p.min(), 0.0) - 1.0 if p.size else -np.inf
             hi[i] = max(p.max(), 0.0) + 1.0 if p.size else np.inf
         elif k == K_INTERFACE:
@@ -209,6 +218,24 @@ def fast_checks(flat: FlatCircuit, fthr: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         safe = (lo >= lt) & (hi <= 500.0)
     return (~safe).astype(np.int8)
+
+
+def fused_leaves(flat: FlatCircuit, fchk: np.ndarray) -> np.ndarray:
+    """Per node: 1 for a product whose children are all categorical leaves that no other node
+    reads and whose bounds are proven (``fchk`` 0), 2 for those leaves, else 0. The fast path
+    evaluates such a product straight from the leaves' tables (one lookup and multiply per child
+    and row, the values the leaves would give) and skips the leaves, unless a caller reads one."""
+    n = flat.n_nodes
+    kind, cptr, cidx = flat.kind, flat.child_ptr, flat.child_idx
+    parents = np.bincount(cidx, minlength=n)
+    ok = (kind == K_CATEGORICAL) & (parents == 1) & (fchk == 0)
+    out = np.zeros(n, np.int8)
+    for i in np.flatnonzero(kind == K_PRODUCT).tolist():
+        ch = cidx[cptr[i]:cptr[i + 1]]
+        if ch.size and ok[ch].all():
+            out[i] = 1
+            out[ch] = 2
+    return out
 
 
 def _categorical_modes(flat: FlatCircuit, mode_logp: np.ndarray, mode_val: np.ndarray) -> bool:
@@ -272,9 +299,10 @@ def prepare(flat: FlatCircuit) -> Prepared:
                             f"columns past the {n_draws} columns of z")
     gid, gptr, gmem = sum_groups(flat.kind, flat.child_ptr, flat.child_idx)
     fthr = fast_thresholds(flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight)
+    fchk = fast_checks(flat, fthr)
     circ = (flat.kind, flat.child_ptr, flat.child_idx, flat.log_weight, flat.var,
             flat.param_ptr, flat.params, ulive, mode_logp, mode_val, gid, gptr, gmem, fthr,
-            fast_checks(flat, fthr), lcptr, lcidx)
+            fchk, lcptr, lcidx, fused_leaves(flat, fchk))
     prep = Prepared(circ=circ, has_max=bool(np.any(kind == K_MAX)), chunk=chunk_rows(n),
                     cost=flat.n_edges + n, n_draws=n_draws)
     _PREPARED[flat] = prep

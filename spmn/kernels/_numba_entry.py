@@ -1,6 +1,7 @@
 """Raw parallel entry points of the Numba backend (called by :class:`._common.Kernels`).
 
-One parallel kernel, :func:`run`, does every pass (``mode``): Numba optimizes each parallel
+One parallel kernel, :func:`run`, does every pass (``mode``; UPWARD is the fast path and
+scaled fallback of :mod:`._numba_fast`): Numba optimizes each parallel
 entry together with all it calls, so one entry compiles several times faster than one per
 pass. Rows are split in chunks of ``R`` rows; thread ``t`` of ``T`` takes chunks ``t, t + T,
 ...`` (``prange`` over the threads, each with its own node-major work arrays), so no result
@@ -47,7 +48,10 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
         mpe_down(circ, X, lo, nr, R, L, out, stack, seen)
         return
     if mode == UPWARD:
-        fast_chunk(circ, Wall, ptab, xt, nr, R, values, L, U, tmp, tmp[R:], cu)
+        fuse = True  # fused products skip their leaves unless a caller reads one
+        for q in range(nodes.shape[0]):
+            fuse = fuse and circ[17][nodes[q]] != 2
+        fast_chunk(circ, Wall, ptab, xt, nr, R, values, L, U, tmp, tmp[R:], cu, fuse)
         nbad = 0.0
         for r in range(nr):
             nbad += tmp[r]

@@ -383,6 +383,23 @@ def fprod_rows(cidx, a0, a1, V, R, nr, i, tmp):
 
 
 @njit(**_opts)
+def catprod_rows(cidx, a0, a1, var, pptr, ptab, xt, R, nr, V, oi, tmp):
+    """spmn_fcatprod: p = 1 * t_c1 * t_c2 * ... with t_c the probability of categorical leaf
+    c at the row's code (1 for NaN), rows 0..nr."""
+    for j in range(nr):
+        tmp[j] = 1.0
+    for e in range(a0, a1):
+        c = cidx[e]
+        x0 = var[c] * R
+        p0 = pptr[c]
+        for j in range(nr):
+            x = xt[x0 + j]
+            tmp[j] = tmp[j] * (1.0 if math.isnan(x) else ptab[0, p0 + int(x)])
+    for j in range(nr):
+        V[oi + j] = tmp[j]
+
+
+@njit(**_opts)
 def check_rows(V, U, oi, t, unr, bad, chk_u):
     """spmn_fcheck: bad[r] += 1 where V leaves {0} U [t, 2^500] (or U is not finite)."""
     for r in range(unr):
@@ -396,12 +413,14 @@ def check_rows(V, U, oi, t, unr, bad, chk_u):
 
 
 @njit(**_opts)
-def fast_chunk(circ, Wall, ptab, xt, nr, R, values, V, U, bad, tmp, cu):
+def fast_chunk(circ, Wall, ptab, xt, nr, R, values, V, U, bad, tmp, cu, fuse):
     """The linear fast path over one chunk (csrc/_cscaled.pxi fast_chunk); bad[r] > 0 marks
-    the rows that must take :func:`sup_chunk`. ``ptab``: :func:`param_tables`."""
+    the rows that must take :func:`sup_chunk`. ``ptab``: :func:`param_tables`. With ``fuse``,
+    products of categorical leaves read the leaves' probabilities themselves and the leaves
+    are skipped (``circ[17]``)."""
     kind, cptr, cidx, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[4], circ[5], \
         circ[6], circ[7]
-    fthr, fchk = circ[13], circ[14]
+    fthr, fchk, fused = circ[13], circ[14], circ[17]
     wl = Wall[3]
     for r in range(nr):
         bad[r] = 0.0
@@ -414,7 +433,10 @@ def fast_chunk(circ, Wall, ptab, xt, nr, R, values, V, U, bad, tmp, cu):
         if kd == K_SUM:
             fsum_rows(cidx, wl, a0, a1, V, U, R, nr, i, live, tmp)
         elif kd == K_PRODUCT:
-            fprod_rows(cidx, a0, a1, V, R, nr, i, tmp)
+            if fuse and fused[i] == 1:
+                catprod_rows(cidx, a0, a1, var, pptr, ptab, xt, R, nr, V, oi, tmp)
+            else:
+                fprod_rows(cidx, a0, a1, V, R, nr, i, tmp)
             if live:
                 add_rows(circ[16], circ[15][i], circ[15][i + 1], nr, R, U, i)
         elif kd == K_MAX:
@@ -424,6 +446,8 @@ def fast_chunk(circ, Wall, ptab, xt, nr, R, values, V, U, bad, tmp, cu):
                 V[oi + r] = V[oc + r]
                 U[oi + r] = U[oc + r]
         elif kd == K_CATEGORICAL:  # lookups in lin(log p), as Cython's tables
+            if fuse and fused[i] == 2:
+                continue
             x0 = var[i] * R
             p0 = pptr[i]
             for r in range(nr):
