@@ -36,26 +36,22 @@ cdef extern from *:
     const double TIE_RTOL "SPMN_TIE_RTOL"
 
 
+cdef extern from "_cscaled.h" nogil:
+    double spmn_exp_poly(double r)
+    double spmn_log_series(double m, double ef)
+
+
 cdef inline double fexp(double x) noexcept nogil:
     """exp(x), about 2 ulp (degree 13 Taylor polynomial, Estrin's scheme)."""
     cdef DI t, h, s1, s2
-    cdef double kf, r, r2, r4, r8, q0, q1, q2, q3, p
+    cdef double kf, r, p
     cdef int64_t k, k1, k2
     x = -746.0 if x < -746.0 else x
     x = 710.0 if x > 710.0 else x
     t.d = x * LOG2E + SHIFT
     kf = t.d - SHIFT
     r = (x - kf * LN2_HI) - kf * LN2_LO
-    r2 = r * r
-    r4 = r2 * r2
-    r8 = r4 * r4
-    q0 = (1.0 + 1.0 * r) + (0.5 + 0.16666666666666666 * r) * r2
-    q1 = ((0.041666666666666664 + 0.008333333333333333 * r) +
-          (0.001388888888888889 + 0.0001984126984126984 * r) * r2)
-    q2 = ((2.48015873015873e-05 + 2.7557319223985893e-06 * r) +
-          (2.755731922398589e-07 + 2.505210838544172e-08 * r) * r2)
-    q3 = 2.08767569878681e-09 + 1.6059043836821613e-10 * r
-    p = (q0 + q1 * r4) + (q2 + q3 * r4) * r8
+    p = spmn_exp_poly(r)
     k = t.i - SHIFT_BITS
     h.d = kf * 0.5 + SHIFT
     k1 = h.i - SHIFT_BITS
@@ -68,7 +64,7 @@ cdef inline double fexp(double x) noexcept nogil:
 cdef inline double flog(double x) noexcept nogil:
     """log(x) for x >= 0, about 2 ulp (2 atanh((m-1)/(m+1)) series to f^19)."""
     cdef DI b, e, mm
-    cdef double adj, ef, m, f, s, q, f2, out
+    cdef double adj, ef, m, out
     adj = 54.0 if x < DBL_MIN_NORMAL else 0.0
     x = x * TWO54 if x < DBL_MIN_NORMAL else x
     b.d = x
@@ -79,17 +75,5 @@ cdef inline double flog(double x) noexcept nogil:
     ef = ef + 1.0 if m > SQRT2 else ef
     m = m * 0.5 if m > SQRT2 else m
     ef = ef - adj
-    f = (m - 1.0) / (m + 1.0)
-    s = f * f
-    q = 0.05263157894736842
-    q = q * s + 0.058823529411764705
-    q = q * s + 0.06666666666666667
-    q = q * s + 0.07692307692307693
-    q = q * s + 0.09090909090909091
-    q = q * s + 0.1111111111111111
-    q = q * s + 0.14285714285714285
-    q = q * s + 0.2
-    q = q * s + 0.3333333333333333
-    f2 = 2.0 * f
-    out = ef * LN2_HI + (f2 + f2 * (s * q) + ef * LN2_LO)
+    out = spmn_log_series(m, ef)
     return -INFINITY if x == 0.0 else out

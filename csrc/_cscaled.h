@@ -52,7 +52,7 @@ SPMN_INLINE double spmn_mant(double p) {
     return b.d;
 }
 
-/* exp(r) for |r| <= ln2 / 2: fexp's degree 13 Taylor polynomial (csrc/_cmath.pxi). */
+/* exp(r) for |r| <= ln2 / 2: the degree 13 Taylor polynomial (Estrin's scheme) of fexp. */
 SPMN_INLINE double spmn_exp_poly(double r) {
     double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
     double q0 = (1.0 + 1.0 * r) + (0.5 + 0.16666666666666666 * r) * r2;
@@ -82,11 +82,9 @@ SPMN_INLINE void spmn_to_mk(double x, double *om, double *ok) {
     *ok = x == -INFINITY ? -INFINITY : k;
 }
 
-/* log(m 2^k): flog's series on m (csrc/_cmath.pxi) with k added to its exponent. */
-SPMN_INLINE double spmn_tolog(double m, double k) {
-    int hi = m > 1.4142135623730951;
-    double mm = hi ? m * 0.5 : m;
-    double ef = hi ? k + 1.0 : k;
+/* log(m 2^ef) for m in [sqrt(1/2), sqrt(2)]: ef ln2 + 2 atanh((m-1)/(m+1)) by its series to
+ * f^19 (flog of csrc/_cmath.pxi ends with it). */
+SPMN_INLINE double spmn_log_series(double mm, double ef) {
     double f = (mm - 1.0) / (mm + 1.0);
     double s = f * f;
     double q = 0.05263157894736842;
@@ -99,7 +97,13 @@ SPMN_INLINE double spmn_tolog(double m, double k) {
     q = q * s + 0.2;
     q = q * s + 0.3333333333333333;
     double f2 = 2.0 * f;
-    double out = ef * 0.6931471803691238 + (f2 + f2 * (s * q) + ef * 1.9082149292705877e-10);
+    return ef * 0.6931471803691238 + (f2 + f2 * (s * q) + ef * 1.9082149292705877e-10);
+}
+
+/* log(m 2^k): the series on m with k added to its exponent. */
+SPMN_INLINE double spmn_tolog(double m, double k) {
+    int hi = m > 1.4142135623730951;
+    double out = spmn_log_series(hi ? m * 0.5 : m, hi ? k + 1.0 : k);
     return m == 0.0 ? -INFINITY : out;
 }
 

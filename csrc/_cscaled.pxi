@@ -36,30 +36,6 @@ cdef extern from "_cfast.h" nogil:
     double spmn_lin(double x)
 
 
-cdef inline Py_ssize_t smax_choice(const int64_t* cidx, Py_ssize_t a0, Py_ssize_t deg, double d,
-                                   const double* M, const double* U, Py_ssize_t R,
-                                   Py_ssize_t r) noexcept nogil:
-    """max_choice with admissibility read off the mantissas (p > 0)."""
-    cdef double best = -INFINITY, sc, scale, thr
-    cdef Py_ssize_t j, c
-    if not isnan(d):
-        return <Py_ssize_t>d
-    for j in range(deg):
-        c = cidx[a0 + j]
-        if M[c * R + r] > 0.0:
-            sc = U[c * R + r]
-            best = sc if sc > best else best
-    if best == -INFINITY:
-        return 0
-    scale = best if best > 1.0 else (-best if -best > 1.0 else 1.0)
-    thr = best - TIE_RTOL * scale
-    for j in range(deg):
-        c = cidx[a0 + j]
-        if M[c * R + r] > 0.0 and U[c * R + r] >= thr:
-            return j
-    return 0
-
-
 cdef inline void prod_u(const Circ* C, Py_ssize_t i, Py_ssize_t nr, Py_ssize_t R,
                         double* U) noexcept nogil:
     """A product's U = 0 + the U of its children with a utility below them (edge order)."""
@@ -127,7 +103,7 @@ cdef void sup_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R
             x = xt + C.var[i] * R
             deg = a1 - a0
             for r in range(nr):
-                c = C.cidx[a0 + smax_choice(C.cidx, a0, deg, x[r], M, U, R, r)]
+                c = C.cidx[a0 + max_choice_above(C.cidx, a0, deg, x[r], M, 0.0, U, R, r)]
                 Mi[r] = M[c * R + r]
                 Ki[r] = Kx[c * R + r]
                 Ui[r] = U[c * R + r]
@@ -179,7 +155,7 @@ cdef void fast_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t 
             x = xt + C.var[i] * R
             deg = a1 - a0
             for r in range(nr):
-                c = C.cidx[a0 + smax_choice(C.cidx, a0, deg, x[r], V, U, R, r)]
+                c = C.cidx[a0 + max_choice_above(C.cidx, a0, deg, x[r], V, 0.0, U, R, r)]
                 Vi[r] = V[c * R + r]
                 Ui[r] = U[c * R + r]
         elif kd == K_MVGAUSSIAN:

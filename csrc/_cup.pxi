@@ -139,18 +139,20 @@ cdef void leaf_up(const Circ* C, Py_ssize_t i, int kd, const double* xt, Py_ssiz
                 Ui[r] = 0.0
 
 
-cdef inline Py_ssize_t max_choice(const int64_t* cidx, Py_ssize_t a0, Py_ssize_t deg, double d,
-                                  const double* L, const double* U, Py_ssize_t R,
-                                  Py_ssize_t r) noexcept nogil:
-    """The observed decision, else the first admissible child (L > -inf) whose U is within
-    TIE_RTOL * max(1, |best|) of the best admissible U (0 if none is admissible)."""
+cdef inline Py_ssize_t max_choice_above(const int64_t* cidx, Py_ssize_t a0, Py_ssize_t deg,
+                                        double d, const double* A, double floor,
+                                        const double* U, Py_ssize_t R,
+                                        Py_ssize_t r) noexcept nogil:
+    """The observed decision, else the first admissible child (A > floor: L > -inf, or p > 0
+    for the fast and scaled passes) whose U is within TIE_RTOL * max(1, |best|) of the best
+    admissible U (0 if none is admissible)."""
     cdef double best = -INFINITY, sc, scale, thr
     cdef Py_ssize_t j, c
     if not isnan(d):
         return <Py_ssize_t>d
     for j in range(deg):
         c = cidx[a0 + j]
-        if L[c * R + r] > -INFINITY:
+        if A[c * R + r] > floor:
             sc = U[c * R + r]
             best = sc if sc > best else best
     if best == -INFINITY:
@@ -159,9 +161,15 @@ cdef inline Py_ssize_t max_choice(const int64_t* cidx, Py_ssize_t a0, Py_ssize_t
     thr = best - TIE_RTOL * scale
     for j in range(deg):
         c = cidx[a0 + j]
-        if L[c * R + r] > -INFINITY and U[c * R + r] >= thr:
+        if A[c * R + r] > floor and U[c * R + r] >= thr:
             return j
     return 0
+
+
+cdef inline Py_ssize_t max_choice(const int64_t* cidx, Py_ssize_t a0, Py_ssize_t deg, double d,
+                                  const double* L, const double* U, Py_ssize_t R,
+                                  Py_ssize_t r) noexcept nogil:
+    return max_choice_above(cidx, a0, deg, d, L, -INFINITY, U, R, r)
 
 
 cdef void sum_up(const int64_t* cidx, const double* lw, Py_ssize_t a0, Py_ssize_t a1,

@@ -169,3 +169,28 @@ def test_circuit_tables_mark_the_proven_nodes():
     assert fchk.sum() > 0
     kind = flat.kind
     assert fchk[kind == K_PRODUCT].all()  # 1e-200^60 is far below 2^-1000
+
+
+@needs_compiled
+def test_fused_leaf_products_match_their_leaves():
+    """A product of categorical leaves reads their tables itself and the leaves are skipped;
+    asking for a leaf turns that off. Both ways give the same bits and the reference values."""
+    rng = np.random.default_rng(5)
+    variables = [Variable.discrete(f"X{i}", 3) for i in range(3)]
+    prods = [Product([Categorical(f"X{i}", rng.dirichlet(np.ones(3))) for i in range(3)])
+             for _ in range(4)]
+    flat = Circuit(Sum(prods, rng.dirichlet(np.ones(4))), Schema(variables)).compile()
+    fuse = prepare(flat).circ[17]
+    assert (fuse == 1).sum() == 4 and (fuse == 2).sum() == 12
+    leaf = int(np.flatnonzero(fuse == 2)[0])
+    X = ks.random_evidence(rng, flat, 100, missing=0.3)
+    ref_L, _ = reference.node_values(flat, X, None, np.array([flat.root, leaf]))
+    outs = []
+    for b in COMPILED:
+        mod = kernels.get(b)
+        outs.append(mod.log_likelihood(flat, X))
+        L, _ = mod.node_values(flat, X, None, [flat.root, leaf])
+        outs.append(L[:, 0])
+        np.testing.assert_allclose(L, ref_L, rtol=1e-12, atol=1e-12)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])

@@ -20,9 +20,9 @@ import numpy as np
 from numba import njit, uint64
 
 from ..compile import K_CATEGORICAL, K_MAX, K_MVGAUSSIAN, K_PRODUCT, K_SUM
-from ._numba_math import as_f64, as_i64
+from ._numba_math import as_f64, as_i64, exp_poly, log_series
 from ._numba_mvg import mv_up
-from ._numba_up import add_rows, leaf_up, max_choice_p
+from ._numba_up import add_rows, leaf_up, max_choice_above
 
 NEG_INF = -math.inf
 SB = 16
@@ -57,20 +57,6 @@ def mant(p):
 
 
 @njit(inline="always", **_opts)
-def exp_poly(r):
-    r2 = r * r
-    r4 = r2 * r2
-    r8 = r4 * r4
-    q0 = (1.0 + 1.0 * r) + (0.5 + 0.16666666666666666 * r) * r2
-    q1 = (0.041666666666666664 + 0.008333333333333333 * r) + \
-        (0.001388888888888889 + 0.0001984126984126984 * r) * r2
-    q2 = (2.48015873015873e-05 + 2.7557319223985893e-06 * r) + \
-        (2.755731922398589e-07 + 2.505210838544172e-08 * r) * r2
-    q3 = 2.08767569878681e-09 + 1.6059043836821613e-10 * r
-    return (q0 + q1 * r4) + (q2 + q3 * r4) * r8
-
-
-@njit(inline="always", **_opts)
 def to_mk(x):
     """(m, k) with exp(x) = m 2^k (spmn_to_mk)."""
     y = x * 1.4426950408889634
@@ -94,19 +80,7 @@ def tolog(m, k):
     hi = m > 1.4142135623730951
     mm = m * 0.5 if hi else m
     ef = k + 1.0 if hi else k
-    f = (mm - 1.0) / (mm + 1.0)
-    s = f * f
-    q = 0.05263157894736842
-    q = q * s + 0.058823529411764705
-    q = q * s + 0.06666666666666667
-    q = q * s + 0.07692307692307693
-    q = q * s + 0.09090909090909091
-    q = q * s + 0.1111111111111111
-    q = q * s + 0.14285714285714285
-    q = q * s + 0.2
-    q = q * s + 0.3333333333333333
-    f2 = 2.0 * f
-    out = ef * 0.6931471803691238 + (f2 + f2 * (s * q) + ef * 1.9082149292705877e-10)
+    out = log_series(mm, ef)
     return NEG_INF if m == 0.0 else out
 
 
@@ -309,7 +283,8 @@ def sup_chunk(circ, Wall, ptab, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
         elif kd == K_MAX:
             x0 = var[i] * R
             for r in range(nr):
-                oc = cidx[a0 + max_choice_p(cidx, a0, a1 - a0, xt[x0 + r], M, U, R, r)] * R
+                oc = cidx[a0 + max_choice_above(cidx, a0, a1 - a0, xt[x0 + r], M, 0.0, U, R,
+                                                r)] * R
                 M[oi + r] = M[oc + r]
                 Kx[oi + r] = Kx[oc + r]
                 U[oi + r] = U[oc + r]
@@ -442,7 +417,8 @@ def fast_chunk(circ, Wall, ptab, xt, nr, R, values, V, U, bad, tmp, cu, fuse):
         elif kd == K_MAX:
             x0 = var[i] * R
             for r in range(nr):
-                oc = cidx[a0 + max_choice_p(cidx, a0, a1 - a0, xt[x0 + r], V, U, R, r)] * R
+                oc = cidx[a0 + max_choice_above(cidx, a0, a1 - a0, xt[x0 + r], V, 0.0, U, R,
+                                                r)] * R
                 V[oi + r] = V[oc + r]
                 U[oi + r] = U[oc + r]
         elif kd == K_CATEGORICAL:  # lookups in lin(log p), as Cython's tables

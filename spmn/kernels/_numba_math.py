@@ -56,13 +56,8 @@ def as_i64(typingctx, x):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def fexp(x: float) -> float:
-    """exp(x), about 2 ulp, identical to the Cython ``fexp``."""
-    x = -746.0 if x < -746.0 else x
-    x = 710.0 if x > 710.0 else x
-    t = x * LOG2E + SHIFT
-    kf = t - SHIFT
-    r = (x - kf * LN2_HI) - kf * LN2_LO
+def exp_poly(r: float) -> float:
+    """exp(r) for |r| <= ln2 / 2: the degree 13 Taylor polynomial, Estrin's scheme."""
     r2 = r * r
     r4 = r2 * r2
     r8 = r4 * r4
@@ -72,7 +67,36 @@ def fexp(x: float) -> float:
     q2 = (2.48015873015873e-05 + 2.7557319223985893e-06 * r) + \
         (2.755731922398589e-07 + 2.505210838544172e-08 * r) * r2
     q3 = 2.08767569878681e-09 + 1.6059043836821613e-10 * r
-    p = (q0 + q1 * r4) + (q2 + q3 * r4) * r8
+    return (q0 + q1 * r4) + (q2 + q3 * r4) * r8
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def log_series(m: float, ef: float) -> float:
+    """log(m 2^ef) for m in [√½, √2]: ef ln2 + 2 atanh((m-1)/(m+1)) by its series to f^19."""
+    f = (m - 1.0) / (m + 1.0)
+    s = f * f
+    q = 0.05263157894736842
+    q = q * s + 0.058823529411764705
+    q = q * s + 0.06666666666666667
+    q = q * s + 0.07692307692307693
+    q = q * s + 0.09090909090909091
+    q = q * s + 0.1111111111111111
+    q = q * s + 0.14285714285714285
+    q = q * s + 0.2
+    q = q * s + 0.3333333333333333
+    f2 = 2.0 * f
+    return ef * LN2_HI + (f2 + f2 * (s * q) + ef * LN2_LO)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def fexp(x: float) -> float:
+    """exp(x), about 2 ulp, identical to the Cython ``fexp``."""
+    x = -746.0 if x < -746.0 else x
+    x = 710.0 if x > 710.0 else x
+    t = x * LOG2E + SHIFT
+    kf = t - SHIFT
+    r = (x - kf * LN2_HI) - kf * LN2_LO
+    p = exp_poly(r)
     k = as_i64(t) - SHIFT_BITS
     k1 = as_i64(kf * 0.5 + SHIFT) - SHIFT_BITS
     k2 = k - k1
@@ -92,17 +116,5 @@ def flog(x: float) -> float:
     ef = ef + 1.0 if m > SQRT2 else ef
     m = m * 0.5 if m > SQRT2 else m
     ef = ef - adj
-    f = (m - 1.0) / (m + 1.0)
-    s = f * f
-    q = 0.05263157894736842
-    q = q * s + 0.058823529411764705
-    q = q * s + 0.06666666666666667
-    q = q * s + 0.07692307692307693
-    q = q * s + 0.09090909090909091
-    q = q * s + 0.1111111111111111
-    q = q * s + 0.14285714285714285
-    q = q * s + 0.2
-    q = q * s + 0.3333333333333333
-    f2 = 2.0 * f
-    out = ef * LN2_HI + (f2 + f2 * (s * q) + ef * LN2_LO)
+    out = log_series(m, ef)
     return -math.inf if x == 0.0 else out

@@ -103,16 +103,17 @@ def leaf_up(kd, params, p0, v, xt, nr, R, values, L, U, o, cu, mode):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def max_choice(cidx, a0, deg, d, L, U, R, r):
+def max_choice_above(cidx, a0, deg, d, A, floor, U, R, r):
     """Child (0..deg-1) a max node follows in row ``r``: the observed decision ``d``, else the
-    first child with L > -inf whose U is within TIE_RTOL * max(1, |best|) of the best such U
+    first admissible child (A > floor: L > -inf, or p > 0 for the probabilities and mantissas of
+    :mod:`._numba_fast`) whose U is within TIE_RTOL * max(1, |best|) of the best admissible U
     (0 if none)."""
     if not math.isnan(d):
         return int(d)
     best = NEG_INF
     for j in range(deg):
         c = cidx[a0 + j] * R + r
-        if L[c] > NEG_INF:
+        if A[c] > floor:
             sc = U[c]
             best = sc if sc > best else best
     if best == NEG_INF:
@@ -121,31 +122,15 @@ def max_choice(cidx, a0, deg, d, L, U, R, r):
     thr = best - TIE_RTOL * scale
     for j in range(deg):
         c = cidx[a0 + j] * R + r
-        if L[c] > NEG_INF and U[c] >= thr:
+        if A[c] > floor and U[c] >= thr:
             return j
     return 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def max_choice_p(cidx, a0, deg, d, P, U, R, r):
-    """:func:`max_choice` with admissibility read off probabilities or mantissas (P > 0)."""
-    if not math.isnan(d):
-        return int(d)
-    best = NEG_INF
-    for j in range(deg):
-        c = cidx[a0 + j] * R + r
-        if P[c] > 0.0:
-            sc = U[c]
-            best = sc if sc > best else best
-    if best == NEG_INF:
-        return 0
-    scale = best if best > 1.0 else (-best if -best > 1.0 else 1.0)
-    thr = best - TIE_RTOL * scale
-    for j in range(deg):
-        c = cidx[a0 + j] * R + r
-        if P[c] > 0.0 and U[c] >= thr:
-            return j
-    return 0
+def max_choice(cidx, a0, deg, d, L, U, R, r):
+    """:func:`max_choice_above` on log values (admissible: L > -inf)."""
+    return max_choice_above(cidx, a0, deg, d, L, NEG_INF, U, R, r)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
