@@ -129,7 +129,7 @@ def main() -> None:
         npl = NumpyLayers(flat)
         for rows in batches:
             X = random_rows(flat, rows, seed=rows)
-            reps = 1 if args.quick or rows * E > 2e9 else 3
+            reps = 1 if args.quick or rows * E > 4e9 else 3
             for impl in built:
                 mod = kernels.get(impl)
                 prepare(flat)  # per-circuit tables (cached): not part of a call
@@ -149,7 +149,7 @@ def main() -> None:
     util = layered_circuit(utility=True).compile()
     for rows in batches:
         X = random_rows(util, rows, seed=rows)
-        reps = 1 if args.quick or rows * util.n_edges > 2e9 else 3
+        reps = 1 if args.quick or rows * util.n_edges > 4e9 else 3
         for impl in built:
             mod = kernels.get(impl)
             for pname, fn in (("MPE", lambda: mod.mpe(util, X, threads=T, progress=False)),

@@ -222,7 +222,8 @@ cdef inline Py_ssize_t rows_in(Py_ssize_t c, Py_ssize_t R, Py_ssize_t rows) noex
 def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
            const int64_t[::1] nodes, double[:, ::1] outL, double[:, ::1] outU, bint cu,
            bint want_u, Py_ssize_t R, int T):
-    """(L, U) pass, scaled (sup_chunk); writes L (and U when ``want_u``) of ``nodes`` per row."""
+    """(L, U) pass: fast_chunk, then sup_chunk for the rows it flags; writes L (and U when
+    ``want_u``) of ``nodes`` per row."""
     cdef _CircView cv = _CircView(circ)
     cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1], nq = nodes.shape[0]
