@@ -179,6 +179,12 @@ cdef class _CircView:
         return max((8 + 2 * self.gmax) * R, R + 2 * SPMN_SB * self.c.gdeg + 1)
 
 
+def view(tuple circ):
+    """The circuit's tables for these kernels (``circ``: spmn.kernels._common.prepare), built once
+    and handed to every entry below in place of ``circ`` (a call then skips building them)."""
+    return _CircView(circ)
+
+
 cdef inline double* dptr(double[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] else NULL
 
@@ -219,12 +225,12 @@ cdef inline Py_ssize_t rows_in(Py_ssize_t c, Py_ssize_t R, Py_ssize_t rows) noex
     return R if rows - c * R > R else rows - c * R
 
 
-def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
+def upward(object circ, const double[:, ::1] X, const double[::1] values,
            const int64_t[::1] nodes, double[:, ::1] outL, double[:, ::1] outU, bint cu,
            bint want_u, Py_ssize_t R, int T):
     """(L, U) pass: fast_chunk, then sup_chunk for the rows it flags; writes L (and U when
     ``want_u``) of ``nodes`` per row."""
-    cdef _CircView cv = _CircView(circ)
+    cdef _CircView cv = circ if isinstance(circ, _CircView) else _CircView(circ)
     cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1], nq = nodes.shape[0]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, q, r, nd
@@ -271,10 +277,10 @@ def upward(tuple circ, const double[:, ::1] X, const double[::1] values,
                 c = c + T
 
 
-def policy(tuple circ, const double[:, ::1] X, const double[::1] values, double[:, ::1] out,
+def policy(object circ, const double[:, ::1] X, const double[::1] values, double[:, ::1] out,
            Py_ssize_t R, int T):
     """MEU policy: max nodes on the walk write their choice into ``out``."""
-    cdef _CircView cv = _CircView(circ)
+    cdef _CircView cv = circ if isinstance(circ, _CircView) else _CircView(circ)
     cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr
@@ -299,10 +305,10 @@ def policy(tuple circ, const double[:, ::1] X, const double[::1] values, double[
                 c = c + T
 
 
-def mpe(tuple circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp,
+def mpe(object circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp,
         Py_ssize_t R, int T):
     """Max-product up, argmax completion down (``out`` starts as a copy of ``X``)."""
-    cdef _CircView cv = _CircView(circ)
+    cdef _CircView cv = circ if isinstance(circ, _CircView) else _CircView(circ)
     cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, r
@@ -330,12 +336,12 @@ def mpe(tuple circ, const double[:, ::1] X, double[:, ::1] out, double[::1] logp
                 c = c + T
 
 
-def sample(tuple circ, const double[:, ::1] X, const double[::1] values,
+def sample(object circ, const double[:, ::1] X, const double[::1] values,
            const double[:, ::1] u, const double[:, ::1] z, double[:, ::1] out, bint cu,
            Py_ssize_t R, int T):
     """Ancestral sampling into ``out`` (a copy of ``X``) with draws ``u[r, i]``, ``z[r, i]``
     (``u`` has a column per node, ``z`` ``n_draws`` columns)."""
-    cdef _CircView cv = _CircView(circ)
+    cdef _CircView cv = circ if isinstance(circ, _CircView) else _CircView(circ)
     cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1], nz = z.shape[1]
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr
@@ -360,11 +366,11 @@ def sample(tuple circ, const double[:, ::1] X, const double[::1] values,
                 c = c + T
 
 
-def counts(tuple circ, const double[:, ::1] X, const double[::1] values, double[::1] edges,
+def counts(object circ, const double[:, ::1] X, const double[::1] values, double[::1] edges,
            double[::1] stats, bint cu, Py_ssize_t R, int T):
     """Add the expected counts of the rows of ``X`` to ``edges`` and ``stats``, chunk by chunk
     in row order (T chunks per parallel wave), so the sums do not depend on T."""
-    cdef _CircView cv = _CircView(circ)
+    cdef _CircView cv = circ if isinstance(circ, _CircView) else _CircView(circ)
     cv.c.nv = X.shape[1]
     cdef Py_ssize_t n = cv.c.n, rows = X.shape[0], nv = X.shape[1]
     cdef Py_ssize_t E = edges.shape[0], P = stats.shape[0]

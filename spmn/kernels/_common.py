@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,6 +53,7 @@ class Prepared:
     chunk: int           # rows per chunk
     cost: int            # edges + nodes: work per row
     n_draws: int = 0     # columns of the normal draws z of a sampling pass
+    views: dict = field(default_factory=dict, repr=False)  # per backend: its tables of circ
 
 
 _PREPARED: "weakref.WeakKeyDictionary[FlatCircuit, Prepared]" = weakref.WeakKeyDictionary()
@@ -390,6 +391,17 @@ class Kernels:
                 yield lo, hi
                 bar.update(hi - lo)
 
+    def _circ(self, prep: Prepared):
+        """What the raw kernels take for the circuit: their own tables of ``prep.circ`` when the
+        backend builds any (``raw.view``, once per circuit), else ``prep.circ``."""
+        make = getattr(self.raw, "view", None)
+        if make is None:
+            return prep.circ
+        got = prep.views.get(self.name)
+        if got is None:
+            got = prep.views.setdefault(self.name, make(prep.circ))
+        return got
+
     def _setup(self, flat, X, threads, chunk):
         prep = prepare(flat)
         X = check_evidence(flat, X)
@@ -417,7 +429,7 @@ class Kernels:
         outU = np.empty((rows, nodes.size)) if want_u else np.empty((0, nodes.size))
         cu = bool(want_u or prep.has_max)
         for lo, hi in self._blocks(prep, rows, R, progress):
-            self.raw.upward(prep.circ, X[lo:hi], values, nodes, outL[lo:hi],
+            self.raw.upward(self._circ(prep), X[lo:hi], values, nodes, outL[lo:hi],
                             outU[lo:hi] if want_u else outU, cu, want_u, R, T)
         return outL, outU
 
@@ -447,7 +459,7 @@ class Kernels:
         values = check_values(flat, values)
         out = np.full(X.shape, np.nan)
         for lo, hi in self._blocks(prep, X.shape[0], R, progress):
-            self.raw.policy(prep.circ, X[lo:hi], values, out[lo:hi], R, T)
+            self.raw.policy(self._circ(prep), X[lo:hi], values, out[lo:hi], R, T)
         return out
 
     def mpe(self, flat: FlatCircuit, X, *, threads: int | None = None, chunk: int | None = None,
@@ -457,7 +469,7 @@ class Kernels:
         out = X.copy()
         logp = np.empty(X.shape[0])
         for lo, hi in self._blocks(prep, X.shape[0], R, progress):
-            self.raw.mpe(prep.circ, X[lo:hi], out[lo:hi], logp[lo:hi], R, T)
+            self.raw.mpe(self._circ(prep), X[lo:hi], out[lo:hi], logp[lo:hi], R, T)
         return out, logp
 
     def sample(self, flat: FlatCircuit, X, u, z, values=None, *, threads: int | None = None,
@@ -470,7 +482,7 @@ class Kernels:
         z = check_draws(flat, z, X.shape[0], "z", prep.n_draws)
         out = X.copy()
         for lo, hi in self._blocks(prep, X.shape[0], R, progress):
-            self.raw.sample(prep.circ, X[lo:hi], values, u[lo:hi], z[lo:hi], out[lo:hi],
+            self.raw.sample(self._circ(prep), X[lo:hi], values, u[lo:hi], z[lo:hi], out[lo:hi],
                             prep.has_max, R, T)
         return out
 
@@ -483,5 +495,5 @@ class Kernels:
         edges = np.zeros(flat.n_edges)
         stats = np.zeros(flat.params.shape[0])
         for lo, hi in self._blocks(prep, X.shape[0], R, progress):
-            self.raw.counts(prep.circ, X[lo:hi], values, edges, stats, prep.has_max, R, T)
+            self.raw.counts(self._circ(prep), X[lo:hi], values, edges, stats, prep.has_max, R, T)
         return edges, stats
