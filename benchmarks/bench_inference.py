@@ -53,7 +53,9 @@ def measure(fn, reps: int):
 def numba_work_bytes(flat, rows, threads, cu=True, down=False):
     """Bytes of the work arrays Numba's run() allocates (not seen by tracemalloc)."""
     R = prepare(flat).chunk
-    per = flat.n_nodes * R * 8 * (1 + cu) + (flat.n_vars + 7) * R * 8 + flat.n_nodes * R * down
+    # L (or the fast path's p), U, the scaled pass's exponents (not for MPE), rows, MPE marks
+    per = (flat.n_nodes * R * 8 * (1 + cu + (not down)) + (flat.n_vars + 7) * R * 8
+           + flat.n_nodes * R * down)
     return threads * per
 
 

@@ -61,7 +61,7 @@ cdef void sup_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R
     largest sum group's degree doubles (its scaled children, _cscaled.h spmn_sgroup). U is
     written for the nodes with a utility below them (``C.ulive``) only: the others' rows stay
     0 from the allocation of ``U`` (a max node above them copies a 0)."""
-    cdef Py_ssize_t i, k, r, a0, a1, c, q, deg
+    cdef Py_ssize_t i, r, a0, a1, c, q, deg
     cdef int kd
     cdef bint live
     cdef double* Mi
@@ -80,18 +80,12 @@ cdef void sup_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t R
             if q == -2:  # evaluated with its group's head
                 continue
             if q >= 0:
-                live = False
-                if cu:
-                    for k in range(C.gptr[q], C.gptr[q + 1]):
-                        live = live or C.ulive[C.gmem[k]]
+                live = cu and group_live(C, q)
                 spmn_sgroup(C.cptr, C.cidx, C.W, C.wm, C.wk, C.gmem + C.gptr[q],
                             C.gptr[q + 1] - C.gptr[q], M, Kx, U, R, nr, tmp,
                             tmp + SPMN_SB * C.gdeg, live)
                 if live:
-                    for k in range(C.gptr[q], C.gptr[q + 1]):
-                        if not C.ulive[C.gmem[k]]:
-                            for r in range(nr):
-                                U[C.gmem[k] * R + r] = 0.0
+                    zero_dead_members(C, q, nr, R, U)
                 continue
             spmn_ssum(C.cidx, C.wm, C.wk, a0, a1, M, Kx, U, R, nr, Mi, Ki, Ui,
                       cu and C.ulive[i])
@@ -126,7 +120,7 @@ cdef void fast_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t 
     take the scaled pass). Nodes whose bounds are proven (``C.fchk[i] == 0``) are not tested.
     With ``fuse``, products of categorical leaves read the leaves' tables themselves and the
     leaves are skipped (``C.fuse``, spmn.kernels._common.fused_leaves)."""
-    cdef Py_ssize_t i, k, r, a0, a1, c, deg
+    cdef Py_ssize_t i, r, a0, a1, c, deg
     cdef int kd
     cdef bint live
     cdef double* Vi

@@ -326,22 +326,32 @@ cdef void sum_group(const Circ* C, const double* W, const int64_t* mem, Py_ssize
                     Ui[r] = eu[r] if (sr >= GRP_TINY and sr <= GRP_HUGE) else Ui[r]
 
 
+cdef inline bint group_live(const Circ* C, Py_ssize_t q) noexcept nogil:
+    """Whether some member of sum group ``q`` has a utility below it (the group carries U)."""
+    cdef Py_ssize_t k
+    for k in range(C.gptr[q], C.gptr[q + 1]):
+        if C.ulive[C.gmem[k]]:
+            return True
+    return False
+
+
+cdef inline void zero_dead_members(const Circ* C, Py_ssize_t q, Py_ssize_t nr, Py_ssize_t R,
+                                   double* U) noexcept nogil:
+    """U = 0 for the members of group ``q`` with no utility below them."""
+    cdef Py_ssize_t k, r
+    for k in range(C.gptr[q], C.gptr[q + 1]):
+        if not C.ulive[C.gmem[k]]:
+            for r in range(nr):
+                U[C.gmem[k] * R + r] = 0.0
+
+
 cdef void group_up(const Circ* C, Py_ssize_t q, Py_ssize_t nr, Py_ssize_t R, double* L,
                    double* U, double* tmp, bint cu) noexcept nogil:
     """Sum group ``q`` (U carried when some member needs it; 0 for the members that do not)."""
-    cdef Py_ssize_t k, r
-    cdef bint live = False
-    cdef double* Ui
+    sum_group(C, C.W, C.gmem + C.gptr[q], C.gptr[q + 1] - C.gptr[q], nr, R, L, U, tmp,
+              cu and group_live(C, q))
     if cu:
-        for k in range(C.gptr[q], C.gptr[q + 1]):
-            live = live or C.ulive[C.gmem[k]]
-    sum_group(C, C.W, C.gmem + C.gptr[q], C.gptr[q + 1] - C.gptr[q], nr, R, L, U, tmp, live)
-    if cu:
-        for k in range(C.gptr[q], C.gptr[q + 1]):
-            if not C.ulive[C.gmem[k]]:
-                Ui = U + C.gmem[k] * R
-                for r in range(nr):
-                    Ui[r] = 0.0
+        zero_dead_members(C, q, nr, R, U)
 
 
 cdef void up_one(const Circ* C, const double* xt, const double* values, double* L, double* U,

@@ -35,10 +35,11 @@ def _load_chunk(X, lo, nr, R, xt):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo, nr, R,
-           L, U, F, xt, tmp, reach, eacc, pacc, Wall, ptab, gdeg, stack, seen):
+           L, U, F, xt, tmp, reach, eacc, pacc, Wall, ptab, gdeg, stack, seen, fuse):
     """One chunk of rows lo..lo+nr of pass ``mode`` with one thread's work arrays. The (L, U)
     pass of UPWARD takes the linear fast path, then the scaled pass (F as the exponents) for
-    the rows the fast path flags (their results replace the fast ones)."""
+    the rows the fast path flags (their results replace the fast ones); ``fuse``: products of
+    categorical leaves may skip their leaves (no caller reads one)."""
     n = circ[0].shape[0]
     _load_chunk(X, lo, nr, R, xt)
     if mode == MPE:
@@ -48,9 +49,6 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
         mpe_down(circ, X, lo, nr, R, L, out, stack, seen)
         return
     if mode == UPWARD:
-        fuse = True  # fused products skip their leaves unless a caller reads one
-        for q in range(nodes.shape[0]):
-            fuse = fuse and circ[17][nodes[q]] != 2
         fast_chunk(circ, Wall, ptab, xt, nr, R, values, L, U, tmp, tmp[R:], cu, fuse)
         nbad = 0.0
         for r in range(nr):
@@ -128,11 +126,14 @@ def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
     nch = (rows + R - 1) // R
     c0 = w * T + t if mode == COUNTS else t
     c1 = min(c0 + 1, nch) if mode == COUNTS else nch
+    fuse = True  # fused products skip their leaves unless a caller reads one
+    for q in range(nodes.shape[0]):
+        fuse = fuse and circ[17][nodes[q]] != 2
     for c in range(c0, c1, T):
         lo = c * R
         _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo,
                min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t], eb[t], pb[t],
-               Wall, ptab, gdeg, stk[t], seen[t])
+               Wall, ptab, gdeg, stk[t], seen[t], fuse)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

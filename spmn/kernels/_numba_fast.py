@@ -22,7 +22,8 @@ from numba import njit, uint64
 from ..compile import K_CATEGORICAL, K_MAX, K_MVGAUSSIAN, K_PRODUCT, K_SUM
 from ._numba_math import as_f64, as_i64, exp_poly, log_series
 from ._numba_mvg import mv_up
-from ._numba_up import add_rows, leaf_up, max_choice_above
+from ._numba_up import (add_rows, group_live, leaf_up, max_choice_above,
+                        zero_dead_members)
 
 NEG_INF = -math.inf
 SB = 16
@@ -258,18 +259,12 @@ def sup_chunk(circ, Wall, ptab, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
             if q == -2:
                 continue
             if q >= 0:
-                live = False
-                if cu:
-                    for k in range(gptr[q], gptr[q + 1]):
-                        live = live or ulive[gmem[k]] != 0
+                live = cu and group_live(ulive, gptr, gmem, q)
                 for off in range(0, nr, SB):
                     sgroup_blk(cptr, cidx, W, wm, wk, gmem, gptr[q], gptr[q + 1] - gptr[q], M,
                                Kx, U, R, off, min(SB, nr - off), tmp, gdeg, live)
                 if live:
-                    for k in range(gptr[q], gptr[q + 1]):
-                        if not ulive[gmem[k]]:
-                            for r in range(nr):
-                                U[gmem[k] * R + r] = 0.0
+                    zero_dead_members(ulive, gptr, gmem, q, nr, R, U)
                 continue
             wu = cu and ulive[i] != 0
             for off in range(0, nr, SB):

@@ -305,22 +305,34 @@ def sum_group(cptr, cidx, lw, W, gmem, q0, g, nr, R, L, U, tmp, with_u):
                     U[oi + r] = tmp[oeu + r] if (sr >= GRP_TINY and sr <= GRP_HUGE) else U[oi + r]
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def group_live(ulive, gptr, gmem, q):
+    """Whether some member of sum group ``q`` has a utility below it (the group carries U)."""
+    for k in range(gptr[q], gptr[q + 1]):
+        if ulive[gmem[k]]:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def zero_dead_members(ulive, gptr, gmem, q, nr, R, U):
+    """U = 0 for the members of group ``q`` with no utility below them."""
+    for k in range(gptr[q], gptr[q + 1]):
+        if not ulive[gmem[k]]:
+            ok = gmem[k] * R
+            for r in range(nr):
+                U[ok + r] = 0.0
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def group_up(circ, W, q, nr, R, L, U, tmp, cu):
     """Sum group ``q`` (U carried when some member needs it; 0 for the members that do not)."""
     cptr, cidx, lw, ulive = circ[1], circ[2], circ[3], circ[7]
     gptr, gmem = circ[11], circ[12]
-    live = False
-    if cu:
-        for k in range(gptr[q], gptr[q + 1]):
-            live = live or ulive[gmem[k]] != 0
+    live = cu and group_live(ulive, gptr, gmem, q)
     sum_group(cptr, cidx, lw, W, gmem, gptr[q], gptr[q + 1] - gptr[q], nr, R, L, U, tmp, live)
     if cu:
-        for k in range(gptr[q], gptr[q + 1]):
-            if not ulive[gmem[k]]:
-                ok = gmem[k] * R
-                for r in range(nr):
-                    U[ok + r] = 0.0
+        zero_dead_members(ulive, gptr, gmem, q, nr, R, U)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
