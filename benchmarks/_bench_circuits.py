@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from spmn import Categorical, Circuit, Product, Schema, Sum, Utility, Variable
-from spmn.compile import K_PRODUCT, K_SUM, FlatCircuit
+from spmn.flat import K_PRODUCT, K_SUM, FlatCircuit
 
 
 def layered_circuit(n_vars: int = 32, k: int = 4, depth: int = 3, K: int = 5, inputs: int = 8,

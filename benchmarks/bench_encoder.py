@@ -32,10 +32,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from spmn.encoders import (EncodedWorldModel, PCAKMeansEncoder, TorchEncoder,  # noqa: E402
-                           inverse_purity, purity)
+from spmn.encoders import (  # noqa: E402
+    PCAKMeansEncoder,
+    TorchEncoder,
+    inverse_purity,
+    purity,
+)
 from spmn.envs import Corruption, GridRenderer, GymRenderer, PixelMDP  # noqa: E402
 from spmn.reference import TabularMDP  # noqa: E402
+from spmn.worldmodels import EncodedWorldModel  # noqa: E402
 
 GAMMA = 0.95
 SETTINGS = {"noisy": Corruption(noise=0.1),

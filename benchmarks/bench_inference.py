@@ -28,7 +28,13 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _bench_circuits import NumpyLayers, from_exchange, layered_circuit, random_rows, to_exchange  # noqa: E402
+from _bench_circuits import (  # noqa: E402
+    NumpyLayers,
+    from_exchange,
+    layered_circuit,
+    random_rows,
+    to_exchange,
+)
 
 from spmn import kernels  # noqa: E402
 from spmn.kernels._common import prepare  # noqa: E402

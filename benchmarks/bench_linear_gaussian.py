@@ -36,8 +36,8 @@ sys.path.insert(0, HERE)
 
 from _common import Report, fmt_ratio, fmt_s, machine, per_call  # noqa: E402
 
-from spmn.continuous import GaussianWorldModel, transitions_from_system  # noqa: E402
 from spmn.reference import LinearGaussianSystem  # noqa: E402
+from spmn.worldmodels.gaussian.model import GaussianWorldModel, transitions_from_system  # noqa: E402
 
 A = np.array([[1.0, 0.1], [0.0, 1.0]])
 B = np.array([[0.005], [0.1]])

@@ -45,8 +45,8 @@ from _common import Report, fmt_rate, fmt_ratio, fmt_s, machine, once, per_call 
 
 from spmn import kernels  # noqa: E402
 from spmn.reference import TabularMDP, random_mdp  # noqa: E402
-from spmn.tabular_template import compile_mdp  # noqa: E402
-from spmn.worldmodel import WorldModel  # noqa: E402
+from spmn.worldmodels.tabular.compile_mdp import compile_mdp  # noqa: E402
+from spmn.worldmodels.tabular.model import WorldModel  # noqa: E402
 
 GAMMA = 0.95
 FL_V_STAR = 0.1804715784          # FrozenLake 4x4 slippery, γ = 0.95, V*(start)

@@ -1,32 +1,62 @@
 """spmn: exact, interpretable world models as sum-product-max networks.
 
-Core names load at once; the learners, world models and reference solvers load on first use
-(so that ``spmn --help`` and small scripts start fast).
+The public names, nothing else. Core names load at once; the learners, world models and
+reference solvers load on first use (so that ``spmn --help`` and small scripts start fast).
+This module is the top of the house (``docs/architecture.md``): it may import any layer, and no
+module of the package imports it.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from .circuit import Circuit, CircuitSummary
-from .compile import FlatCircuit, compile_circuit
-from .errors import (BackendError, DataError, ModelFileError, NotFittedError, SchemaError,
-                     SolverError, SpmnError, ValidationError)
+from . import io as _io
+from ._version import __version__
+from .circuit.circuit import Circuit, CircuitSummary
+from .circuit.compile import compile_circuit
+from .circuit.nodes import (
+    Categorical,
+    Gaussian,
+    Histogram,
+    Interface,
+    Max,
+    MultivariateGaussian,
+    Product,
+    Sum,
+    Utility,
+)
+from .circuit.payload import circuit_from_payload as _circuit_kind  # noqa: F401  registers "circuit"
+from .errors import (
+    BackendError,
+    DataError,
+    ModelFileError,
+    NotFittedError,
+    SchemaError,
+    SolverError,
+    SpmnError,
+    ValidationError,
+)
+from .flat import FlatCircuit
 from .io import load, save
-from .nodes import (Categorical, Gaussian, Histogram, Interface, Max, MultivariateGaussian, Product,
-                    Sum, Utility)
 from .schema import Schema, Variable
 
-__version__ = "0.1.0"
+
+def _register_world_models() -> None:
+    """io's discovery hook: the world-model package registers every kind it holds."""
+    from . import worldmodels  # noqa: F401
+
+
+_io.add_discovery(_register_world_models)
 
 _LAZY = {
-    "Template": "spmn.recurrent", "RecurrentSolution": "spmn.recurrent",
-    "compile_mdp": "spmn.tabular_template",
-    "WorldModel": "spmn.worldmodel", "Solution": "spmn.worldmodel",
+    "Template": "spmn.worldmodels.recurrent", "RecurrentSolution": "spmn.worldmodels.recurrent",
+    "compile_mdp": "spmn.worldmodels.tabular.compile_mdp",
+    "WorldModel": "spmn.worldmodels.tabular.model", "Solution": "spmn.worldmodels.tabular.model",
+    "SolutionProtocol": "spmn.worldmodels.solution",
     "learn_spn": "spmn.learn", "learn_spmn": "spmn.learn", "read_table": "spmn.data",
     "reference": "spmn.reference", "kernels": "spmn.kernels",
-    "GaussianWorldModel": "spmn.continuous", "Quadratic": "spmn.quadratic",
-    "EncodedWorldModel": "spmn.encoders",
+    "GaussianWorldModel": "spmn.worldmodels.gaussian.model", "Quadratic": "spmn.circuit.quadratic",
+    "EncodedWorldModel": "spmn.worldmodels.encoded",
 }
 
 __all__ = [

@@ -1,17 +1,20 @@
 """Model files: versioned JSON, with an ``.npz`` beside it for large arrays. Never pickle.
 
-Layout of ``model.json`` (format version 1; see docs in the README)::
+Layout of ``model.json`` (format version 1; the payload of every kind in ``docs/format.md``)::
 
     {"format": "spmn", "version": 1, "kind": "circuit", "spmn_version": "...",
      "arrays": null | {"file": "model.npz", "sha256": "..."},
-     "payload": {"schema": {...}, "root": 7,
-                 "nodes": [{"id": 0, "type": "categorical", "var": "X", "params": {"p": [...]}},
-                           {"id": 5, "type": "sum", "children": [0, 3], "weights": [...]}, ...]}}
+     "payload": {...the kind's own payload...}}
 
-Nodes are listed children first; a parameter list longer than ``INLINE_MAX`` numbers is stored
-in the npz under a key and referenced as ``{"npz": key}``. Saving validates first and writes
-through temporary files renamed into place, so a failure leaves the disk as it was. Loading
-checks the format, the version, the npz checksum and the circuit's validity.
+This module knows the file format alone, not one model kind: each kind registers its class and
+its ``to_payload(obj, arrays)`` / ``from_payload(payload, arrays)`` with :func:`register_kind`
+(the circuit in :mod:`spmn.circuit.payload`, the world models in :mod:`spmn.worldmodels`). A
+kind not registered yet when a file names it is looked for by the discovery hooks the package
+above installs (:func:`add_discovery`): ``spmn/__init__.py`` installs one that imports
+:mod:`spmn.worldmodels`. A parameter list longer than ``INLINE_MAX`` numbers is stored in the npz
+under a key and referenced as ``{"npz": key}``. Saving validates first and writes through
+temporary files renamed into place, so a failure leaves the disk as it was. Loading checks the
+format, the version, the npz checksum and the model's validity.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import nodes as N
+from ._version import __version__
 from .errors import ModelFileError, SpmnError
 
 FORMAT = "spmn"
@@ -34,14 +37,32 @@ INLINE_MAX = 256
 
 # kind -> (type, to_payload(obj, arrays) -> dict, from_payload(dict, arrays) -> obj)
 _KINDS: dict[str, tuple[type, Callable, Callable]] = {}
+_DISCOVERY: list[Callable[[], None]] = []
 
 
 def register_kind(kind: str, cls: type, to_payload: Callable, from_payload: Callable) -> None:
-    """Let another module (e.g. world models) store its objects in the same file format."""
+    """Let a model kind store its objects in this file format (one call per kind)."""
     _KINDS[kind] = (cls, to_payload, from_payload)
 
 
-class _Arrays:
+def add_discovery(hook: Callable[[], None]) -> None:
+    """``hook()`` registers more kinds (imports their modules); run once, on the first file
+    whose kind is not registered yet. The package above io installs it, io imports nothing."""
+    _DISCOVERY.append(hook)
+
+
+def known_kinds() -> dict[str, type]:
+    """Every registered kind (after running the discovery hooks) -> its class."""
+    _discover()
+    return {k: v[0] for k, v in _KINDS.items()}
+
+
+def _discover() -> None:
+    while _DISCOVERY:
+        _DISCOVERY.pop(0)()
+
+
+class Arrays:
     """Collects large arrays on save; resolves ``{"npz": key}`` references on load."""
 
     def __init__(self, store: dict[str, np.ndarray] | None = None) -> None:
@@ -63,102 +84,19 @@ class _Arrays:
         return np.asarray(ref, dtype=np.float64)
 
 
-# ---------------------------------------------------------------------------- circuits
-def circuit_to_payload(circuit, arrays: _Arrays) -> dict[str, Any]:
-    out = []
-    for i, nd in enumerate(circuit.nodes):
-        rec: dict[str, Any] = {"id": i, "type": nd.kind}
-        if nd.label is not None:
-            rec["label"] = nd.label
-        if isinstance(nd, N.Leaf):
-            if isinstance(nd, N.MultivariateGaussian):
-                rec["vars"] = list(nd.vars)
-            elif not isinstance(nd, N.Interface):
-                rec["var"] = nd.var
-            rec["params"] = {k: arrays.put(f"n{i}_{k}", v) for k, v in nd.params().items()}
-        else:
-            rec["children"] = [circuit.node_id(c) for c in nd.children]
-            if isinstance(nd, N.Sum):
-                rec["weights"] = arrays.put(f"n{i}_weights", nd.weights)
-            if isinstance(nd, N.Max):
-                rec["var"] = nd.var
-        out.append(rec)
-    return {"schema": circuit.schema.to_dict(), "root": len(out) - 1, "nodes": out}
-
-
-def _build_node(rec: dict[str, Any], built: list, arrays: _Arrays) -> N.Node:
-    t = rec["type"]
-    label = rec.get("label")
-    if t in ("sum", "product", "max"):
-        ids = rec["children"]
-        if not isinstance(ids, list) or any(not isinstance(c, int) or not 0 <= c < len(built)
-                                            for c in ids):
-            raise ModelFileError(f"node {rec.get('id')}: children {ids!r} must be ids of "
-                                 "earlier nodes")
-        kids = [built[c] for c in ids]
-        if t == "sum":
-            return N.Sum(kids, arrays.get(rec["weights"]), label=label)
-        if t == "product":
-            return N.Product(kids, label=label)
-        return N.Max(rec["var"], kids, label=label)
-    p = {k: arrays.get(v) for k, v in rec["params"].items()}
-    if t == "categorical":
-        return N.Categorical(rec["var"], p["p"], label=label)
-    if t == "gaussian":
-        return N.Gaussian(rec["var"], float(p["mean"][0]), float(p["std"][0]), label=label)
-    if t == "histogram":
-        return N.Histogram(rec["var"], p["breaks"], p["densities"], label=label)
-    if t == "utility":
-        if "breaks" in p:
-            return N.Utility(rec["var"], breaks=p["breaks"], densities=p["densities"], label=label)
-        return N.Utility(rec["var"], values=p["values"], probs=p["probs"], label=label)
-    if t == "interface":
-        return N.Interface(int(p["index"][0]), label=label)
-    if t == "mvgaussian":
-        names = rec["vars"]
-        if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
-            raise ModelFileError(f"node {rec.get('id')}: 'vars' must be a list of names")
-        d = len(names)
-        cov = p["cov"]
-        if cov.size != d * d:
-            raise ModelFileError(f"node {rec.get('id')}: covariance has {cov.size} entries, "
-                                 f"expected {d * d} for {d} variables")
-        return N.MultivariateGaussian(names, p["mean"], cov.reshape(d, d), label=label)
-    raise ModelFileError(f"node {rec.get('id')}: unknown node type {t!r}")
-
-
-def circuit_from_payload(payload: dict[str, Any], arrays: _Arrays):
-    from .circuit import Circuit
-    from .schema import Schema
-
-    schema = Schema.from_dict(payload["schema"])
-    built: list[N.Node] = []
-    for i, rec in enumerate(payload["nodes"]):
-        if rec.get("id") != i:
-            raise ModelFileError(f"node record {i} has id {rec.get('id')!r}; ids must be 0, 1, 2, ...")
-        built.append(_build_node(rec, built, arrays))
-    root = payload["root"]
-    if not isinstance(root, int) or not 0 <= root < len(built):
-        raise ModelFileError(f"root id {root!r} is not a node id")
-    return Circuit(built[root], schema)
-
-
-def _register_builtin() -> None:
-    from .circuit import Circuit
-    from .worldmodel import WorldModel
-    from .worldmodel_build import from_payload, to_payload
-
-    register_kind("circuit", Circuit, circuit_to_payload, circuit_from_payload)
-    register_kind("world_model", WorldModel, to_payload, from_payload)
-    import spmn.encoders  # noqa: F401  registers "encoded_world_model" (torch stays unimported)
-    from .continuous import GaussianWorldModel
-    from .continuous import from_payload as gwm_from_payload
-    from .continuous import to_payload as gwm_to_payload
-
-    register_kind("gaussian_world_model", GaussianWorldModel, gwm_to_payload, gwm_from_payload)
-
-
 # ---------------------------------------------------------------------------- files
+def _kind_of(obj: Any) -> tuple[str, Callable]:
+    for attempt in range(2):
+        for kind, (cls, to_payload, _) in _KINDS.items():
+            if type(obj) is cls:  # exact class first: a subclass may be a kind of its own
+                return kind, to_payload
+        for kind, (cls, to_payload, _) in _KINDS.items():
+            if isinstance(obj, cls):
+                return kind, to_payload
+        _discover()
+    raise ModelFileError(f"cannot save a {type(obj).__name__}; known kinds: {list(_KINDS)}")
+
+
 def _npz_path(path: Path) -> Path:
     return path.with_suffix(".npz") if path.suffix == ".json" else Path(str(path) + ".npz")
 
@@ -168,20 +106,12 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
 
     The object is validated first; files appear only when everything succeeded.
     """
-    if "circuit" not in _KINDS:
-        _register_builtin()
     path = Path(path)
-    for kind, (cls, to_payload, _) in _KINDS.items():
-        if isinstance(obj, cls):
-            break
-    else:
-        raise ModelFileError(f"cannot save a {type(obj).__name__}; known kinds: {list(_KINDS)}")
+    kind, to_payload = _kind_of(obj)
     if hasattr(obj, "validate"):
         obj.validate()
-    arrays = _Arrays()
+    arrays = Arrays()
     payload = to_payload(obj, arrays)
-    from . import __version__
-
     doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, "kind": kind,
                            "spmn_version": __version__, "arrays": None, "payload": payload}
     npz_bytes = None
@@ -217,8 +147,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def load(path: str | os.PathLike) -> Any:
     """Read a model file written by :func:`save`; errors are :class:`ModelFileError`."""
-    if "circuit" not in _KINDS:
-        _register_builtin()
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -240,10 +168,12 @@ def load(path: str | os.PathLike) -> Any:
                              f"understands ({VERSION}); upgrade spmn to read it")
     kind = doc.get("kind")
     if kind not in _KINDS:
+        _discover()
+    if kind not in _KINDS:
         raise ModelFileError(f"{path}: unknown model kind {kind!r}; known: {list(_KINDS)}")
-    arrays = _Arrays()
+    arrays = Arrays()
     if doc.get("arrays"):
-        arrays = _Arrays(_read_npz(path, doc["arrays"]))
+        arrays = Arrays(_read_npz(path, doc["arrays"]))
     try:
         return _KINDS[kind][2](doc["payload"], arrays)
     except ModelFileError:

@@ -9,12 +9,23 @@ choice is a near tie (rounding may break it either way) and finite-difference ed
 from __future__ import annotations
 
 import numpy as np
-
-from spmn import (Categorical, Circuit, Gaussian, Histogram, Interface, Max, Product, Schema,
-                  Sum, Utility, Variable)
-from spmn.compile import K_MAX, FlatCircuit
-from spmn.kernels import reference
 from strategies import random_spmn, random_spn
+
+from spmn import (
+    Categorical,
+    Circuit,
+    Gaussian,
+    Histogram,
+    Interface,
+    Max,
+    Product,
+    Schema,
+    Sum,
+    Utility,
+    Variable,
+)
+from spmn.flat import K_MAX, FlatCircuit
+from spmn.kernels import reference
 
 
 def mixed_spn(rng, n_vars: int = 4, depth: int = 3) -> Circuit:

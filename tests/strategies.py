@@ -9,8 +9,18 @@ import itertools
 import numpy as np
 from hypothesis import strategies as st
 
-from spmn import (Categorical, Circuit, Gaussian, Histogram, Max, Product, Schema, Sum, Utility,
-                  Variable)
+from spmn import (
+    Categorical,
+    Circuit,
+    Gaussian,
+    Histogram,
+    Max,
+    Product,
+    Schema,
+    Sum,
+    Utility,
+    Variable,
+)
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 

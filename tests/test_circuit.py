@@ -1,11 +1,23 @@
 import networkx as nx
 import numpy as np
 import pytest
-
-from spmn import (Categorical, Circuit, Gaussian, Histogram, Interface, Max, Product, Schema, Sum,
-                  Utility, ValidationError, Variable)
-from spmn.examples import export_textiles
 from strategies import brute_force_meu
+
+from spmn import (
+    Categorical,
+    Circuit,
+    Gaussian,
+    Histogram,
+    Interface,
+    Max,
+    Product,
+    Schema,
+    Sum,
+    Utility,
+    ValidationError,
+    Variable,
+)
+from spmn.cli.examples import export_textiles
 
 
 def schema():

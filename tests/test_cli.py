@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import spmn
-from spmn.cli import main, parse_partial_order
-from spmn.demo import frozenlake_mdp
-from spmn.examples import export_textiles
+from spmn.cli.demo import frozenlake_mdp
+from spmn.cli.examples import export_textiles
+from spmn.cli.main import main, parse_partial_order
 
 COMMANDS = ["demo", "learn", "learn-decisions", "solve", "verify", "show", "bench"]
 

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
+from strategies import random_spmn
 
 from spmn import Circuit, Variable
-from spmn.compile import (K_CATEGORICAL, K_MAX, K_SUM, K_UTILITY_DISCRETE, FlatCircuit,
-                          compile_circuit)
-from spmn.examples import export_textiles
-from strategies import random_spmn
+from spmn.circuit.compile import compile_circuit
+from spmn.cli.examples import export_textiles
+from spmn.flat import K_CATEGORICAL, K_MAX, K_SUM, K_UTILITY_DISCRETE, FlatCircuit
 
 
 def test_layout_of_export_textiles():

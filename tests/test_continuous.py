@@ -8,9 +8,9 @@ from scipy.stats import norm
 
 import spmn
 from spmn import DataError, NotFittedError, SolverError, SpmnError
-from spmn.continuous import GaussianWorldModel, transitions_from_system
-from spmn.quadratic import Quadratic
+from spmn.circuit.quadratic import Quadratic
 from spmn.reference import LinearGaussianSystem
+from spmn.worldmodels.gaussian.model import GaussianWorldModel, transitions_from_system
 
 A2 = np.array([[1.0, 0.1], [0.0, 1.0]])
 B2 = np.array([[0.005], [0.1]])
@@ -138,7 +138,7 @@ def test_double_integrator_learned_equals_least_squares(di_logs, intercept):
 
 
 def test_verify_uses_the_learned_model():
-    from spmn.verify import verify
+    from spmn.cli.verify import verify
 
     rep = verify("lqr:double-integrator", transitions=20_000, seed=1)
     assert rep["passed"] and rep["relative_error"] < 0.01 and rep["A_error"] < 0.01
@@ -242,7 +242,7 @@ def test_bad_input_is_a_clear_error(di_logs):
     model = GaussianWorldModel.from_system(A2, B2, W2, cost=(Q2, R2))
     with pytest.raises(SolverError, match="gamma"):
         model.solve(1.0)
-    with pytest.raises(DataError, match="coordinates"):
+    with pytest.raises(DataError, match="one entry per state variable"):
         model.solve(0.9).cost([1.0, 2.0, 3.0])
     with pytest.raises(DataError, match="shape"):
         model.filter(np.zeros((5, 1)), None, [[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]])
@@ -268,7 +268,7 @@ def test_discretized_system_discrete_and_continuous_engines_agree():
     noise). The discrete WorldModel learns from the bin codes, the GaussianWorldModel from the
     continuous columns of the same logs.
     """
-    from spmn.worldmodel import WorldModel
+    from spmn.worldmodels.tabular.model import WorldModel
 
     h, L, du, umax, n, sig = 0.06, 1.5, 0.12, 2.4, 128, 0.3
     edges = np.arange(-L, L + h / 2, h)

@@ -7,9 +7,14 @@ import numpy as np
 import pytest
 
 import spmn
-from spmn.encoders import (CallableEncoder, EncodedWorldModel, PCAKMeansEncoder, TorchEncoder,
-                           purity)
+from spmn.encoders import (
+    CallableEncoder,
+    PCAKMeansEncoder,
+    TorchEncoder,
+    purity,
+)
 from spmn.errors import DataError, ModelFileError, NotFittedError
+from spmn.worldmodels import EncodedWorldModel
 
 pytest.importorskip("gymnasium")
 from spmn.envs import GridRenderer, PixelMDP  # noqa: E402
@@ -164,7 +169,7 @@ def test_bad_input_raises_clear_errors(small):
 def test_merge_codes_joins_the_codes_of_one_state_only(lake):
     """FrozenLake's true states, each split over two codes at random: the merge recovers the
     states (every pair joined, no two states joined); episode-end codes stay apart."""
-    from spmn.encoders.encoded_model import merge_codes
+    from spmn.worldmodels.encoded import merge_codes
 
     log = lake.sample_transitions(50_000, seed=0)
     rng = np.random.default_rng(1)

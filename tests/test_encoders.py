@@ -6,8 +6,17 @@ import sys
 import numpy as np
 import pytest
 
-from spmn.encoders import (CallableEncoder, Encoder, KMeans, PCAKMeansEncoder, TorchEncoder,
-                           check_frames, code_usage, inverse_purity, purity)
+from spmn.encoders import (
+    CallableEncoder,
+    Encoder,
+    KMeans,
+    PCAKMeansEncoder,
+    TorchEncoder,
+    check_frames,
+    code_usage,
+    inverse_purity,
+    purity,
+)
 from spmn.errors import DataError, NotFittedError, SpmnError
 
 pytest.importorskip("gymnasium")

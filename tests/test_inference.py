@@ -4,11 +4,29 @@ import itertools
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from strategies import (
+    brute_force_meu,
+    n_policies,
+    random_selective_spn,
+    random_spmn,
+    random_spn,
+    seeds,
+)
 
-from spmn import (Categorical, Circuit, DataError, Gaussian, Histogram, Max, Product, Schema,
-                  SchemaError, Sum, Utility, Variable)
-from strategies import (brute_force_meu, n_policies, random_selective_spn, random_spmn, random_spn,
-                        seeds)
+from spmn import (
+    Categorical,
+    Circuit,
+    DataError,
+    Gaussian,
+    Histogram,
+    Max,
+    Product,
+    Schema,
+    SchemaError,
+    Sum,
+    Utility,
+    Variable,
+)
 
 SETTINGS = dict(max_examples=25, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

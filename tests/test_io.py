@@ -3,16 +3,17 @@ import os
 
 import numpy as np
 import pytest
+from strategies import random_spmn, random_spn
 
 import spmn
 from spmn import Circuit, ModelFileError, Variable
-from spmn.examples import export_textiles
-from spmn.io import circuit_to_payload, _Arrays
-from strategies import random_spmn, random_spn
+from spmn.circuit.payload import circuit_to_payload
+from spmn.cli.examples import export_textiles
+from spmn.io import Arrays
 
 
 def payload(c):
-    return json.dumps(circuit_to_payload(c, _Arrays()), sort_keys=True)
+    return json.dumps(circuit_to_payload(c, Arrays()), sort_keys=True)
 
 
 def snapshot(folder):

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import kernel_strategies as ks
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-
-import kernel_strategies as ks
 from conftest import REQUIRE_COMPILED
+from hypothesis import HealthCheck, given, settings
+from strategies import seeds
+
 from spmn import DataError, kernels
 from spmn.kernels import reference
-from strategies import seeds
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 COMPILED = [b for b in ("cython", "numba") if b in kernels.available()]
@@ -90,9 +90,10 @@ needs_compiled = pytest.mark.skipif(not COMPILED, reason="no compiled backend bu
 # ---------------------------------------------------------------------------- arithmetic
 @needs_compiled
 def test_exp_log_twins_agree_and_are_accurate():
+    from numba import njit
+
     from spmn.kernels import _ckernels
     from spmn.kernels._numba_math import fexp, flog
-    from numba import njit
 
     @njit
     def both(x, e, lg):

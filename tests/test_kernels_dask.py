@@ -1,12 +1,12 @@
 """Queries over dask arrays (local scheduler) equal the in-memory ones."""
 from __future__ import annotations
 
+import kernel_strategies as ks
 import numpy as np
 import pytest
-
-import kernel_strategies as ks
-from spmn import DataError, kernels
 from strategies import random_spmn
+
+from spmn import DataError, kernels
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")

@@ -10,16 +10,26 @@ backends. The hypothesis comparisons of every pass on random circuits are in tes
 """
 from __future__ import annotations
 
+import kernel_strategies as ks
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from strategies import seeds
 
-import kernel_strategies as ks
-from spmn import Categorical, Circuit, Max, Product, Schema, Sum, Utility, Variable, kernels
-from spmn.compile import K_MAX, K_PRODUCT, K_SUM
+from spmn import (
+    Categorical,
+    Circuit,
+    Max,
+    Product,
+    Schema,
+    Sum,
+    Utility,
+    Variable,
+    kernels,
+)
+from spmn.flat import K_MAX, K_PRODUCT, K_SUM
 from spmn.kernels import reference
 from spmn.kernels._common import FAST_LO, fast_checks, fast_thresholds, prepare
-from strategies import seeds
 
 COMPILED = [b for b in ("cython", "numba") if b in kernels.available()]
 needs_compiled = pytest.mark.skipif(not COMPILED, reason="no compiled backend built")

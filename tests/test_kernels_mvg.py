@@ -14,19 +14,30 @@ import math
 
 import numpy as np
 import pytest
+from conftest import REQUIRE_COMPILED
 from hypothesis import HealthCheck, given, settings
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal as mvn
 from scipy.stats import norm
-
-from conftest import REQUIRE_COMPILED
-from spmn import (Categorical, Circuit, DataError, Gaussian, Max, Product, Schema, Sum, Utility,
-                  Variable, kernels)
-from spmn.compile import K_MAX, K_MVGAUSSIAN
-from spmn.continuous_gaussian import conditional
-from spmn.kernels import reference
-from spmn.nodes import MultivariateGaussian
 from strategies import seeds
+
+from spmn import (
+    Categorical,
+    Circuit,
+    DataError,
+    Gaussian,
+    Max,
+    Product,
+    Schema,
+    Sum,
+    Utility,
+    Variable,
+    kernels,
+)
+from spmn.circuit.nodes import MultivariateGaussian
+from spmn.flat import K_MAX, K_MVGAUSSIAN
+from spmn.gaussian import conditional
+from spmn.kernels import reference
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 COMPILED = [b for b in ("cython", "numba") if b in kernels.available()]

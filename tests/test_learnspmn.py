@@ -7,9 +7,21 @@ from hypothesis import given, settings
 from scipy.stats import norm
 from strategies import random_spmn, seeds
 
-from spmn import (Categorical, Circuit, DataError, Histogram, Max, Product, Schema, SchemaError,
-                  Sum, Utility, ValidationError, Variable)
-from spmn.examples import EXPORT_ECONOMY_P, EXPORT_PROFIT, export_textiles
+from spmn import (
+    Categorical,
+    Circuit,
+    DataError,
+    Histogram,
+    Max,
+    Product,
+    Schema,
+    SchemaError,
+    Sum,
+    Utility,
+    ValidationError,
+    Variable,
+)
+from spmn.cli.examples import EXPORT_ECONOMY_P, EXPORT_PROFIT, export_textiles
 from spmn.learn import empirical_meu, learn_spmn
 
 PAYOFF = np.array([[10.0, 6.0, 0.0],     # payoff[h, d]: h hidden state, d decision

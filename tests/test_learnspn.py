@@ -4,8 +4,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spmn import (Categorical, Circuit, DataError, Gaussian, Histogram, Product, Schema,
-                  SchemaError, SpmnError, Sum, Variable, kernels)
+from spmn import (
+    Categorical,
+    Circuit,
+    DataError,
+    Gaussian,
+    Histogram,
+    Product,
+    Schema,
+    SchemaError,
+    SpmnError,
+    Sum,
+    Variable,
+    kernels,
+)
 from spmn.learn import fit_weights, learn_spn, sufficient_statistics
 from spmn.learn.learnspn import LearnOptions
 

@@ -12,10 +12,10 @@ from scipy.stats import multivariate_normal as mvn
 
 import spmn
 from spmn import Categorical, Circuit, Gaussian, Product, Sum, ValidationError, Variable
-from spmn.compile import K_MVGAUSSIAN
-from spmn.continuous_gaussian import Conditioned, conditional, logpdf
-from spmn.nodes import MultivariateGaussian
-from spmn.quadratic import Quadratic, moments
+from spmn.circuit.nodes import MultivariateGaussian
+from spmn.circuit.quadratic import Quadratic, moments
+from spmn.flat import K_MVGAUSSIAN
+from spmn.gaussian import Conditioned, conditional, logpdf
 
 
 def _gauss(d: int, seed: int):

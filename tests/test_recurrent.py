@@ -6,9 +6,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spmn import SolverError, ValidationError
-from spmn.recurrent import Template
 from spmn.reference import TabularMDP, random_mdp
-from spmn.tabular_template import compile_mdp
+from spmn.worldmodels.recurrent import Template
+from spmn.worldmodels.tabular.compile_mdp import compile_mdp
 
 SETTINGS = dict(max_examples=20, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -5,7 +5,7 @@ import pytest
 import spmn
 from spmn import DataError, NotFittedError, SolverError, Variable
 from spmn.reference import TabularMDP
-from spmn.worldmodel import WorldModel
+from spmn.worldmodels.tabular.model import WorldModel
 
 V_STAR = 0.1804715784
 

@@ -27,10 +27,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..compile import (FlatCircuit, K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM, K_INTERFACE, K_MAX,
-                       K_MVGAUSSIAN, K_PRODUCT, K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
-from ..continuous_gaussian import covariance_problem
 from ..errors import DataError
+from ..flat import (
+    K_CATEGORICAL,
+    K_GAUSSIAN,
+    K_HISTOGRAM,
+    K_INTERFACE,
+    K_MAX,
+    K_MVGAUSSIAN,
+    K_PRODUCT,
+    K_SUM,
+    K_UTILITY_DISCRETE,
+    K_UTILITY_HISTOGRAM,
+    FlatCircuit,
+)
+from ..gaussian import covariance_problem
 from . import reference
 
 #: Bytes of per-thread work arrays (L and U) a chunk may take; fixes the rows per chunk.

@@ -12,8 +12,16 @@ import math
 
 from numba import njit, uint64
 
-from ..compile import (K_CATEGORICAL, K_GAUSSIAN, K_INTERFACE, K_MAX, K_MVGAUSSIAN, K_PRODUCT,
-                       K_SUM, K_UTILITY_DISCRETE)
+from ..flat import (
+    K_CATEGORICAL,
+    K_GAUSSIAN,
+    K_INTERFACE,
+    K_MAX,
+    K_MVGAUSSIAN,
+    K_PRODUCT,
+    K_SUM,
+    K_UTILITY_DISCRETE,
+)
 from ._numba_math import fexp, flog
 from ._numba_mvg import mv_fill, mv_stats, mv_work
 from ._numba_up import NEG_INF, hist_bin, max_choice, udisc_index

@@ -19,11 +19,16 @@ import math
 import numpy as np
 from numba import njit, uint64
 
-from ..compile import K_CATEGORICAL, K_MAX, K_MVGAUSSIAN, K_PRODUCT, K_SUM
+from ..flat import K_CATEGORICAL, K_MAX, K_MVGAUSSIAN, K_PRODUCT, K_SUM
 from ._numba_math import as_f64, as_i64, exp_poly, log_series
 from ._numba_mvg import mv_up
-from ._numba_up import (add_rows, group_live, leaf_up, max_choice_above,
-                        zero_dead_members)
+from ._numba_up import (
+    add_rows,
+    group_live,
+    leaf_up,
+    max_choice_above,
+    zero_dead_members,
+)
 
 NEG_INF = -math.inf
 SB = 16

@@ -1,6 +1,6 @@
 """The MultivariateGaussian leaf (K_MVGAUSSIAN) in the Numba kernels, one row at a time.
 
-Parameters at ``p0`` (see :mod:`spmn.compile`): ``d, zoff, c_0..c_{d-1}, μ, Σ`` (row major).
+Parameters at ``p0`` (see :mod:`spmn.flat`): ``d, zoff, c_0..c_{d-1}, μ, Σ`` (row major).
 For a row with values ``xv`` (NaN = unobserved), :func:`mv_factor` orders the leaf's variables
 observed first (``perm``; ``pos`` is its inverse), factors the permuted covariance
 ``Σ_pp = A Aᵀ`` (Cholesky, row by row) and solves ``A_OO e = x_O − μ_O``. Then
@@ -10,7 +10,7 @@ observed first (``perm``; ``pos`` is its inverse), factors the permuted covarian
     max over x_U of log p(x_O, x_U) = log p(x_O) − Σ_U log A_aa − ½ |U| log 2π.
 
 Mirrored operation for operation by ``csrc/_cmvg.pxi`` (bitwise equal results); the reference
-computes the same quantities with LAPACK (:mod:`spmn.continuous_gaussian`).
+computes the same quantities with LAPACK (:mod:`spmn.gaussian`).
 """
 from __future__ import annotations
 

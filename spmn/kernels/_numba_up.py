@@ -12,8 +12,17 @@ import math
 
 from numba import njit, uint64
 
-from ..compile import (K_CATEGORICAL, K_GAUSSIAN, K_INTERFACE, K_MAX, K_MVGAUSSIAN, K_PRODUCT,
-                       K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
+from ..flat import (
+    K_CATEGORICAL,
+    K_GAUSSIAN,
+    K_INTERFACE,
+    K_MAX,
+    K_MVGAUSSIAN,
+    K_PRODUCT,
+    K_SUM,
+    K_UTILITY_DISCRETE,
+    K_UTILITY_HISTOGRAM,
+)
 from ._numba_math import fexp, flog
 from ._numba_mvg import mv_up
 from .reference import TIE_RTOL

@@ -11,7 +11,7 @@ of parameter learning) across blocks. The Bellman pass of a recurrent template i
 :func:`node_values` (the MEU pass) with the interface leaves bound to ``values``.
 
 Outputs are lazy dask arrays except :func:`expected_counts`, which computes by default.
-Sampling needs row-aligned random draws and stays in memory (``spmn.inference.sample``).
+Sampling needs row-aligned random draws and stays in memory (``spmn.circuit.queries.sample``).
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import dataclasses
 
 import numpy as np
 
-from ..compile import FlatCircuit
 from ..errors import DataError
+from ..flat import FlatCircuit
 
 try:
     import dask

@@ -23,10 +23,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compile import (FlatCircuit, K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM, K_INTERFACE, K_MAX,
-                       K_MVGAUSSIAN, K_PRODUCT, K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM)
-from ..continuous_gaussian import (flat_conditioned, flat_draw_columns, flat_parts, flat_stats,
-                                   pattern_factor)
+from ..flat import (
+    K_CATEGORICAL,
+    K_GAUSSIAN,
+    K_HISTOGRAM,
+    K_INTERFACE,
+    K_MAX,
+    K_MVGAUSSIAN,
+    K_PRODUCT,
+    K_SUM,
+    K_UTILITY_DISCRETE,
+    K_UTILITY_HISTOGRAM,
+    FlatCircuit,
+)
+from ..gaussian import (
+    flat_conditioned,
+    flat_draw_columns,
+    flat_parts,
+    flat_stats,
+    pattern_factor,
+)
 
 NEG_INF = -np.inf
 #: Relative tolerance under which two expected utilities at a max node count as a tie.
@@ -351,7 +367,7 @@ def sample(flat: FlatCircuit, X: np.ndarray, u: np.ndarray, z: np.ndarray,
     given the same draws returns the same samples. Sums pick a child by posterior
     ``w_j p_j(e) / p(e)``, unobserved decisions follow the MEU policy, leaves draw by inverse
     CDF (Gaussian: ``mean + std z``). A multivariate Gaussian draws its unobserved variables
-    from ``x_U | e_O`` as ``E[x_U | e_O] + L_UU z_U`` (:mod:`spmn.continuous_gaussian`), its
+    from ``x_U | e_O`` as ``E[x_U | e_O] + L_UU z_U`` (:mod:`spmn.gaussian`), its
     variable ``j`` reading the draw column ``flat_draw_columns`` gives (its node for ``j = 0``,
     ``n_nodes + zoff + j - 1`` after).
     """

@@ -30,8 +30,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .. import nodes as N
-from ..circuit import Circuit
+from ..circuit import nodes as N
+from ..circuit.circuit import Circuit
 from ..data import as_columns, infer_variables, training_matrix
 from ..errors import DataError, SchemaError
 from ..schema import Schema, Variable

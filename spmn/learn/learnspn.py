@@ -16,12 +16,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .. import nodes as N
-from ..circuit import Circuit
+from ..circuit import nodes as N
+from ..circuit.circuit import Circuit
 from ..data import as_columns, infer_variables, training_matrix
 from ..errors import SchemaError
 from ..schema import Schema, Variable
-from .splits import as_generator, cluster_rows, codes_of, dependency_matrix, independent_groups
+from .splits import (
+    as_generator,
+    cluster_rows,
+    codes_of,
+    dependency_matrix,
+    independent_groups,
+)
 
 __all__ = ["learn_spn", "LearnOptions", "Table", "SliceLearner", "make_schema"]
 

@@ -28,14 +28,25 @@ import numpy as np
 from numba import njit
 
 from .. import kernels
-from .. import nodes as N
-from ..compile import (K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM, K_INTERFACE, K_MAX, K_MVGAUSSIAN,
-                       K_PRODUCT, K_SUM, K_UTILITY_DISCRETE, K_UTILITY_HISTOGRAM, FlatCircuit)
-from ..continuous_gaussian import covariance_problem
+from ..circuit import nodes as N
 from ..errors import DataError
+from ..flat import (
+    K_CATEGORICAL,
+    K_GAUSSIAN,
+    K_HISTOGRAM,
+    K_INTERFACE,
+    K_MAX,
+    K_MVGAUSSIAN,
+    K_PRODUCT,
+    K_SUM,
+    K_UTILITY_DISCRETE,
+    K_UTILITY_HISTOGRAM,
+    FlatCircuit,
+)
+from ..gaussian import covariance_problem
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..circuit import Circuit
+    from ..circuit.circuit import Circuit
 
 __all__ = ["fit_weights", "sufficient_statistics"]
 

@@ -15,7 +15,12 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
 from spmn.errors import DataError, SolverError
-from spmn.reference._linsolve import METHODS, RESIDUAL_RTOL, is_exact, solve_policy_system
+from spmn.reference._linsolve import (
+    METHODS,
+    RESIDUAL_RTOL,
+    is_exact,
+    solve_policy_system,
+)
 
 ROW_SUM_ATOL = 1e-9  # |Σ_s' P[a,s,s'] - 1| allowed
 LOOSE_RTOL = 1e-6  # residual goal of policy iteration's first (iterative) evaluation

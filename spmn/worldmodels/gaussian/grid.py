@@ -7,7 +7,7 @@ states; widths ``s_d``: twice the anchors' spread per dimension divided by ``J^{
 bumps let the value bend where the dynamics switch (piecewise-linear models have piecewise-
 quadratic values). Both kinds of feature have exact expectations under the model's
 next-state distribution: the monomials from the circuit's posterior moments
-(:func:`spmn.quadratic.moments`), the bumps from each component's conditional Gaussian
+(:func:`spmn.circuit.quadratic.moments`), the bumps from each component's conditional Gaussian
 ``N(μ_k, W_k)`` weighted by the sum-node posterior ``π_k(x, u) ∝ w_k p_k(x, u)``:
 ``E[bump] = |S|^½ |S + W_k|^{-½} exp(−½ (μ_k − c)ᵀ (S + W_k)⁻¹ (μ_k − c))``, ``S = diag(s²)``.
 
@@ -19,17 +19,33 @@ reported is the sup-norm gap between the fitted V and its backup at the anchors.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-from .continuous_gaussian import Conditioned
-from .continuous_solve import GaussianSolution
-from .errors import SolverError
-from .quadratic import moments
+from ...circuit.circuit import Circuit
+from ...circuit.nodes import MultivariateGaussian
+from ...circuit.quadratic import Quadratic, moments
+from ...errors import SolverError
+from ...gaussian import Conditioned
+from .riccati import GaussianSolution
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .continuous import GaussianWorldModel
+
+class MixtureModel(Protocol):
+    """What the grid solver reads of a fitted :class:`~.model.GaussianWorldModel` (typed by
+    shape, so that the model module can import this one)."""
+
+    states: list[str]
+    actions: list[str]
+    next_states: list[str]
+    circuit_: Circuit
+    reward_: Quadratic
+
+    @property
+    def components(self) -> list[MultivariateGaussian]: ...
+
+    @property
+    def weights(self) -> np.ndarray: ...
 
 
 class ValueBasis:
@@ -60,7 +76,7 @@ class ValueBasis:
         d = (X[:, None, :] - self.centers[None]) / self.widths
         return np.hstack([quad, np.exp(-0.5 * (d * d).sum(axis=2))])
 
-    def expected(self, model: "GaussianWorldModel", E: np.ndarray) -> np.ndarray:
+    def expected(self, model: MixtureModel, E: np.ndarray) -> np.ndarray:
         """E[φ(x') | x, u] for evidence rows ``E`` (x and u observed, x' NaN)."""
         mo = moments(model.circuit_, E, model.next_states)
         quad = np.hstack([mo.second[:, self.iu[0], self.iu[1]], mo.mean, np.ones((E.shape[0], 1))])
@@ -99,7 +115,7 @@ def cond_cov(cov: np.ndarray, n: int) -> np.ndarray:
     return (S + S.T) / 2
 
 
-def solve_grid(model: "GaussianWorldModel", gamma: float, anchors: np.ndarray,
+def solve_grid(model: MixtureModel, gamma: float, anchors: np.ndarray,
                actions: np.ndarray, *, n_bumps: int = 25, tol: float = 1e-10,
                max_iter: int = 10_000, seed=0) -> GaussianSolution:
     """Fitted value iteration over the documented value representation (module docstring)."""
@@ -151,11 +167,17 @@ def solve_grid(model: "GaussianWorldModel", gamma: float, anchors: np.ndarray,
     def value(X: np.ndarray) -> np.ndarray:
         return basis(X) @ theta
 
+    def q(X: np.ndarray, U: np.ndarray) -> np.ndarray:
+        E = np.full((X.shape[0] * U.shape[0], 2 * n + m), np.nan)
+        E[:, :n] = np.repeat(X, U.shape[0], axis=0)
+        E[:, n:n + m] = np.tile(U, (X.shape[0], 1))
+        out = reward(E[:, :n + m]) + g * basis.expected(model, E) @ theta
+        return out.reshape(X.shape[0], U.shape[0])
+
     def policy(X: np.ndarray) -> np.ndarray:
-        Ex = rows(X)
-        q = reward(Ex[:, :n + m]) + g * basis.expected(model, Ex) @ theta
-        return actions[np.argmax(q.reshape(X.shape[0], actions.shape[0]), axis=1)]
+        return actions[np.argmax(q(X, actions), axis=1)]
 
     return GaussianSolution(P=-H[:n, :n], p=-2.0 * H[:n, n], c=-float(H[n, n]), K=None, k=None,
                             H=H, gamma=g, iterations=it, residual=residual, method="grid",
+                            state_names=list(model.states), action_grid=actions, _q=q,
                             _policy=policy, _value=value)

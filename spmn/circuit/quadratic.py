@@ -4,7 +4,7 @@ circuit given evidence.
 ``E[q(x) | e] = tr(M S) + mᵀμ`` + c needs only the posterior first and second moments
 ``μ = E[x | e]``, ``S = E[x xᵀ | e]``, which one upward pass computes node by node (DESIGN.md's
 rules, moments in place of U): a leaf gives its conditional moments (observed entries are
-constants; a :class:`~spmn.nodes.MultivariateGaussian` conditions on its observed entries); a
+constants; a :class:`~spmn.circuit.nodes.MultivariateGaussian` conditions on its observed entries); a
 product's factors are independent, so ``S = Σ_i (S_i − μ_i μ_iᵀ) + μ μᵀ`` with ``μ = Σ_i μ_i``;
 a sum mixes its children's moments with the posterior weights ``softmax_i(log w_i + L_i)``
 (the sum-node rule); a max node passes on its chosen child (the observed decision, or the
@@ -13,19 +13,25 @@ child of largest U).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .compile import (K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM, K_INTERFACE, K_MAX, K_MVGAUSSIAN,
-                      K_PRODUCT, K_SUM)
-from .continuous_gaussian import Conditioned
-from .errors import DataError
-from .kernels import reference as ref
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .circuit import Circuit
+from ..errors import DataError
+from ..flat import (
+    K_CATEGORICAL,
+    K_GAUSSIAN,
+    K_HISTOGRAM,
+    K_INTERFACE,
+    K_MAX,
+    K_MVGAUSSIAN,
+    K_PRODUCT,
+    K_SUM,
+)
+from ..gaussian import Conditioned
+from ..kernels import reference as ref
+from .structure import Structure
 
 __all__ = ["Quadratic", "Moments", "moments"]
 
@@ -142,7 +148,7 @@ class Quadratic:
         a, b = self.embed(names), other.embed(names)
         return Quadratic(names, a.M + b.M, a.m + b.m, a.c + b.c)
 
-    def expectation(self, circuit: "Circuit", X: Any = None, *,
+    def expectation(self, circuit: Structure, X: Any = None, *,
                     interface_values: ArrayLike | None = None) -> float | np.ndarray:
         """Exact ``E[q(x) | evidence]`` per row of ``X`` (NaN = unobserved; None: no evidence)."""
         mo = moments(circuit, X, self.names, interface_values=interface_values)
@@ -198,7 +204,7 @@ def _leaf_moments(flat, i: int, x: np.ndarray, kind: int):
     return np.where(obs, x, m1), np.where(obs, x * x, m2)
 
 
-def moments(circuit: "Circuit", X: Any, names: Sequence[str], *,
+def moments(circuit: Structure, X: Any, names: Sequence[str], *,
             interface_values: ArrayLike | None = None) -> Moments:
     """Exact posterior moments of the chance variables ``names`` given the evidence ``X``
     (rows x schema variables, NaN = unobserved; None = nothing observed)."""

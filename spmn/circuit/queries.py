@@ -6,21 +6,19 @@ as a ``dask.array`` is evaluated block by block by :mod:`spmn.kernels.dask` (laz
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
-from . import kernels
-from .errors import DataError, SchemaError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .circuit import Circuit
+from .. import kernels
+from ..errors import DataError, SchemaError
+from .structure import Structure
 
 #: Rows x nodes random draws generated at once when sampling (bounds memory).
 SAMPLE_CELLS = 1 << 22
 
 
-def _evidence(circuit: "Circuit", X: Any, allow_nan=True):
+def _evidence(circuit: Structure, X: Any, allow_nan=True):
     """(array, scalar?) for a query; ``X=None`` means one row with nothing observed."""
     if X is None:
         return np.full((1, len(circuit.schema)), np.nan), True
@@ -32,11 +30,11 @@ def _dask(X: Any):
     """spmn.kernels.dask when ``X`` is a dask array, else None (dask is never imported here)."""
     if type(X).__module__.split(".")[0] != "dask":
         return None
-    from .kernels import dask as dask_kernels
+    from ..kernels import dask as dask_kernels
     return dask_kernels if dask_kernels.is_dask_array(X) else None
 
 
-def _values(circuit: "Circuit", values: Iterable[float] | None) -> np.ndarray:
+def _values(circuit: Structure, values: Iterable[float] | None) -> np.ndarray:
     n = circuit.compile().n_interface
     if values is None:
         return np.zeros(n)
@@ -48,7 +46,7 @@ def _values(circuit: "Circuit", values: Iterable[float] | None) -> np.ndarray:
     return v
 
 
-def log_likelihood(circuit: "Circuit", X: Any, *, allow_missing: bool = True,
+def log_likelihood(circuit: Structure, X: Any, *, allow_missing: bool = True,
                    backend: str | None = None) -> np.ndarray:
     dk = _dask(X)
     if dk is not None:
@@ -57,7 +55,7 @@ def log_likelihood(circuit: "Circuit", X: Any, *, allow_missing: bool = True,
     return kernels.get(backend).log_likelihood(circuit.compile(), Xa)
 
 
-def meu(circuit: "Circuit", X: Any = None, *, interface_values=None, backend=None):
+def meu(circuit: Structure, X: Any = None, *, interface_values=None, backend=None):
     dk = _dask(X)
     if dk is not None:
         return dk.meu(circuit.compile(), X, _values(circuit, interface_values), backend=backend)
@@ -66,7 +64,7 @@ def meu(circuit: "Circuit", X: Any = None, *, interface_values=None, backend=Non
     return float(out[0]) if single else out
 
 
-def policy(circuit: "Circuit", X: Any = None, *, decision: str | None = None,
+def policy(circuit: Structure, X: Any = None, *, decision: str | None = None,
            interface_values=None, backend=None):
     if not circuit.decisions:
         raise SchemaError("the circuit has no decision variables, so no policy")
@@ -84,7 +82,7 @@ def policy(circuit: "Circuit", X: Any = None, *, decision: str | None = None,
     return int(out[0]) if single else out
 
 
-def mpe(circuit: "Circuit", X: Any = None, *, return_log_prob: bool = False, backend=None):
+def mpe(circuit: Structure, X: Any = None, *, return_log_prob: bool = False, backend=None):
     dk = _dask(X)
     if dk is not None:
         filled, logp = dk.mpe(circuit.compile(), X, backend=backend)
@@ -96,7 +94,7 @@ def mpe(circuit: "Circuit", X: Any = None, *, return_log_prob: bool = False, bac
     return (filled, logp) if return_log_prob else filled
 
 
-def sample(circuit: "Circuit", n: int | None = None, *, seed=None, evidence: Any = None,
+def sample(circuit: Structure, n: int | None = None, *, seed=None, evidence: Any = None,
            backend: str | None = None) -> np.ndarray:
     if evidence is None:
         if n is None or int(n) != n or n < 0:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .continuous_gaussian import mixture_logpdf
-from .errors import DataError
+from ...errors import DataError
+from ...gaussian import mixture_logpdf
 
 
 def _kmeans(Z: np.ndarray, K: int, rng: np.random.Generator, rounds: int = 10) -> np.ndarray:

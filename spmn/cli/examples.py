@@ -1,9 +1,9 @@
 """Small hand-built circuits used by the demo, the docs and the tests."""
 from __future__ import annotations
 
-from .circuit import Circuit
-from .nodes import Categorical, Max, Product, Utility
-from .schema import Schema, Variable
+from ..circuit.circuit import Circuit
+from ..circuit.nodes import Categorical, Max, Product, Utility
+from ..schema import Schema, Variable
 
 #: P(economy) and profit table U[economy][decision] of the Export Textiles problem.
 EXPORT_ECONOMY_P = (0.4, 0.3, 0.3)
@@ -18,7 +18,7 @@ def export_textiles() -> Circuit:
     Max(D) -> for each decision d: Sum over ES with P(ES), each branch ES=e x Utility(U[e][d]).
     Expected utilities by decision: 1438100, 1721300, 741300; MEU 1721300 at d = 1.
     """
-    from .nodes import Sum
+    from ..circuit.nodes import Sum
 
     schema = Schema([Variable.decision("Export_Decision", 3, ["Now", "After_6_mos", "After_12_mos"]),
                      Variable.discrete("Economical_State", 3, ["Same", "Severely_bad", "Slightly_worse"]),

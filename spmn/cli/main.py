@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import DataError, SpmnError
+from ..errors import DataError, SpmnError
 
 
 def _emit(args, obj: dict, text: str) -> None:
@@ -50,7 +50,7 @@ def read_data(path: str) -> dict[str, np.ndarray]:
             raise DataError("reading parquet needs pyarrow (pip install pyarrow)") from None
         t = pq.read_table(p)
         return {n: t.column(n).to_numpy() for n in t.column_names}
-    from .data import read_table
+    from ..data import read_table
 
     return read_table(p)
 
@@ -69,8 +69,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_learn(args) -> int:
-    from .io import save
-    from .worldmodel import WorldModel
+    from ..io import save
+    from ..worldmodels.tabular.model import WorldModel
 
     data = read_data(args.data)
     model = WorldModel(_names(args.states), _names(args.actions), args.reward, args.terminated,
@@ -95,8 +95,8 @@ def parse_partial_order(text: str) -> list[list[str]]:
 
 
 def cmd_learn_decisions(args) -> int:
-    from .io import save
-    from .learn import learn_spmn
+    from ..io import save
+    from ..learn import learn_spmn
 
     order = parse_partial_order(args.partial_order)
     data = read_data(args.data)
@@ -112,8 +112,8 @@ def cmd_learn_decisions(args) -> int:
 
 
 def cmd_solve(args) -> int:
-    from .io import load
-    from .worldmodel import WorldModel
+    from ..io import load
+    from ..worldmodels.tabular.model import WorldModel
 
     model = load(args.model)
     if not isinstance(model, WorldModel):
@@ -148,8 +148,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .io import load
-    from .worldmodel import WorldModel
+    from ..io import load
+    from ..worldmodels.tabular.model import WorldModel
 
     model = load(args.model)
     circuit = model.circuit_ if isinstance(model, WorldModel) else model
@@ -157,7 +157,7 @@ def cmd_show(args) -> int:
     if args.dot:
         circuit.to_dot(args.dot)
     if args.png:
-        from .plots import circuit as draw
+        from ..plots import circuit as draw
 
         draw(circuit, path=args.png)
     v = circuit.schema

@@ -11,7 +11,7 @@ the discounted Riccati recursion (with the affine terms an offset f or a linear 
 ``value_iteration`` iterates it from ``H = 0``; ``policy_iteration`` then evaluates the greedy
 gain exactly (a Stein equation: ``H = SᵀGS + γ (TS)ᵀ H (TS) + γ tr(H_xx W) e eᵀ``) and improves
 it until the gain is a fixed point (Hewer's algorithm), which reaches the Riccati solution to
-rounding. Mixtures: :mod:`spmn.continuous_grid`.
+rounding. Mixtures: :mod:`spmn.worldmodels.gaussian.grid`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,18 @@ import numpy as np
 import scipy.linalg as sla
 from numpy.typing import ArrayLike
 
-from .errors import DataError, SolverError
+from ...errors import SolverError
+from ..solution import check_step, state_rows
+
+
+@dataclass(frozen=True, eq=False)
+class LinearDynamics:
+    """``x' = A x + B u + offset + w``, ``w ~ N(0, W)``: the conditional of a joint Gaussian."""
+
+    A: np.ndarray
+    B: np.ndarray
+    offset: np.ndarray
+    W: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,8 +44,8 @@ class GaussianSolution:
     compare directly with :meth:`LinearGaussianSystem.lqr`); ``K, k`` the policy
     ``u = −K x − k`` (None for a mixture, whose policy is the max over the action grid);
     ``H`` the value ``V(x) = [x; 1]ᵀ H [x; 1]``; ``noise_cost = tr(W P)``; ``residual`` the
-    sup-norm Bellman residual of ``H``. For a mixture (``method="grid"``) P, p, c and H are
-    the quadratic part of the fitted value (see :mod:`spmn.continuous_grid`), ``value`` the
+    sup-norm Bellman residual of ``H``; ``M`` the Q-function ``Q(x, u) = [x; u; 1]ᵀ M [x; u; 1]``. For a mixture (``method="grid"``) P, p, c and H are
+    the quadratic part of the fitted value (see :mod:`spmn.worldmodels.gaussian.grid`), ``value`` the
     whole of it and ``residual`` the projection residual at the anchor states.
     """
 
@@ -49,37 +60,72 @@ class GaussianSolution:
     residual: float
     method: str
     noise_cost: float = float("nan")
+    M: np.ndarray | None = field(default=None, repr=False)
+    state_names: list[str] | None = None
+    action_grid: np.ndarray | None = field(default=None, repr=False)
+    _q: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = field(default=None, repr=False)
     _policy: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
     _value: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
-    def _x(self, x: ArrayLike) -> tuple[np.ndarray, bool]:
-        X = np.asarray(x, dtype=np.float64)
-        n = self.P.shape[0]
-        one = X.ndim <= 1
-        X = X.reshape(1, -1) if one else X
-        if X.ndim != 2 or X.shape[1] != n:
-            raise DataError(f"states must have {n} coordinates, got shape {np.shape(x)}")
-        return X, one
+    @property
+    def values(self) -> np.ndarray:
+        """The value's representation: ``H`` of ``V(x) = [x; 1]ᵀ H [x; 1]`` (the quadratic
+        part for a grid solution)."""
+        return self.H
 
-    def cost(self, x: ArrayLike) -> float | np.ndarray:
+    @property
+    def horizon(self) -> None:
+        """Always None: the continuous model is solved for a discounted infinite horizon."""
+        return None
+
+    def _x(self, x: ArrayLike, t: int = 0) -> tuple[np.ndarray, bool]:
+        check_step(t, None)
+        n = self.P.shape[0]
+        X, one = state_rows(x, self.state_names or [f"x{i}" for i in range(n)])
+        return np.asarray(X, dtype=np.float64), one
+
+    def cost(self, x: ArrayLike, t: int = 0) -> float | np.ndarray:
         """Optimal expected discounted cost ``xᵀPx + pᵀx + c`` (a float for one state)."""
-        X, one = self._x(x)
+        X, one = self._x(x, t)
         if self._value is not None:
             out = -self._value(X)
         else:
             out = np.einsum("ri,ij,rj->r", X, self.P, X) + X @ self.p + self.c
         return float(out[0]) if one else out
 
-    def value(self, x: ArrayLike) -> float | np.ndarray:
+    def value(self, x: ArrayLike, t: int = 0) -> float | np.ndarray:
         """Optimal expected discounted reward ``V(x) = −cost(x)``."""
-        out = self.cost(x)
+        out = self.cost(x, t)
         return -out
 
-    def policy(self, x: ArrayLike) -> np.ndarray:
+    def policy(self, x: ArrayLike, t: int = 0) -> np.ndarray:
         """Optimal action(s): ``−K x − k`` (rows, m), or (m,) for one state."""
-        X, one = self._x(x)
+        X, one = self._x(x, t)
         U = self._policy(X) if self._policy is not None else -(X @ self.K.T) - self.k
         return U[0] if one else U
+
+    def q(self, x: ArrayLike, t: int = 0, actions: ArrayLike | None = None) -> np.ndarray:
+        """``Q(x, u)`` for each state (rows) and candidate action (columns): ``actions`` (k, m)
+        gives the candidates; by default the action grid of a grid solution, the greedy action
+        of a closed-form one (then ``Q(x, π(x)) = V(x)``). (k,) for one state."""
+        X, one = self._x(x, t)
+        if actions is None:
+            if self._q is not None and self.action_grid is not None:
+                out = self._q(X, self.action_grid)
+            else:
+                out = self._q_at(X, self.policy(X)[:, None, :])
+        else:
+            m = self.K.shape[0] if self.K is not None else self.action_grid.shape[1]
+            U = np.asarray(actions, dtype=np.float64).reshape(-1, m)
+            out = self._q(X, U) if self._q is not None else \
+                self._q_at(X, np.broadcast_to(U, (X.shape[0], *U.shape)))
+        return out[0] if one else out
+
+    def _q_at(self, X: np.ndarray, U: np.ndarray) -> np.ndarray:
+        """``[x; u; 1]ᵀ M [x; u; 1]`` for X (rows, n) and U (rows, k, m)."""
+        r, k = U.shape[0], U.shape[1]
+        Z = np.concatenate([np.repeat(X[:, None, :], k, axis=1), U, np.ones((r, k, 1))], axis=2)
+        return np.einsum("rki,ij,rkj->rk", Z, self.M, Z)
 
 
 # ---------------------------------------------------------------------------- closed form
@@ -211,4 +257,4 @@ def solve_riccati(F: np.ndarray, f: np.ndarray, W: np.ndarray, G: np.ndarray, ga
     return GaussianSolution(P=P, p=-2.0 * H[:n, n], c=-float(H[n, n]), K=Kt[:, :n].copy(),
                             k=Kt[:, n].copy(), H=H, gamma=g, iterations=it,
                             residual=float(np.abs(Hb - H).max()), method=method,
-                            noise_cost=float(np.trace(W @ P)))
+                            noise_cost=float(np.trace(W @ P)), M=q_matrix(H, G, T, W, g))

@@ -1,7 +1,7 @@
 """WorldModel: learn p(s', r | s, a) from logged transitions as a recurrent SPMN template and
 solve it exactly.
 
-The template (see :mod:`spmn.recurrent`)::
+The template (see :mod:`spmn.worldmodels.recurrent`)::
 
     state part:  deterministic sums on state variables (the region tree), whose leaves are
                  Product(remaining state leaves, ir_k), one interface root per region k
@@ -26,13 +26,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import nodes as N
-from ._progress import progress_bar
-from .circuit import Circuit
-from .errors import DataError, NotFittedError
-from .learn.regions import RegionTree, learn_regions, reward_classes
-from .recurrent import RecurrentSolution, Template
-from .schema import Schema, Variable
+from ..._progress import progress_bar
+from ...circuit.circuit import Circuit
+from ...errors import DataError, NotFittedError
+from ...io import register_kind
+from ...learn.regions import RegionTree, learn_regions, reward_classes
+from ...schema import Variable
+from ..recurrent import RecurrentSolution, Template
+from ..solution import check_step, state_rows
+from . import build
 
 
 def _names(x: str | Variable | Sequence[str | Variable]) -> list[Variable | str]:
@@ -73,13 +75,16 @@ def _codes(arr: np.ndarray, name: str, k: int | None) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Solution:
-    """A solved world model: per-region values/policy plus lookups by state."""
+    """A solved tabular world model: per-region values and policy, and the
+    :class:`~spmn.worldmodels.solution.SolutionProtocol` lookups by state (a state's value is
+    its region's; terminal states have value 0 and action 0)."""
 
     model: "WorldModel"
     result: RecurrentSolution
 
     @property
     def values(self) -> np.ndarray:
+        """Per-region values: (regions,), or (H+1, regions) for a finite horizon."""
         return self.result.values
 
     @property
@@ -94,31 +99,39 @@ class Solution:
     def gamma(self) -> float:
         return self.result.gamma
 
-    def _rows(self, states) -> tuple[np.ndarray, np.ndarray]:
-        S = self.model._state_array(states)
-        return self.model.tree_.route(S), self.model._is_terminal(S)
+    @property
+    def horizon(self) -> int | None:
+        return self.result.horizon
 
-    def value(self, states) -> np.ndarray:
-        """V(s) of each state (its region's value; 0 for terminal states)."""
-        reg, term = self._rows(states)
-        V = self.result.values[0] if self.result.horizon is not None else self.result.values
-        return np.where(term, 0.0, V[reg])
+    def _rows(self, states, t) -> tuple[np.ndarray, np.ndarray, bool, int]:
+        X, one = state_rows(states, self.model.state_names_)
+        S = self.model._state_array(X)
+        return self.model.tree_.route(S), self.model._is_terminal(S), one, check_step(t, self.horizon)
 
-    def policy(self, states) -> np.ndarray:
-        """Greedy action code per state (joint code unravelled to columns when several action
-        variables); 0 in terminal states."""
-        reg, term = self._rows(states)
-        pol = self.result.policy[0] if self.result.horizon is not None else self.result.policy
+    def value(self, states, t: int = 0):
+        """V_t(s) of each state (its region's value; 0 for terminal states)."""
+        reg, term, one, t = self._rows(states, t)
+        V = self.result.values[t] if self.horizon is not None else self.result.values
+        out = np.where(term, 0.0, V[reg])
+        return float(out[0]) if one else out
+
+    def policy(self, states, t: int = 0):
+        """Greedy action code per state at step ``t`` (columns when several action variables);
+        0 in terminal states."""
+        reg, term, one, t = self._rows(states, t)
+        pol = self.result.policy[t] if self.horizon is not None else self.result.policy
         joint = np.where(term, 0, pol[reg])
         m = self.model
-        if len(m.action_names_) == 1:
-            return joint
-        return np.stack(np.unravel_index(joint, m.action_cards_), axis=1)
+        out = joint if len(m.action_names_) == 1 else \
+            np.stack(np.unravel_index(joint, m.action_cards_), axis=1)
+        return (int(out[0]) if out.ndim == 1 else out[0]) if one else out
 
-    def q(self, states) -> np.ndarray:
-        """Q(s, a) per state and joint action."""
-        reg, term = self._rows(states)
-        return np.where(term[:, None], 0.0, self.result.q[reg])
+    def q(self, states, t: int = 0) -> np.ndarray:
+        """Q_t(s, a) per state and joint action (rows x joint actions; (A,) for one state)."""
+        reg, term, one, t = self._rows(states, t)
+        Q = self.result.q[t] if self.horizon is not None else self.result.q
+        out = np.where(term[:, None], 0.0, Q[reg])
+        return out[0] if one else out
 
 
 class WorldModel:
@@ -244,9 +257,7 @@ class WorldModel:
         return self
 
     def _build(self) -> None:
-        from .worldmodel_build import build_template
-
-        self.template_: Template = build_template(self)
+        self.template_: Template = build.build_template(self)
         self.circuit_: Circuit = self.template_.circuit
 
     @property
@@ -264,23 +275,17 @@ class WorldModel:
     def transition_matrix(self) -> np.ndarray:
         """P(o | k, a) of the model, shape (regions, joint actions, regions + 1 [end])."""
         self._check_fitted()
-        from .worldmodel_build import outcome_probs
-
-        return outcome_probs(self)
+        return build.outcome_probs(self)
 
     def predict(self, s, a) -> dict[str, np.ndarray]:
         """Exact conditional distribution of (s', r) given one state ``s`` and action ``a``:
         arrays ``next`` (m, d), ``reward`` (m,), ``prob`` (m,) over every outcome."""
-        from .worldmodel_build import predict
-
-        return predict(self, s, a)
+        return build.predict(self, s, a)
 
     def explain(self, tol: float = 0.02):
         """Which state and action variables the next-state variables and the reward depend on,
-        read from the learned circuit (see :func:`spmn.worldmodel_build.explain`)."""
-        from .worldmodel_build import explain
-
-        return explain(self, tol)
+        read from the learned circuit (see :func:`spmn.worldmodels.tabular.build.explain`)."""
+        return build.explain(self, tol)
 
     def summary(self):
         self._check_fitted()
@@ -331,3 +336,48 @@ def _count_tables(tree: RegionTree, S, a, r, Sn, term, n_actions: int) -> dict[s
     return {"trans": trans.astype(np.float64), "reward_key": pair[0].astype(np.int64),
             "reward_value": pair[1], "reward_count": rcount.astype(np.float64),
             "next": nxt, "state": state}
+
+
+# ---------------------------------------------------------------------------- files
+def to_payload(m: "WorldModel", arrays) -> dict[str, Any]:
+    m._check_fitted()
+    return {
+        "hyper": {"reward": m.reward, "terminated": m.terminated, "structure": m.structure,
+                  "split_p": m.split_p, "min_samples_split": m.min_samples_split,
+                  "max_regions": m.max_regions, "smoothing": m.smoothing},
+        "states": [[n, int(k)] for n, k in zip(m.state_names_, m.state_cards_)],
+        "actions": [[n, int(k)] for n, k in zip(m.action_names_, m.action_cards_)],
+        "n_transitions": m.n_transitions_,
+        "tree": {k: {"shape": list(v.shape), "data": arrays.put(f"tree_{k}", v.ravel())}
+                 for k, v in m.tree_.to_arrays().items()},
+        "tables": {k: {"shape": list(v.shape), "data": arrays.put(f"tab_{k}", v.ravel())}
+                   for k, v in m.tables_.items()},
+        "terminal_states": {"shape": list(m.terminal_states_.shape),
+                            "data": arrays.put("terminal", m.terminal_states_.ravel())},
+    }
+
+
+def from_payload(doc: dict[str, Any], arrays) -> "WorldModel":
+    def arr(entry, dtype=np.float64):
+        return arrays.get(entry["data"]).astype(dtype).reshape(entry["shape"])
+
+    h = doc["hyper"]
+    m = WorldModel([Variable.discrete(n, k) for n, k in doc["states"]],
+                   [Variable.discrete(n, k, role="decision") for n, k in doc["actions"]],
+                   h["reward"], h["terminated"], structure=h["structure"], split_p=h["split_p"],
+                   min_samples_split=h["min_samples_split"], max_regions=h["max_regions"],
+                   smoothing=h["smoothing"])
+    m.state_names_ = [n for n, _ in doc["states"]]
+    m.action_names_ = [n for n, _ in doc["actions"]]
+    m.state_cards_ = np.array([k for _, k in doc["states"]], np.int64)
+    m.action_cards_ = np.array([k for _, k in doc["actions"]], np.int64)
+    m.n_transitions_ = int(doc["n_transitions"])
+    m.tree_ = RegionTree.from_arrays({k: arr(v, np.int64) for k, v in doc["tree"].items()})
+    ints = {"reward_key"}
+    m.tables_ = {k: arr(v, np.int64 if k in ints else np.float64) for k, v in doc["tables"].items()}
+    m.terminal_states_ = arr(doc["terminal_states"], np.int64)
+    m._build()
+    return m
+
+
+register_kind("world_model", WorldModel, to_payload, from_payload)

@@ -2,7 +2,7 @@
 
 ENV is a Gymnasium toy-text id (FrozenLake-v1, FrozenLake8x8-v1, Taxi-v4, CliffWalking-v1,
 CliffWalkingSlippery-v1; gymnasium needed), ``random-mdp:S,A,seed``, or
-``lqr:double-integrator`` (a learned :class:`~spmn.continuous.GaussianWorldModel`). The
+``lqr:double-integrator`` (a learned :class:`~spmn.worldmodels.gaussian.model.GaussianWorldModel`). The
 report's ``passed`` is False when the learned model's value at the start distribution differs
 from the exact one by more than ``tol`` (relative for LQR).
 """
@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 
 def _tabular(env: str):
-    from .reference import TabularMDP, random_mdp
+    from ..reference import TabularMDP, random_mdp
 
     if env.startswith("random-mdp:"):
         try:
@@ -29,7 +29,7 @@ def _tabular(env: str):
 
 def verify_tabular(env: str, transitions: int, gamma: float, seed: int, tol: float,
                    progress: bool = True) -> dict[str, Any]:
-    from .worldmodel import WorldModel
+    from ..worldmodels.tabular.model import WorldModel
 
     mdp = _tabular(env)
     logs = mdp.sample_transitions(transitions, seed=seed)
@@ -55,12 +55,12 @@ def verify_tabular(env: str, transitions: int, gamma: float, seed: int, tol: flo
 
 
 def verify_lqr(name: str, transitions: int, gamma: float, seed: int, tol: float) -> dict[str, Any]:
-    """Double integrator: learn a :class:`~spmn.continuous.GaussianWorldModel` (one joint
+    """Double integrator: learn a :class:`~spmn.worldmodels.gaussian.model.GaussianWorldModel` (one joint
     Gaussian of (x, u, x'), dynamics through the origin) from exciting-input logs (episodes of
     100 steps), solve it exactly (Riccati on the learned conditional Gaussian), compare
     V(x0 = (1, 0)) with the true system's."""
-    from .continuous import GaussianWorldModel, transitions_from_system
-    from .reference import LinearGaussianSystem
+    from ..reference import LinearGaussianSystem
+    from ..worldmodels.gaussian.model import GaussianWorldModel, transitions_from_system
 
     if name != "double-integrator":
         raise DataError(f"unknown LQR system {name!r}; known: double-integrator")

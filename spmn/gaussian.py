@@ -1,4 +1,4 @@
-"""Gaussian algebra of the :class:`~spmn.nodes.MultivariateGaussian` leaf, vectorized by pattern.
+"""Gaussian algebra of the :class:`~spmn.circuit.nodes.MultivariateGaussian` leaf, vectorized by pattern.
 
 For a row whose leaf variables split into observed ``O`` and unobserved ``U`` (NaN), the
 covariance permuted to ``(O, U)`` has the Cholesky factor ``[[L_OO, 0], [L_UO, L_UU]]``; with
@@ -9,7 +9,7 @@ covariance permuted to ``(O, U)`` has the Cholesky factor ``[[L_OO, 0], [L_UO, L
 
 Rows are grouped by their observation pattern, so each pattern is factored once. Everything
 here is plain numpy/scipy (no spmn imports but errors): the reference kernels, the moments pass
-of :mod:`spmn.quadratic` and the continuous world model all use it.
+of :mod:`spmn.circuit.quadratic` and the continuous world model all use it.
 """
 from __future__ import annotations
 

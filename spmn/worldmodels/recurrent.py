@@ -2,7 +2,7 @@
 
 A :class:`Template` is a valid SPMN over one time step (state, action, reward, next state)
 whose *interface roots* ``ir_k`` (max nodes over the action, one per region of the state space,
-sharing one scope) are mapped one-to-one to the latent :class:`~spmn.nodes.Interface` leaves
+sharing one scope) are mapped one-to-one to the latent :class:`~spmn.circuit.nodes.Interface` leaves
 ``l_k`` (slot ``k``). A Bellman update is one pass of the compiled template with the latent
 leaves bound to ``U(l_k) = γ V_{t+1}(ir_k)`` (and ``L(l_k) = 0``); the new values are read at
 the interface roots:
@@ -23,14 +23,20 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from . import kernels
-from . import nodes as N
-from .circuit import Circuit
-from .compile import (K_INTERFACE, K_MAX, K_PRODUCT, K_SUM, K_UTILITY_DISCRETE,
-                      K_UTILITY_HISTOGRAM)
-from .errors import SolverError, ValidationError
-from .kernels.reference import first_near_max
-from .schema import Schema, Variable
+from .. import kernels
+from ..circuit import nodes as N
+from ..circuit.circuit import Circuit
+from ..errors import SolverError, ValidationError
+from ..flat import (
+    K_INTERFACE,
+    K_MAX,
+    K_PRODUCT,
+    K_SUM,
+    K_UTILITY_DISCRETE,
+    K_UTILITY_HISTOGRAM,
+)
+from ..kernels.reference import first_near_max
+from ..schema import Schema, Variable
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,7 +45,7 @@ class RecurrentSolution:
 
     ``values`` (K,) and ``policy`` (K,) (joint action index, ties -> lowest), ``q`` (K, A);
     for a finite horizon ``values`` is (H+1, K) with ``values[t]`` the optimal return with
-    H - t steps to go and ``policy`` (H, K). ``residual`` is |T V - V|∞ of the returned values.
+    H - t steps to go, ``policy`` (H, K) and ``q`` (H, K, A). ``residual`` is |T V - V|∞ of the returned values.
     """
 
     values: np.ndarray
@@ -162,9 +168,9 @@ class Template:
         H, K = int(horizon), self.n_states
         V = np.zeros((H + 1, K))
         pol = np.zeros((H, K), np.int64)
-        Q = np.zeros((K, self.n_actions))
+        Q = np.zeros((H, K, self.n_actions))
         for t in range(H - 1, -1, -1):
-            V[t], pol[t], Q = self.bellman(V[t + 1], gamma)
+            V[t], pol[t], Q[t] = self.bellman(V[t + 1], gamma)
         res = 0.0 if H == 0 else float(np.abs(self.bellman(V[1], gamma)[0] - V[0]).max())
         return RecurrentSolution(V, pol, Q, H, res, gamma, H, "finite_horizon")
 
@@ -264,7 +270,7 @@ class Template:
                           values0: np.ndarray | None = None) -> np.ndarray:
         """Exact V_π from V = r_π + γ M_π V (the linear solver of :mod:`spmn.reference`:
         banded or sparse LU, or restarted GMRES to 1e-12 for large sparse systems)."""
-        from .reference._linsolve import solve_policy_system
+        from ..reference._linsolve import solve_policy_system
 
         gamma = check_gamma(gamma, None)
         M, r = self.policy_system(policy)

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from . import nodes as N
-from .circuit import Circuit
-from .recurrent import Template
-from .schema import Schema, Variable
+from ...circuit import nodes as N
+from ...circuit.circuit import Circuit
+from ...schema import Schema, Variable
+from ..recurrent import Template
 
 
 def _reward_rows(mdp: Any):

@@ -4,22 +4,43 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from . import nodes as N
-from .circuit import Circuit
-from .errors import DataError
-from .learn.regions import RegionTree
-from .recurrent import Template
-from .schema import Schema, Variable
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .worldmodel import WorldModel
+from ...circuit import nodes as N
+from ...circuit.circuit import Circuit
+from ...errors import DataError
+from ...learn.regions import RegionTree
+from ...schema import Schema, Variable
+from ..recurrent import Template
 
 
-def outcome_probs(m: "WorldModel") -> np.ndarray:
+class FittedTabular(Protocol):
+    """What these builders read of a fitted :class:`~.model.WorldModel` (typed by shape, so
+    that this module sits below the model class that calls it)."""
+
+    reward: str
+    terminated: str | None
+    smoothing: float
+    backend: str | None
+    state_names_: list[str]
+    action_names_: list[str]
+    state_cards_: np.ndarray
+    action_cards_: np.ndarray
+    tree_: RegionTree
+    tables_: dict[str, np.ndarray]
+    terminal_states_: np.ndarray
+    n_transitions_: int
+
+    def _check_fitted(self) -> None: ...
+
+    def _state_array(self, states: Any) -> np.ndarray: ...
+
+    def _is_terminal(self, S: np.ndarray) -> np.ndarray: ...
+
+
+def outcome_probs(m: FittedTabular) -> np.ndarray:
     """P(o | k, a) with the documented fallback (pooled over actions) and smoothing."""
     trans = m.tables_["trans"]
     pooled = trans.sum(axis=1)
@@ -29,7 +50,7 @@ def outcome_probs(m: "WorldModel") -> np.ndarray:
     return P / P.sum(axis=2, keepdims=True)
 
 
-def reward_tables(m: "WorldModel") -> dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]]:
+def reward_tables(m: FittedTabular) -> dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]]:
     """(k, a, o) -> (reward values, probabilities); missing (k, a) pool over actions."""
     T = m.tables_
     K, nA, n_out = T["trans"].shape
@@ -56,7 +77,7 @@ def reward_tables(m: "WorldModel") -> dict[tuple[int, int, int], tuple[np.ndarra
     return res
 
 
-def _schema(m: "WorldModel") -> Schema:
+def _schema(m: FittedTabular) -> Schema:
     sv = [Variable.discrete(n, int(k)) for n, k in zip(m.state_names_, m.state_cards_)]
     av = [Variable.decision(n, int(k)) for n, k in zip(m.action_names_, m.action_cards_)]
     nv = [Variable.discrete(f"{n}_next", int(k)) for n, k in zip(m.state_names_, m.state_cards_)]
@@ -64,8 +85,8 @@ def _schema(m: "WorldModel") -> Schema:
     return Schema([*sv, *av, Variable.utility(m.reward), *nv], order)
 
 
-def build_template(m: "WorldModel") -> Template:
-    """Circuit of the template from the fitted tables (layout in :mod:`spmn.worldmodel`)."""
+def build_template(m: FittedTabular) -> Template:
+    """Circuit of the template from the fitted tables (layout in :mod:`spmn.worldmodels.tabular.model`)."""
     tree: RegionTree = m.tree_
     T = m.tables_
     K = tree.n_regions
@@ -137,7 +158,7 @@ def _state_part(m, tree: RegionTree, counts: np.ndarray, node: int, used: frozen
     return N.Sum(kids, w / w.sum(), label=f"split on {names[x]}")
 
 
-def predict(m: "WorldModel", s, a) -> dict[str, np.ndarray]:
+def predict(m: FittedTabular, s, a) -> dict[str, np.ndarray]:
     """Exact p(s', r | s, a) of the model as an enumerated table."""
     S = m._state_array(s)
     if S.shape[0] != 1:
@@ -194,7 +215,7 @@ def _leaves_below(tree: RegionTree, node: int) -> list[int]:
     return out
 
 
-def explain(m: "WorldModel", tol: float = 0.02) -> Explanation:
+def explain(m: FittedTabular, tol: float = 0.02) -> Explanation:
     """Dependencies read off the learned template: target y depends on state variable x when
     the regions on the two sides of a split on x give y different distributions for some action
     (total variation > tol; for the reward, expectations differing by > tol x its range), and on
@@ -240,47 +261,3 @@ def explain(m: "WorldModel", tol: float = 0.02) -> Explanation:
                 avars.append(n)
         parents[t] = {"state": [n for n in m.state_names_ if n in svars], "action": avars}
     return Explanation(parents, K)
-
-
-# ---------------------------------------------------------------------------- files
-def to_payload(m: "WorldModel", arrays) -> dict[str, Any]:
-    m._check_fitted()
-    return {
-        "hyper": {"reward": m.reward, "terminated": m.terminated, "structure": m.structure,
-                  "split_p": m.split_p, "min_samples_split": m.min_samples_split,
-                  "max_regions": m.max_regions, "smoothing": m.smoothing},
-        "states": [[n, int(k)] for n, k in zip(m.state_names_, m.state_cards_)],
-        "actions": [[n, int(k)] for n, k in zip(m.action_names_, m.action_cards_)],
-        "n_transitions": m.n_transitions_,
-        "tree": {k: {"shape": list(v.shape), "data": arrays.put(f"tree_{k}", v.ravel())}
-                 for k, v in m.tree_.to_arrays().items()},
-        "tables": {k: {"shape": list(v.shape), "data": arrays.put(f"tab_{k}", v.ravel())}
-                   for k, v in m.tables_.items()},
-        "terminal_states": {"shape": list(m.terminal_states_.shape),
-                            "data": arrays.put("terminal", m.terminal_states_.ravel())},
-    }
-
-
-def from_payload(doc: dict[str, Any], arrays) -> "WorldModel":
-    from .worldmodel import WorldModel
-
-    def arr(entry, dtype=np.float64):
-        return arrays.get(entry["data"]).astype(dtype).reshape(entry["shape"])
-
-    h = doc["hyper"]
-    m = WorldModel([Variable.discrete(n, k) for n, k in doc["states"]],
-                   [Variable.discrete(n, k, role="decision") for n, k in doc["actions"]],
-                   h["reward"], h["terminated"], structure=h["structure"], split_p=h["split_p"],
-                   min_samples_split=h["min_samples_split"], max_regions=h["max_regions"],
-                   smoothing=h["smoothing"])
-    m.state_names_ = [n for n, _ in doc["states"]]
-    m.action_names_ = [n for n, _ in doc["actions"]]
-    m.state_cards_ = np.array([k for _, k in doc["states"]], np.int64)
-    m.action_cards_ = np.array([k for _, k in doc["actions"]], np.int64)
-    m.n_transitions_ = int(doc["n_transitions"])
-    m.tree_ = RegionTree.from_arrays({k: arr(v, np.int64) for k, v in doc["tree"].items()})
-    ints = {"reward_key"}
-    m.tables_ = {k: arr(v, np.int64 if k in ints else np.float64) for k, v in doc["tables"].items()}
-    m.terminal_states_ = arr(doc["terminal_states"], np.int64)
-    m._build()
-    return m

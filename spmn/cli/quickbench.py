@@ -27,8 +27,8 @@ def _row(name, ours, peer, peer_name):
 
 
 def run(quick: bool = True) -> list[dict[str, Any]]:
-    from .reference import LinearGaussianSystem, random_mdp
-    from .tabular_template import compile_mdp
+    from ..reference import LinearGaussianSystem, random_mdp
+    from ..worldmodels.tabular.compile_mdp import compile_mdp
 
     reps = 3 if quick else 7
     S = 500 if quick else 2000
@@ -65,7 +65,7 @@ def run(quick: bool = True) -> list[dict[str, Any]]:
     flat = T.circuit.compile()
     X = np.full((2000, flat.n_vars), np.nan)
     X[:, 0] = np.arange(2000) % S
-    from . import kernels
+    from .. import kernels
 
     fast = kernels.get(None)
     fast.log_likelihood(flat, X)

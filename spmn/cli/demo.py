@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .reference import TabularMDP
-from .worldmodel import WorldModel
+from ..reference import TabularMDP
+from ..worldmodels.tabular.model import WorldModel
 
 #: FrozenLake 4x4 (Gymnasium's default map): S start, F frozen, H hole, G goal.
 FROZENLAKE_4X4 = ("SFFF", "FHFH", "FFFH", "HFFG")
@@ -66,7 +66,7 @@ class DemoResult:
 def run_demo(n_transitions: int = 100_000, gamma: float = 0.95, seed: int = 0,
              out_dir: str | Path | None = ".", progress: bool = True) -> DemoResult:
     """Learn FrozenLake from random logs and check the solution against the true MDP."""
-    from .io import save
+    from ..io import save
 
     mdp = frozenlake_mdp()
     t0 = time.perf_counter()
@@ -91,7 +91,7 @@ def run_demo(n_transitions: int = 100_000, gamma: float = 0.95, seed: int = 0,
         out.mkdir(parents=True, exist_ok=True)
         res.model_path = str(save(model, out / "frozenlake_model.json"))
         try:
-            from .plots import value_map
+            from ..plots import value_map
 
             value_map(values, policy, (4, 4), terminal=mdp.terminal, reference=exact.values,
                       reference_policy=exact.policy, title="learned world model",

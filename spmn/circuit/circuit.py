@@ -1,8 +1,11 @@
 """Circuit: a root node plus its schema; validation, inspection, export and queries.
 
 Queries compile the circuit once (``Circuit.compile``) and run a backend's passes over the flat
-arrays (:mod:`spmn.inference`). Node objects must not be mutated after the circuit is built;
-call :meth:`Circuit.refresh` if they are (e.g. after re-fitting weights in place).
+arrays (:mod:`spmn.circuit.queries`). This class sits at the top of the circuit layer: the
+compiler, the validator and the query front below it read any :class:`~.structure.Structure`
+and never import it, so its methods (``c.meu()``, ``c.log_likelihood(X)``) need no circle.
+Node objects must not be mutated after the circuit is built; call :meth:`Circuit.refresh` if
+they are (e.g. after re-fitting weights in place with :func:`spmn.learn.fit_weights`).
 """
 from __future__ import annotations
 
@@ -11,11 +14,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..errors import ValidationError
+from ..flat import FlatCircuit
+from ..schema import Schema, Variable
 from . import nodes as N
-from .compile import FlatCircuit, compile_circuit
-from .errors import ValidationError
-from .schema import Schema, Variable
-from .validation import _Supports, validate as _validate
+from . import queries
+from .compile import compile_circuit
+from .validation import _Supports
+from .validation import validate as _validate
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ class Circuit:
         return self._sup
 
     def validate(self) -> "Circuit":
-        """Check every structural rule (see :mod:`spmn.validation`); returns ``self``."""
+        """Check every structural rule (see :mod:`spmn.circuit.validation`); returns ``self``."""
         _validate(self)
         self._valid = True
         return self
@@ -207,47 +213,30 @@ class Circuit:
         return (f"Circuit({len(self.nodes)} nodes over {list(self.schema.names)}, "
                 f"decisions={list(self.decisions)})")
 
-    def fit_weights(self, data: Any, method: str = "counts", **kw: Any) -> "Circuit":
-        """Re-fit sum weights and leaf parameters on this structure ("counts": hard
-        assignments; "em": expected counts of the kernels); in place, returns ``self``."""
-        from .learn.params import fit_weights
-
-        return fit_weights(self, data, method=method, **kw)
-
     # ------------------------------------------------------------------ queries
     def log_likelihood(self, X: Any, *, allow_missing: bool = True,
                        backend: str | None = None) -> np.ndarray:
         """``log p(x)`` per row; NaN entries are marginalized (unless ``allow_missing=False``)."""
-        from .inference import log_likelihood
-
-        return log_likelihood(self, X, allow_missing=allow_missing, backend=backend)
+        return queries.log_likelihood(self, X, allow_missing=allow_missing, backend=backend)
 
     def meu(self, X: Any = None, *, interface_values: Iterable[float] | None = None,
             backend: str | None = None):
         """Maximum expected utility given the evidence (a float when ``X`` is None)."""
-        from .inference import meu
-
-        return meu(self, X, interface_values=interface_values, backend=backend)
+        return queries.meu(self, X, interface_values=interface_values, backend=backend)
 
     def policy(self, X: Any = None, *, decision: str | None = None,
                interface_values: Iterable[float] | None = None, backend: str | None = None):
         """The MEU decision (code) for ``decision`` (default: the first one taken) per row;
         -1 where the evidence does not yet determine it. An int when ``X`` is None."""
-        from .inference import policy
-
-        return policy(self, X, decision=decision, interface_values=interface_values,
-                      backend=backend)
+        return queries.policy(self, X, decision=decision, interface_values=interface_values,
+                              backend=backend)
 
     def mpe(self, X: Any = None, *, return_log_prob: bool = False, backend: str | None = None):
         """Most probable completion of each row's unobserved entries (max-product)."""
-        from .inference import mpe
-
-        return mpe(self, X, return_log_prob=return_log_prob, backend=backend)
+        return queries.mpe(self, X, return_log_prob=return_log_prob, backend=backend)
 
     def sample(self, n: int | None = None, *, seed=None, evidence: Any = None,
                backend: str | None = None) -> np.ndarray:
         """``n`` rows drawn from the circuit (or one completion per row of ``evidence``);
         unobserved decisions follow the MEU policy. Deterministic given ``seed``."""
-        from .inference import sample
-
-        return sample(self, n, seed=seed, evidence=evidence, backend=backend)
+        return queries.sample(self, n, seed=seed, evidence=evidence, backend=backend)

@@ -1,4 +1,8 @@
-"""Circuit (node objects) -> FlatCircuit (contiguous numpy arrays that the kernels read).
+"""FlatCircuit: the flat, read-only arrays of a compiled circuit, and the node-kind codes.
+
+The one type between the compiler (:mod:`spmn.circuit.compile`, which writes it) and the kernels
+(:mod:`spmn.kernels`, which read it); it imports nothing but numpy, so the kernels stay below
+every node object.
 
 Layout (``n`` nodes in topological order, children before parents, the root is ``n - 1``):
 
@@ -19,7 +23,7 @@ Layout (``n`` nodes in topological order, children before parents, the root is `
   K_MVGAUSSIAN        ``d, zoff, c_0 .. c_{d-1}, μ_0 .. μ_{d-1}, Σ_00 .. Σ_{d-1,d-1}``
   ==================  ==========================================================
 
-  ``mean`` is the exact expectation, computed once here with ``math.fsum``. A multivariate
+  ``mean`` is the exact expectation, computed once by the compiler with ``math.fsum``. A multivariate
   Gaussian lists its ``d`` schema columns ``c_j`` (``var[i] = c_0``), its mean and its
   covariance row by row; ``zoff`` places its extra normal draws: variable 0 uses draw column
   ``i`` (its node), variable ``j >= 1`` column ``n_nodes + zoff + j - 1`` (``n_draws`` columns
@@ -32,14 +36,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-from . import nodes as N
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .circuit import Circuit
 
 K_SUM, K_PRODUCT, K_MAX = 0, 1, 2
 K_CATEGORICAL, K_GAUSSIAN, K_HISTOGRAM = 3, 4, 5
@@ -128,83 +126,3 @@ class FlatCircuit:
 
     def children(self, i: int) -> np.ndarray:
         return self.child_idx[self.child_ptr[i]:self.child_ptr[i + 1]]
-
-
-def _safe_log(a: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return np.log(np.asarray(a, dtype=np.float64))
-
-
-def leaf_record(node: N.Leaf, schema=None, zoff: int = 0) -> tuple[int, list[float]]:
-    """Kind code and flat parameters of one leaf (layout in the module docstring); a
-    multivariate Gaussian needs the ``schema`` (its columns) and its draw offset ``zoff``."""
-    if isinstance(node, N.MultivariateGaussian):
-        cols = [float(schema.index(v)) for v in node.vars]
-        cov = (node.cov + node.cov.T) / 2
-        return K_MVGAUSSIAN, [float(len(cols)), float(zoff), *cols, *node.mean.tolist(),
-                              *cov.reshape(-1).tolist()]
-    if isinstance(node, N.Categorical):
-        return K_CATEGORICAL, _safe_log(node.p).tolist()
-    if isinstance(node, N.Gaussian):
-        return K_GAUSSIAN, [node.mean, node.std, -math.log(node.std) - 0.5 * LOG_2PI]
-    if isinstance(node, N.Histogram):
-        m = len(node.densities)
-        return K_HISTOGRAM, [float(m), node.mean(), *node.breaks.tolist(),
-                             *_safe_log(node.densities).tolist()]
-    if isinstance(node, N.Utility):
-        if node.is_histogram:
-            m = len(node.densities)
-            return K_UTILITY_HISTOGRAM, [float(m), node.expectation(), *node.breaks.tolist(),
-                                         *_safe_log(node.densities).tolist()]
-        k = len(node.values)
-        return K_UTILITY_DISCRETE, [float(k), node.expectation(), *node.values.tolist(),
-                                    *_safe_log(node.probs).tolist()]
-    if isinstance(node, N.Interface):
-        return K_INTERFACE, [float(node.index)]
-    raise TypeError(f"cannot compile leaf of type {type(node).__name__}")
-
-
-def compile_circuit(circuit: "Circuit") -> FlatCircuit:
-    """Flatten a validated circuit; the node objects are read, never modified."""
-    order = circuit.nodes
-    pos = {id(nd): i for i, nd in enumerate(order)}
-    schema = circuit.schema
-    n = len(order)
-    kind = np.empty(n, np.int8)
-    var = np.full(n, -1, np.int64)
-    child_ptr = np.zeros(n + 1, np.int64)
-    param_ptr = np.zeros(n + 1, np.int64)
-    child_idx: list[int] = []
-    log_weight: list[float] = []
-    params: list[float] = []
-    n_interface = 0
-    zoff = 0
-    for i, nd in enumerate(order):
-        if isinstance(nd, N.Sum):
-            kind[i] = K_SUM
-            log_weight.extend(_safe_log(nd.weights).tolist())
-        elif isinstance(nd, N.Product):
-            kind[i] = K_PRODUCT
-            log_weight.extend([0.0] * len(nd.children))
-        elif isinstance(nd, N.Max):
-            kind[i] = K_MAX
-            var[i] = schema.index(nd.var)
-            log_weight.extend([0.0] * len(nd.children))
-        else:
-            code, rec = leaf_record(nd, schema, zoff)
-            kind[i] = code
-            params.extend(rec)
-            if code == K_MVGAUSSIAN:
-                zoff += len(nd.vars) - 1
-                var[i] = int(rec[2])
-            elif code == K_INTERFACE:
-                n_interface = max(n_interface, nd.index + 1)
-            else:
-                var[i] = schema.index(nd.var)
-        child_idx.extend(pos[id(c)] for c in nd.children)
-        child_ptr[i + 1] = len(child_idx)
-        param_ptr[i + 1] = len(params)
-    return FlatCircuit(kind=kind, child_ptr=child_ptr, child_idx=np.array(child_idx, np.int64),
-                       log_weight=np.array(log_weight, np.float64), var=var, param_ptr=param_ptr,
-                       params=np.array(params, np.float64), var_card=schema.cardinalities,
-                       n_interface=n_interface, node_map=tuple(order))

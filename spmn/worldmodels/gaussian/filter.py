@@ -7,16 +7,12 @@ log-likelihood are those of :meth:`spmn.reference.LinearGaussianSystem.kalman_fi
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .errors import DataError, SolverError
-from .reference.linear_gaussian import KalmanResult
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .continuous import LinearDynamics
+from ...errors import DataError, SolverError
+from ...reference.linear_gaussian import KalmanResult
+from .riccati import LinearDynamics
 
 _LOG2PI = float(np.log(2.0 * np.pi))
 
@@ -40,7 +36,7 @@ def _psd(M: np.ndarray, name: str) -> np.ndarray:
     return (M + M.T) / 2
 
 
-def kalman_filter(dyn: "LinearDynamics", y: ArrayLike, u: ArrayLike | None, C: ArrayLike | None,
+def kalman_filter(dyn: LinearDynamics, y: ArrayLike, u: ArrayLike | None, C: ArrayLike | None,
                   V: ArrayLike | None, m0: ArrayLike | None = None,
                   P0: ArrayLike | None = None) -> KalmanResult:
     """Filtered and predicted means/covariances and log p(y) (see the module docstring)."""

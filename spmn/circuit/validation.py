@@ -15,15 +15,12 @@ precede D (DESIGN.md, "Determinism above decisions": without it the MEU is overs
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import ValidationError
 from . import nodes as N
-from .errors import ValidationError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .circuit import Circuit
+from .structure import Structure
 
 TOL = 1e-9
 
@@ -104,7 +101,7 @@ def check_leaf(node: N.Leaf, name: str, schema) -> None:
 
 
 def _check_mvgaussian(node: N.MultivariateGaussian, name: str, schema) -> None:
-    from .continuous_gaussian import covariance_problem
+    from ..gaussian import covariance_problem
 
     if not node.vars:
         raise _fail(name, "leaf-variable", "a MultivariateGaussian needs at least one variable")
@@ -131,7 +128,7 @@ class _Supports:
     ``(lo, hi, closed_hi)`` (continuous). Sums and max nodes unite, products delegate to the
     child holding the variable."""
 
-    def __init__(self, circuit: "Circuit") -> None:
+    def __init__(self, circuit: Structure) -> None:
         self.c = circuit
         self.memo: dict[tuple[int, int], object] = {}
 
@@ -195,7 +192,7 @@ def _overlap(a, b, discrete: bool) -> bool:
 
 
 # ---------------------------------------------------------------------------- driver
-def validate(circuit: "Circuit") -> None:
+def validate(circuit: Structure) -> None:
     """Check every rule of the module docstring; raise the first :class:`ValidationError`."""
     schema = circuit.schema
     order = circuit.nodes  # acyclic already (topological_order raised otherwise)
@@ -230,7 +227,7 @@ def validate(circuit: "Circuit") -> None:
             _check_deterministic(circuit, nd, name, dec)
 
 
-def _check_sum(circuit: "Circuit", nd: N.Sum, name: str) -> None:
+def _check_sum(circuit: Structure, nd: N.Sum, name: str) -> None:
     w = nd.weights
     if not nd.children:
         raise _fail(name, "sum-weights", "a sum needs at least one child")
@@ -249,7 +246,7 @@ def _check_sum(circuit: "Circuit", nd: N.Sum, name: str) -> None:
                         f"{sorted(circuit.schema[j].name for j in diff)})")
 
 
-def _check_max(circuit: "Circuit", nd: N.Max, name: str) -> None:
+def _check_max(circuit: Structure, nd: N.Max, name: str) -> None:
     schema = circuit.schema
     if nd.var not in schema:
         raise _fail(name, "max-variable", f"unknown variable {nd.var!r}")
@@ -274,7 +271,7 @@ def _check_max(circuit: "Circuit", nd: N.Max, name: str) -> None:
                     f"{v.name!r} but appear below its max node")
 
 
-def _check_deterministic(circuit: "Circuit", nd: N.Sum, name: str, dec: frozenset) -> None:
+def _check_deterministic(circuit: Structure, nd: N.Sum, name: str, dec: frozenset) -> None:
     """Children pairwise disjoint on some variable that precedes the earliest decision below."""
     schema = circuit.schema
     first = min(dec, key=schema.rank)

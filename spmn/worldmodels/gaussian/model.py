@@ -1,5 +1,5 @@
 """GaussianWorldModel: a continuous world model p(x', r | x, u) as a circuit of
-:class:`~spmn.nodes.MultivariateGaussian` leaves, solved exactly with quadratic values.
+:class:`~spmn.circuit.nodes.MultivariateGaussian` leaves, solved exactly with quadratic values.
 
 The circuit is over the continuous chance variables ``(x, u, x')`` (next-state columns
 ``<state>_next``): one joint Gaussian leaf (``n_components=1``), or a sum node over several (a
@@ -8,40 +8,34 @@ conditional, ``x' | x, u ~ N(A x + B u + f, W)`` per component (:meth:`linear_dy
 for linear-Gaussian logs the single-component fit is the least-squares estimate (with an
 intercept, or through the origin with ``intercept=False``) and W the ML residual covariance.
 
-The reward is a quadratic utility of ``(x, u)`` (:class:`spmn.quadratic.Quadratic`): given
+The reward is a quadratic utility of ``(x, u)`` (:class:`spmn.circuit.quadratic.Quadratic`): given
 (``cost=(Q, R)``: ``r = −(xᵀQx + uᵀRu)``) or learned by least squares from the reward column.
 :meth:`solve` runs exact Bellman updates over quadratic values (the discounted Riccati
-recursion; :mod:`spmn.continuous_solve`); :meth:`filter` is the Kalman filter whose prediction
+recursion; :mod:`spmn.worldmodels.gaussian.riccati`); :meth:`filter` is the Kalman filter whose prediction
 step is the model's own conditional Gaussian.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import nodes as N
-from .circuit import Circuit
-from .continuous_em import fit_mixture
-from .continuous_gaussian import conditional, covariance_problem
-from .continuous_solve import GaussianSolution, solve_riccati
-from .errors import DataError, NotFittedError, SolverError
-from .quadratic import Quadratic, moments
-from .schema import Schema, Variable
+from ...circuit import nodes as N
+from ...circuit.circuit import Circuit
+from ...circuit.payload import circuit_from_payload, circuit_to_payload
+from ...circuit.quadratic import Quadratic, moments
+from ...errors import DataError, NotFittedError, SolverError
+from ...gaussian import conditional, covariance_problem
+from ...io import register_kind
+from ...schema import Schema, Variable
+from .em import fit_mixture
+from .filter import kalman_filter
+from .grid import solve_grid
+from .riccati import GaussianSolution, LinearDynamics, solve_riccati
 
 __all__ = ["GaussianWorldModel", "LinearDynamics", "transitions_from_system"]
-
-
-@dataclass(frozen=True, eq=False)
-class LinearDynamics:
-    """``x' = A x + B u + offset + w``, ``w ~ N(0, W)``: the conditional of a joint Gaussian."""
-
-    A: np.ndarray
-    B: np.ndarray
-    offset: np.ndarray
-    W: np.ndarray
 
 
 def _names(x) -> list[str]:
@@ -303,11 +297,11 @@ class GaussianWorldModel:
     def solve(self, gamma: float = 0.95, *, method: str | None = None, tol: float = 1e-13,
               action_grid: ArrayLike | None = None, anchors: ArrayLike | None = None,
               n_anchors: int = 300, grid_size: int = 41, n_bumps: int = 25) -> GaussianSolution:
-        """Optimal quadratic value and policy (see :mod:`spmn.continuous_solve`).
+        """Optimal quadratic value and policy (see :mod:`spmn.worldmodels.gaussian.riccati`).
 
         One component: ``method`` "policy_iteration" (default) or "value_iteration", the
         discounted Riccati recursion in closed form. Mixtures (or ``method="grid"``): fitted
-        value iteration (:mod:`spmn.continuous_grid`: a quadratic plus ``n_bumps`` Gaussian
+        value iteration (:mod:`spmn.worldmodels.gaussian.grid`: a quadratic plus ``n_bumps`` Gaussian
         bumps) at ``anchors`` (default: ``n_anchors`` logged states drawn with ``seed``) with a
         max over ``action_grid`` (default: ``grid_size`` points per action over the logged
         range; a product grid for several actions).
@@ -319,10 +313,9 @@ class GaussianWorldModel:
             if len(self.components) > 1:
                 raise SolverError(f"method {method!r} needs one component; mixtures use 'grid'")
             d = self.linear_dynamics()
-            return solve_riccati(np.hstack([d.A, d.B]), d.offset, d.W, G, gamma,
-                                 method=method, tol=tol)
-        from .continuous_grid import solve_grid
-
+            sol = solve_riccati(np.hstack([d.A, d.B]), d.offset, d.W, G, gamma,
+                                method=method, tol=tol)
+            return dataclasses.replace(sol, state_names=list(self.states))
         S, A = self._grid(action_grid, anchors, n_anchors, grid_size)
         return solve_grid(self, gamma, S, A, n_bumps=n_bumps, tol=max(tol, 1e-12), seed=self.seed)
 
@@ -364,8 +357,6 @@ class GaussianWorldModel:
         (default N(0, I)); ``u[t]`` drives ``x_{t+1}``; NaN in y = missing. The prediction is
         the model's conditional Gaussian integrated over the filtered state; the update and
         the log-likelihood are those of :meth:`LinearGaussianSystem.kalman_filter`."""
-        from .continuous_filter import kalman_filter
-
         self._check_fitted()
         if len(self.components) != 1:
             raise SolverError("filter needs a single-component (linear-Gaussian) model; a "
@@ -389,8 +380,6 @@ class GaussianWorldModel:
 
 # ---------------------------------------------------------------------------- model files
 def to_payload(model: GaussianWorldModel, arrays) -> dict[str, Any]:
-    from .io import circuit_to_payload
-
     model._check_fitted()
     return {"states": model.states, "actions": model.actions, "reward": model.reward,
             "n_components": model.n_components, "intercept": model.intercept, "reg": model.reg,
@@ -402,8 +391,6 @@ def to_payload(model: GaussianWorldModel, arrays) -> dict[str, Any]:
 
 
 def from_payload(payload: dict[str, Any], arrays) -> GaussianWorldModel:
-    from .io import circuit_from_payload
-
     reward = Quadratic.from_dict(payload["reward_model"])
     model = GaussianWorldModel(payload["states"], payload["actions"], payload["reward"],
                                cost=None if payload["reward"] is not None else -reward,
@@ -417,3 +404,6 @@ def from_payload(payload: dict[str, Any], arrays) -> GaussianWorldModel:
     model.circuit_, model.reward_ = circuit, reward
     model.n_transitions_ = int(payload["n_transitions"])
     return model
+
+
+register_kind("gaussian_world_model", GaussianWorldModel, to_payload, from_payload)

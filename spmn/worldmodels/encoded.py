@@ -1,6 +1,6 @@
 """EncodedWorldModel: frames -> encoder -> discrete state variables -> WorldModel -> exact solve.
 
-The encoder maps each frame to codes; the :class:`~spmn.worldmodel.WorldModel` learns
+The encoder maps each frame to codes; the :class:`~spmn.worldmodels.tabular.model.WorldModel` learns
 p(z', r | z, a) over them and solves it exactly; ``policy(frames)`` and ``value(frames)`` encode
 the frames and read the solution. An encoder that emits continuous features is followed by a
 k-means quantizer (``n_codes``); codes that split one state by nuisance are merged back by a
@@ -14,17 +14,19 @@ from typing import Any
 import numpy as np
 from scipy.special import chdtrc
 
+from ..encoders.base import Encoder, EncoderSchema, Seed, check_actions, check_frames
+from ..encoders.numpy_encoder import BATCH, KMeans, PCAKMeansEncoder, as_rng
 from ..errors import DataError, ModelFileError, NotFittedError
 from ..io import register_kind
 from ..learn.regions import reward_classes
 from ..schema import Variable
-from ..worldmodel import Solution, WorldModel
-from .base import Encoder, EncoderSchema, Seed, check_actions, check_frames
-from .numpy_encoder import BATCH, KMeans, PCAKMeansEncoder, as_rng
+from .tabular.model import Solution, WorldModel
+from .tabular.model import from_payload as wm_from
+from .tabular.model import to_payload as wm_payload
 
 
 def _encoder_types() -> dict[str, type]:
-    from .torch_encoder import TorchEncoder
+    from ..encoders.torch_encoder import TorchEncoder
 
     return {"pca_kmeans": PCAKMeansEncoder, "torch_cnn": TorchEncoder}
 
@@ -37,7 +39,7 @@ class EncodedWorldModel:
     ``n_codes``: size of the k-means quantizer used when the encoder emits continuous
     features; ``merge``: merge codes whose logged dynamics do not differ (see
     :func:`merge_codes`; one code column only); ``world_model_args`` go to
-    :class:`~spmn.worldmodel.WorldModel` (``structure``, ``split_p``, ``min_samples_split``,
+    :class:`~spmn.worldmodels.tabular.model.WorldModel` (``structure``, ``split_p``, ``min_samples_split``,
     ``smoothing``, ...). The action variable is "a", the reward "r".
     """
 
@@ -274,8 +276,6 @@ def _get(arrays, entry: dict[str, Any]) -> np.ndarray:
 
 
 def to_payload(m: EncodedWorldModel, arrays) -> dict[str, Any]:
-    from ..worldmodel_build import to_payload as wm_payload
-
     m._check_fitted()
     enc = m.encoder
     kind = next((k for k, cls in _encoder_types().items() if type(enc) is cls), None)
@@ -299,7 +299,6 @@ def to_payload(m: EncodedWorldModel, arrays) -> dict[str, Any]:
 
 
 def from_payload(doc: dict[str, Any], arrays) -> EncodedWorldModel:
-    from ..worldmodel_build import from_payload as wm_from
 
     e = doc["encoder"]
     types = _encoder_types()

@@ -224,7 +224,7 @@ def topological_order(root: Node) -> list[Node]:
 
     A cycle raises :class:`spmn.errors.ValidationError` (rule ``acyclic``).
     """
-    from .errors import ValidationError
+    from ..errors import ValidationError
 
     order: list[Node] = []
     state: dict[int, int] = {}  # 1 = on the stack, 2 = done
