@@ -101,3 +101,54 @@ def test_files_are_plain_json(tmp_path):
     doc = json.loads(text)
     assert doc["format"] == "spmn" and doc["version"] == 1 and doc["kind"] == "circuit"
     assert b"pickle" not in (tmp_path / "m.json").read_bytes()
+
+
+# ---------------------------------------------------------------------------- files saved before the layout change
+MODELS = os.path.join(os.path.dirname(__file__), "data", "models")
+
+
+def test_files_saved_before_the_move_still_load():
+    """Files written on 2026-12-03 by the flat-layout spmn (same format, version 1) load into
+    the new modules and answer as they did then."""
+    from spmn.worldmodels import EncodedWorldModel, GaussianWorldModel, WorldModel
+
+    wm = spmn.load(os.path.join(MODELS, "frozenlake_v1.json"))
+    assert isinstance(wm, WorldModel)
+    np.testing.assert_allclose(wm.solve(0.9).value(np.arange(16)),
+                               np.load(os.path.join(MODELS, "frozenlake_v1_values.npy")),
+                               rtol=1e-12, atol=1e-12)
+    c = spmn.load(os.path.join(MODELS, "textiles_v1.json"))
+    assert isinstance(c, spmn.Circuit) and c.meu() == pytest.approx(1721300.0, rel=1e-12)
+    g = spmn.load(os.path.join(MODELS, "double_integrator_v1.json"))
+    assert isinstance(g, GaussianWorldModel)
+    np.testing.assert_allclose(g.solve(0.95).P, np.load(os.path.join(MODELS,
+                               "double_integrator_v1_P.npy")), rtol=1e-10)
+    e = spmn.load(os.path.join(MODELS, "pixels_v1.json"))
+    assert isinstance(e, EncodedWorldModel)
+    frames = np.load(os.path.join(MODELS, "pixels_v1_frames.npy"))
+    np.testing.assert_allclose(e.q(frames), np.load(os.path.join(MODELS, "pixels_v1_q.npy")),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_a_kind_registered_by_a_module_of_its_own(tmp_path, monkeypatch):
+    """A new kind is one module that calls register_kind; io and load find it unedited."""
+    from spmn import io
+    from spmn.io import register_kind
+
+    monkeypatch.setattr(io, "_KINDS", dict(io._KINDS))  # the registry is restored afterwards
+
+    class Toy:
+        def __init__(self, x):
+            self.x = x
+
+    register_kind("toy_for_test", Toy, lambda o, arrays: {"x": arrays.put("x", o.x)},
+                  lambda d, arrays: Toy(arrays.get(d["x"])))
+    back = spmn.load(spmn.save(Toy(np.arange(300.0)), tmp_path / "toy.json"))
+    assert isinstance(back, Toy) and np.array_equal(back.x, np.arange(300.0))
+
+
+def test_unknown_kind_names_the_known_ones(tmp_path):
+    p = tmp_path / "m.json"
+    p.write_text(json.dumps({"format": "spmn", "version": 1, "kind": "nope", "payload": {}}))
+    with pytest.raises(ModelFileError, match="unknown model kind 'nope'.*world_model"):
+        spmn.load(p)
