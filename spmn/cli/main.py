@@ -111,24 +111,50 @@ def cmd_learn_decisions(args) -> int:
     return 0
 
 
+def _circuit_of(model: Any):
+    """The circuit of any model kind: the model itself, its ``circuit_`` or its inner world
+    model's (so a new kind needs no edit here)."""
+    if hasattr(model, "meu") and hasattr(model, "schema"):
+        return model
+    if getattr(model, "circuit_", None) is not None:
+        return model.circuit_
+    inner = getattr(model, "world_model_", None)
+    if inner is not None:
+        return _circuit_of(inner)
+    raise DataError(f"a {type(model).__name__} holds no circuit to show")
+
+
 def cmd_solve(args) -> int:
     from ..io import load
-    from ..worldmodels.tabular.model import WorldModel
 
     model = load(args.model)
-    if not isinstance(model, WorldModel):
+    if not hasattr(model, "solve"):  # a decision circuit: its MEU and first decision
         meu = model.meu()
         _emit(args, {"meu": meu, "policy": {d: model.policy(decision=d) for d in model.decisions[:1]}},
               f"MEU = {meu:.6g}; first decision {model.decisions[0]} = {model.policy()}")
         return 0
     method = {"pi": "policy_iteration", "vi": "value_iteration"}[args.method]
-    sol = model.solve(args.gamma, args.horizon, method, args.tol)
-    regions = model.tree_.n_regions
-    V = sol.values[0] if args.horizon is not None else sol.values
-    P = sol.result.policy[0] if args.horizon is not None else sol.result.policy
+    kw: dict[str, Any] = {"method": method, "tol": args.tol}
+    if args.horizon is not None:
+        kw["horizon"] = args.horizon
+    try:
+        sol = model.solve(args.gamma, **kw)
+    except TypeError as exc:
+        raise DataError(f"a {type(model).__name__} cannot be solved with these options "
+                        f"({exc})") from None
+    V = np.asarray(sol.values)
+    V = V[0] if args.horizon is not None and V.ndim > 1 else V
+    head = f"gamma {args.gamma}, {sol.iterations} iterations, residual {sol.residual:.2e}"
+    result = getattr(sol, "result", None)
+    if result is None:  # no regions: the value's representation as it is
+        _emit(args, {"values": V, "iterations": sol.iterations, "residual": sol.residual,
+                     "gamma": args.gamma, "horizon": args.horizon},
+              f"values:\n{np.array2string(V, precision=8)}\n{head}")
+        return 0
+    P = result.policy[0] if args.horizon is not None else result.policy
     lines = [f"{'region':>6} {'value':>14} {'action':>7}"]
-    lines += [f"{k:>6} {V[k]:>14.8f} {int(P[k]):>7}" for k in range(regions)]
-    lines.append(f"gamma {args.gamma}, {sol.iterations} iterations, residual {sol.residual:.2e}")
+    lines += [f"{k:>6} {V[k]:>14.8f} {int(P[k]):>7}" for k in range(V.shape[0])]
+    lines.append(head)
     _emit(args, {"values": V, "policy": P, "iterations": sol.iterations,
                  "residual": sol.residual, "gamma": args.gamma, "horizon": args.horizon},
           "\n".join(lines))
@@ -148,11 +174,11 @@ def cmd_verify(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from ..io import load
-    from ..worldmodels.tabular.model import WorldModel
+    from ..io import known_kinds, load
 
     model = load(args.model)
-    circuit = model.circuit_ if isinstance(model, WorldModel) else model
+    circuit = _circuit_of(model)
+    is_circuit = circuit is model
     summary = circuit.summary()
     if args.dot:
         circuit.to_dot(args.dot)
@@ -161,18 +187,21 @@ def cmd_show(args) -> int:
 
         draw(circuit, path=args.png)
     v = circuit.schema
-    text = [f"model: {args.model} ({'world model' if isinstance(model, WorldModel) else 'circuit'})",
+    kind = next((k for k, cls in known_kinds().items() if type(model) is cls),
+                type(model).__name__).replace("_", " ")
+    text = [f"model: {args.model} ({kind})",
             "variables: " + ", ".join(f"{x.name} ({x.role}, " + (f"k={x.k})" if x.is_discrete
                                                                   else "continuous)") for x in v)]
     if v.partial_order:
         text.append("partial order: " + " < ".join("{" + ", ".join(s) + "}" for s in v.partial_order))
-    if isinstance(model, WorldModel):
-        text.append(str(model.explain()))
+    explanation = model.explain() if hasattr(model, "explain") and not is_circuit else None
+    if explanation is not None:
+        text.append(str(explanation))
     text.append(str(summary))
     text += [f"DOT written to {args.dot}"] * bool(args.dot) + [f"PNG written to {args.png}"] * bool(args.png)
-    _emit(args, {"model": args.model, "summary": summary.to_dict(), "variables": v.to_dict(),
-                 "explain": model.explain().parents if isinstance(model, WorldModel) else None},
-          "\n".join(text))
+    _emit(args, {"model": args.model, "kind": kind, "summary": summary.to_dict(),
+                 "variables": v.to_dict(),
+                 "explain": getattr(explanation, "parents", None)}, "\n".join(text))
     return 0
 
 
