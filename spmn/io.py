@@ -63,7 +63,13 @@ def _discover() -> None:
 
 
 class Arrays:
-    """Collects large arrays on save; resolves ``{"npz": key}`` references on load."""
+    """Collects large arrays on save; resolves ``{"npz": key}`` references on load.
+
+    Stored losslessly and compactly: integer-valued arrays in the smallest integer dtype that
+    holds them, arrays that are mostly zero as their nonzero positions and values
+    (``{"npz": key, "sparse": size}``), the npz compressed. ``get`` returns float64 values
+    equal to those put, whatever the storage.
+    """
 
     def __init__(self, store: dict[str, np.ndarray] | None = None) -> None:
         self.store: dict[str, np.ndarray] = {} if store is None else store
@@ -72,16 +78,45 @@ class Arrays:
         arr = np.asarray(values, dtype=np.float64)
         if arr.size <= INLINE_MAX:
             return arr.tolist()
-        self.store[key] = arr
+        flat = arr.ravel()
+        nz = np.flatnonzero(flat)
+        if nz.size * 3 < flat.size:  # mostly zero: positions and values
+            self.store[f"{key}.idx"] = _compact(nz.astype(np.float64))
+            self.store[f"{key}.val"] = _compact(flat[nz])
+            return {"npz": key, "sparse": int(flat.size)}
+        self.store[key] = _compact(flat)
         return {"npz": key}
 
     def get(self, ref: Any) -> np.ndarray:
         if isinstance(ref, dict):
             key = ref.get("npz")
-            if key not in self.store:
-                raise ModelFileError(f"array {key!r} is missing from the model's npz file")
-            return self.store[key]
+            if "sparse" in ref:
+                size = ref["sparse"]
+                idx, val = self._stored(f"{key}.idx"), self._stored(f"{key}.val")
+                if not isinstance(size, int) or idx.shape != val.shape or idx.ndim != 1 or (
+                        idx.size and (idx.min() < 0 or idx.max() >= size)):
+                    raise ModelFileError(f"sparse array {key!r} is malformed")
+                out = np.zeros(size)
+                out[idx.astype(np.int64)] = val
+                return out
+            return self._stored(key).astype(np.float64)
         return np.asarray(ref, dtype=np.float64)
+
+    def _stored(self, key: Any) -> np.ndarray:
+        if key not in self.store:
+            raise ModelFileError(f"array {key!r} is missing from the model's npz file")
+        return self.store[key]
+
+
+def _compact(a: np.ndarray) -> np.ndarray:
+    """``a`` (float64) in the smallest integer dtype that holds it exactly, else float64."""
+    if a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        lo, hi = float(a.min()), float(a.max())
+        for dt in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64):
+            info = np.iinfo(dt)
+            if info.min <= lo and hi <= info.max and max(abs(lo), abs(hi)) < 2 ** 53:
+                return a.astype(dt)
+    return a
 
 
 # ---------------------------------------------------------------------------- files
@@ -117,7 +152,7 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
     npz_bytes = None
     if arrays.store:
         buf = _io.BytesIO()
-        np.savez(buf, **arrays.store)
+        np.savez_compressed(buf, **arrays.store)
         npz_bytes = buf.getvalue()
         doc["arrays"] = {"file": _npz_path(path).name,
                          "sha256": hashlib.sha256(npz_bytes).hexdigest()}

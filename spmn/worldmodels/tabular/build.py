@@ -14,6 +14,7 @@ from ...errors import DataError
 from ...learn.regions import RegionTree
 from ...schema import Schema, Variable
 from ..recurrent import Template
+from . import coverage
 
 
 class FittedTabular(Protocol):
@@ -31,6 +32,7 @@ class FittedTabular(Protocol):
     tree_: RegionTree
     tables_: dict[str, np.ndarray]
     terminal_states_: np.ndarray
+    seen_states_: np.ndarray | None
     n_transitions_: int
 
     def _check_fitted(self) -> None: ...
@@ -164,7 +166,9 @@ def predict(m: FittedTabular, s, a) -> dict[str, np.ndarray]:
     if S.shape[0] != 1:
         raise DataError("predict takes one state")
     if m._is_terminal(S)[0]:
-        raise DataError(f"state {S[0].tolist()} is terminal: the episode has ended")
+        raise DataError(f"state {S[0].tolist()} is terminal: it was logged only as the end of "
+                        "an episode")
+    coverage.warn_unseen(m, S, "the prediction")
     acts = np.atleast_1d(np.asarray(a))
     if acts.shape != (len(m.action_names_),) or (acts < 0).any() or (acts >= m.action_cards_).any():
         raise DataError(f"action {a!r} must give one code per action variable "

@@ -34,7 +34,7 @@ from ...learn.regions import RegionTree, learn_regions, reward_classes
 from ...schema import Variable
 from ..recurrent import RecurrentSolution, Template
 from ..solution import check_step, state_rows
-from . import build
+from . import build, coverage
 
 
 def _names(x: str | Variable | Sequence[str | Variable]) -> list[Variable | str]:
@@ -64,7 +64,10 @@ def _codes(arr: np.ndarray, name: str, k: int | None) -> np.ndarray:
             raise DataError(f"column {name!r} has NaN in row {int(np.argmax(np.isnan(arr)))}; "
                             "transitions must be complete")
         if (arr != np.round(arr)).any():
-            raise DataError(f"column {name!r} must hold integer codes, found {arr[arr != np.round(arr)][0]!r}")
+            raise DataError(f"column {name!r} must hold integer codes, found "
+                            f"{arr[arr != np.round(arr)][0]!r}: WorldModel learns discrete "
+                            "states and actions; for continuous columns use "
+                            "spmn.GaussianWorldModel (linear-Gaussian dynamics)")
     a = arr.astype(np.int64)
     if a.size and a.min() < 0:
         raise DataError(f"column {name!r} has negative code {int(a.min())}")
@@ -106,7 +109,9 @@ class Solution:
     def _rows(self, states, t) -> tuple[np.ndarray, np.ndarray, bool, int]:
         X, one = state_rows(states, self.model.state_names_)
         S = self.model._state_array(X)
-        return self.model.tree_.route(S), self.model._is_terminal(S), one, check_step(t, self.horizon)
+        t = check_step(t, self.horizon)
+        coverage.warn_unseen(self.model, S, "the answer")
+        return self.model.tree_.route(S), self.model._is_terminal(S), one, t
 
     def value(self, states, t: int = 0):
         """V_t(s) of each state (its region's value; 0 for terminal states)."""
@@ -141,13 +146,22 @@ class WorldModel:
     :class:`Variable` objects; next-state columns are ``<state>_next``. Hyper-parameters:
     ``structure`` ("learn": split regions by G-tests at ``split_p``; "full": one region per
     observed joint state), ``min_samples_split``, ``max_regions``, ``smoothing`` (added to the
-    outcome counts of each region's observed outcomes), ``backend`` for the Bellman passes.
+    outcome counts of each region's observed outcomes), ``min_count`` (``solve`` warns with a
+    :class:`~spmn.errors.CoverageWarning` when the greedy policy uses a (region, action) pair
+    logged fewer times), ``backend`` for the Bellman passes, ``progress`` (a bar on long fits)
+    and ``seed`` (the common keyword of every kind; this fit has no random step).
+
+    Fitted attributes: ``coverage_`` (logged transitions per region and joint action),
+    ``seen_states_`` / ``seen_counts_`` (the distinct logged states and their transitions per
+    joint action), ``terminal_states_`` (states logged only as an episode's end), ``tree_``,
+    ``tables_``, ``template_``, ``circuit_``, ``n_transitions_``. A state never logged is
+    answered from the region it falls in and reported as unseen (a ``CoverageWarning``).
     """
 
     def __init__(self, states, actions, reward: str = "r", terminated: str | None = None, *,
                  structure: str = "learn", split_p: float = 1e-3, min_samples_split: int = 20,
-                 max_regions: int | None = None, smoothing: float = 0.0,
-                 backend: str | None = None, progress: bool = True) -> None:
+                 max_regions: int | None = None, smoothing: float = 0.0, min_count: int = 30,
+                 backend: str | None = None, progress: bool = True, seed: Any = None) -> None:
         self.states = _names(states)
         self.actions = _names(actions)
         self.reward = reward
@@ -157,8 +171,10 @@ class WorldModel:
         self.min_samples_split = min_samples_split
         self.max_regions = max_regions
         self.smoothing = smoothing
+        self.min_count = min_count
         self.backend = backend
         self.progress = progress
+        self.seed = seed
 
     # ------------------------------------------------------------------ data
     @staticmethod
@@ -213,11 +229,8 @@ class WorldModel:
                          enumerate(zip(self.state_names_, self.state_cards_))], axis=1)
 
     def _is_terminal(self, S: np.ndarray) -> np.ndarray:
-        T = self.terminal_states_
-        if T.shape[0] == 0:
-            return np.zeros(S.shape[0], bool)
-        key = np.ravel_multi_index(S.T, self.state_cards_)
-        return np.isin(key, np.ravel_multi_index(T.T, self.state_cards_))
+        """States logged only as the end of an episode (value 0, action 0)."""
+        return coverage.find(self.terminal_states_, S) >= 0
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "template_"):
@@ -246,12 +259,11 @@ class WorldModel:
                                  progress=lambda k: (bar.set_postfix(regions=k, refresh=False),
                                                    bar.update(1)))
         self.tree_ = tree
-        seen = np.unique(np.ravel_multi_index(S.T, self.state_cards_))
-        ends = np.unique(np.ravel_multi_index(Sn[term].T, self.state_cards_))
-        only_end = np.setdiff1d(ends, seen)
-        self.terminal_states_ = np.stack(np.unravel_index(only_end, self.state_cards_), axis=1) \
-            if only_end.size else np.zeros((0, S.shape[1]), np.int64)
-        self.tables_ = _count_tables(tree, S, a, r, Sn, term, int(np.prod(self.action_cards_)))
+        n_actions = int(np.prod(self.action_cards_))
+        self.seen_states_, self.seen_counts_ = coverage.state_action_counts(S, a, n_actions)
+        ends, _ = coverage.state_action_counts(Sn[term], np.zeros(int(term.sum()), np.int64), 1)
+        self.terminal_states_ = ends[coverage.find(self.seen_states_, ends) < 0]
+        self.tables_ = _count_tables(tree, S, a, r, Sn, term, n_actions)
         self.n_transitions_ = int(S.shape[0])
         self._build()
         return self
@@ -259,6 +271,22 @@ class WorldModel:
     def _build(self) -> None:
         self.template_: Template = build.build_template(self)
         self.circuit_: Circuit = self.template_.circuit
+
+    @property
+    def coverage_(self) -> np.ndarray:
+        """Logged transitions per (region, joint action): the samples behind each estimate."""
+        self._check_fitted()
+        return self.tables_["trans"].sum(axis=2).astype(np.int64)
+
+    def state_coverage(self, states: Any) -> np.ndarray:
+        """Logged transitions per (state, joint action) for the given states (0: never)."""
+        X, one = state_rows(states, self.state_names_)
+        S = self._state_array(X)
+        if self.seen_states_ is None:
+            raise NotFittedError("this model file predates per-state coverage; refit to get it")
+        idx = coverage.find(self.seen_states_, S)
+        out = np.where(idx[:, None] >= 0, self.seen_counts_[np.maximum(idx, 0)], 0)
+        return out[0] if one else out
 
     @property
     def n_regions_(self) -> int:
@@ -270,7 +298,9 @@ class WorldModel:
               method: str = "policy_iteration", tol: float = 1e-8) -> Solution:
         """Exact values and greedy policy of the learned model (see :class:`Template`)."""
         self._check_fitted()
-        return Solution(self, self.template_.solve(gamma, horizon, method, tol))
+        sol = Solution(self, self.template_.solve(gamma, horizon, method, tol))
+        coverage.warn_policy(self, sol.result.policy, self.min_count)
+        return sol
 
     def transition_matrix(self) -> np.ndarray:
         """P(o | k, a) of the model, shape (regions, joint actions, regions + 1 [end])."""
@@ -344,7 +374,8 @@ def to_payload(m: "WorldModel", arrays) -> dict[str, Any]:
     return {
         "hyper": {"reward": m.reward, "terminated": m.terminated, "structure": m.structure,
                   "split_p": m.split_p, "min_samples_split": m.min_samples_split,
-                  "max_regions": m.max_regions, "smoothing": m.smoothing},
+                  "max_regions": m.max_regions, "smoothing": m.smoothing,
+                  "min_count": m.min_count},
         "states": [[n, int(k)] for n, k in zip(m.state_names_, m.state_cards_)],
         "actions": [[n, int(k)] for n, k in zip(m.action_names_, m.action_cards_)],
         "n_transitions": m.n_transitions_,
@@ -354,6 +385,10 @@ def to_payload(m: "WorldModel", arrays) -> dict[str, Any]:
                    for k, v in m.tables_.items()},
         "terminal_states": {"shape": list(m.terminal_states_.shape),
                             "data": arrays.put("terminal", m.terminal_states_.ravel())},
+        "seen_states": {"shape": list(m.seen_states_.shape),
+                        "data": arrays.put("seen_states", m.seen_states_.ravel())},
+        "seen_counts": {"shape": list(m.seen_counts_.shape),
+                        "data": arrays.put("seen_counts", m.seen_counts_.ravel())},
     }
 
 
@@ -366,7 +401,7 @@ def from_payload(doc: dict[str, Any], arrays) -> "WorldModel":
                    [Variable.discrete(n, k, role="decision") for n, k in doc["actions"]],
                    h["reward"], h["terminated"], structure=h["structure"], split_p=h["split_p"],
                    min_samples_split=h["min_samples_split"], max_regions=h["max_regions"],
-                   smoothing=h["smoothing"])
+                   smoothing=h["smoothing"], min_count=h.get("min_count", 30))
     m.state_names_ = [n for n, _ in doc["states"]]
     m.action_names_ = [n for n, _ in doc["actions"]]
     m.state_cards_ = np.array([k for _, k in doc["states"]], np.int64)
@@ -376,6 +411,9 @@ def from_payload(doc: dict[str, Any], arrays) -> "WorldModel":
     ints = {"reward_key"}
     m.tables_ = {k: arr(v, np.int64 if k in ints else np.float64) for k, v in doc["tables"].items()}
     m.terminal_states_ = arr(doc["terminal_states"], np.int64)
+    # files written before per-state coverage have none: unseen states cannot be told then
+    m.seen_states_ = arr(doc["seen_states"], np.int64) if "seen_states" in doc else None
+    m.seen_counts_ = arr(doc["seen_counts"], np.int64) if "seen_counts" in doc else None
     m._build()
     return m
 
