@@ -41,3 +41,18 @@ class SolverError(SpmnError, ValueError):
 
 class NotFittedError(SpmnError, RuntimeError):
     """A model or encoder was used before ``fit``."""
+
+
+class SpmnWarning(UserWarning):
+    """Base class of every warning spmn issues: a documented fallback changed an answer."""
+
+
+class CoverageWarning(SpmnWarning):
+    """An answer rests on thin data: states never logged, or (state, action) pairs seen fewer
+    times than a threshold. The message says how many and how much more data would help."""
+
+
+class BuildWarning(SpmnWarning):
+    """A compiled part is missing where spmn is imported from (e.g. the Cython extension in a
+    source checkout that was never built): a slower backend stands in. The message says how
+    to build it."""
