@@ -2,7 +2,8 @@
 
 ``spmn demo``: log a uniformly random policy on FrozenLake-v1 4x4 slippery, learn the world
 model, print what it learned, solve it exactly, print the value map and policy arrows beside the
-exact V* and π* of the true MDP with the largest error, save the model and write a PNG plot.
+exact V* and π* of the true MDP with the largest error, save the model and write a PNG plot
+(matplotlib, the ``plot`` extra; without it the plot is skipped and the output says so).
 The FrozenLake map is embedded (no Gymnasium needed).
 """
 from __future__ import annotations
@@ -19,6 +20,8 @@ from ..worldmodels.tabular.model import WorldModel
 #: FrozenLake 4x4 (Gymnasium's default map): S start, F frozen, H hole, G goal.
 FROZENLAKE_4X4 = ("SFFF", "FHFH", "FFFH", "HFFG")
 ARROWS = "←↓→↑"
+#: Why the plot was skipped when matplotlib cannot be imported.
+PLOT_SKIPPED = 'matplotlib is not installed; pip install "spmn[plot]" to get the plot'
 
 
 def frozenlake_mdp(desc=FROZENLAKE_4X4, slippery: bool = True) -> TabularMDP:
@@ -61,6 +64,7 @@ class DemoResult:
     timings: dict = field(default_factory=dict)
     model_path: str | None = None
     plot_path: str | None = None
+    plot_skipped: str | None = None
 
 
 def run_demo(n_transitions: int = 100_000, gamma: float = 0.95, seed: int = 0,
@@ -90,16 +94,24 @@ def run_demo(n_transitions: int = 100_000, gamma: float = 0.95, seed: int = 0,
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         res.model_path = str(save(model, out / "frozenlake_model.json"))
-        try:
-            from ..plots import value_map
-
-            value_map(values, policy, (4, 4), terminal=mdp.terminal, reference=exact.values,
-                      reference_policy=exact.policy, title="learned world model",
-                      path=out / "frozenlake_values.png")
-            res.plot_path = str(out / "frozenlake_values.png")
-        except Exception:  # matplotlib missing: the plot is optional
-            res.plot_path = None
+        res.plot_path, res.plot_skipped = _plot(res, mdp, out / "frozenlake_values.png")
     return res
+
+
+def _plot(res: DemoResult, mdp: TabularMDP, path: Path) -> tuple[str | None, str | None]:
+    """``(plot path, None)``, or ``(None, why it was skipped)``: the plot is optional."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None, PLOT_SKIPPED
+    from ..plots import value_map
+
+    try:
+        value_map(res.values, res.policy, (4, 4), terminal=mdp.terminal, reference=res.v_star,
+                  reference_policy=res.pi_star, title="learned world model", path=path)
+    except Exception as exc:  # the learned model is saved already: report, do not fail
+        return None, f"plotting failed ({type(exc).__name__}: {exc})"
+    return str(path), None
 
 
 def grid_text(values: np.ndarray, policy: np.ndarray, terminal: np.ndarray,
@@ -138,4 +150,6 @@ def format_demo(res: DemoResult) -> str:
         lines.append(f"model saved to {res.model_path}")
     if res.plot_path:
         lines.append(f"plot written to {res.plot_path}")
+    if res.plot_skipped:
+        lines.append(f"plot skipped: {res.plot_skipped}")
     return "\n".join(lines)

@@ -1,305 +1,187 @@
-"""The ``spmn`` command line; ``spmn COMMAND --help`` documents each command.
+"""The ``spmn`` command line; ``spmn COMMAND --help`` documents each command and option.
 
 Failures print one line on stderr and exit 1 (``--debug`` shows the traceback). ``--json``
-prints machine-readable results.
+prints machine-readable results. A closed pipe (``spmn solve m.json | head -1``) ends quietly
+with status 141, as a tool killed by SIGPIPE does. The commands are in :mod:`.commands`.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import numpy as np
+from ..errors import SpmnError
+from . import commands as cmd
+from .commands import PARTIAL_ORDER_RULE, parse_partial_order, read_data
 
-from ..errors import DataError, SpmnError
+__all__ = ["build_parser", "main", "parse_partial_order", "read_data"]
 
+#: Exit status after a closed pipe: 128 + SIGPIPE, what a shell reports for ``yes | head``.
+EXIT_BROKEN_PIPE = 141
 
-def _emit(args, obj: dict, text: str) -> None:
-    print(json.dumps(obj, indent=1, default=_jsonable) if args.json else text)
-
-
-def _jsonable(x: Any):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+ENVS = ("a Gymnasium toy-text id (FrozenLake-v1, FrozenLake8x8-v1, Taxi-v4, CliffWalking-v1, "
+        "CliffWalkingSlippery-v1; needs gymnasium), random-mdp:S,A,seed (a random MDP with S "
+        "states and A actions), or lqr:double-integrator (a linear-Gaussian system)")
 
 
-def _names(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise DataError(f"expected comma-separated names, got {text!r}")
-    return names
-
-
-def read_data(path: str) -> dict[str, np.ndarray]:
-    """Columns of a CSV/TSV (any line ending), npz or parquet (pyarrow) file."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data file {path} does not exist")
-    if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    if p.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise DataError("reading parquet needs pyarrow (pip install pyarrow)") from None
-        t = pq.read_table(p)
-        return {n: t.column(n).to_numpy() for n in t.column_names}
-    from ..data import read_table
-
-    return read_table(p)
-
-
-# ---------------------------------------------------------------------------- commands
-def cmd_demo(args) -> int:
-    from .demo import format_demo, run_demo
-
-    res = run_demo(args.transitions, args.gamma, args.seed, args.out, progress=not args.json)
-    _emit(args, {"transitions": res.n_transitions, "regions": res.n_regions,
-                 "v_start": res.v_start, "v_star_start": res.v_star_start,
-                 "max_error": res.max_error, "greedy_true_start": res.greedy_true_start,
-                 "values": res.values, "policy": res.policy, "model": res.model_path,
-                 "plot": res.plot_path, "timings": res.timings}, format_demo(res))
-    return 0
-
-
-def cmd_learn(args) -> int:
-    from ..io import save
-    from ..worldmodels.tabular.model import WorldModel
-
-    data = read_data(args.data)
-    model = WorldModel(_names(args.states), _names(args.actions), args.reward, args.terminated,
-                       structure=args.structure, split_p=args.split_p,
-                       progress=not args.json).fit(data)
-    save(model, args.output)
-    _emit(args, {"model": args.output, "regions": model.n_regions_,
-                 "transitions": model.n_transitions_,
-                 "explain": model.explain().parents},
-          f"learned a world model with {model.n_regions_} regions from "
-          f"{model.n_transitions_:,} transitions; saved to {args.output}\n{model.explain()}")
-    return 0
-
-
-def parse_partial_order(text: str) -> list[list[str]]:
-    """``"A;B,C;D"`` -> ``[["A"], ["B", "C"], ["D"]]``."""
-    sets = [[n.strip() for n in part.split(",") if n.strip()] for part in text.split(";")]
-    if not text.strip() or any(not s for s in sets):
-        raise DataError(f"malformed partial order {text!r}: expected sets separated by ';' "
-                        "with names separated by ',' (e.g. \"A;B,C;D\")")
-    return sets
-
-
-def cmd_learn_decisions(args) -> int:
-    from ..io import save
-    from ..learn import learn_spmn
-
-    order = parse_partial_order(args.partial_order)
-    data = read_data(args.data)
-    c = learn_spmn(data, order, _names(args.decisions), args.utility, seed=args.seed,
-                   progress=not args.json)
-    save(c, args.output)
-    meu, pol = c.meu(), c.policy()
-    _emit(args, {"model": args.output, "meu": meu, "policy": {c.decisions[0]: pol},
-                 "summary": c.summary().to_dict()},
-          f"learned an SPMN: MEU = {meu:.6g}, first decision {c.decisions[0]} = {pol}; "
-          f"saved to {args.output}\n{c.summary()}")
-    return 0
-
-
-def _circuit_of(model: Any):
-    """The circuit of any model kind: the model itself, its ``circuit_`` or its inner world
-    model's (so a new kind needs no edit here)."""
-    if hasattr(model, "meu") and hasattr(model, "schema"):
-        return model
-    if getattr(model, "circuit_", None) is not None:
-        return model.circuit_
-    inner = getattr(model, "world_model_", None)
-    if inner is not None:
-        return _circuit_of(inner)
-    raise DataError(f"a {type(model).__name__} holds no circuit to show")
-
-
-def cmd_solve(args) -> int:
-    from ..io import load
-
-    model = load(args.model)
-    if not hasattr(model, "solve"):  # a decision circuit: its MEU and first decision
-        meu = model.meu()
-        _emit(args, {"meu": meu, "policy": {d: model.policy(decision=d) for d in model.decisions[:1]}},
-              f"MEU = {meu:.6g}; first decision {model.decisions[0]} = {model.policy()}")
-        return 0
-    method = {"pi": "policy_iteration", "vi": "value_iteration"}[args.method]
-    kw: dict[str, Any] = {"method": method, "tol": args.tol}
-    if args.horizon is not None:
-        kw["horizon"] = args.horizon
-    try:
-        sol = model.solve(args.gamma, **kw)
-    except TypeError as exc:
-        raise DataError(f"a {type(model).__name__} cannot be solved with these options "
-                        f"({exc})") from None
-    V = np.asarray(sol.values)
-    V = V[0] if args.horizon is not None and V.ndim > 1 else V
-    head = f"gamma {args.gamma}, {sol.iterations} iterations, residual {sol.residual:.2e}"
-    result = getattr(sol, "result", None)
-    if result is None:  # no regions: the value's representation as it is
-        _emit(args, {"values": V, "iterations": sol.iterations, "residual": sol.residual,
-                     "gamma": args.gamma, "horizon": args.horizon},
-              f"values:\n{np.array2string(V, precision=8)}\n{head}")
-        return 0
-    P = result.policy[0] if args.horizon is not None else result.policy
-    lines = [f"{'region':>6} {'value':>14} {'action':>7}"]
-    lines += [f"{k:>6} {V[k]:>14.8f} {int(P[k]):>7}" for k in range(V.shape[0])]
-    lines.append(head)
-    _emit(args, {"values": V, "policy": P, "iterations": sol.iterations,
-                 "residual": sol.residual, "gamma": args.gamma, "horizon": args.horizon},
-          "\n".join(lines))
-    return 0
-
-
-def cmd_verify(args) -> int:
-    from .verify import verify
-
-    report = verify(args.env, transitions=args.transitions, gamma=args.gamma, seed=args.seed,
-                    tol=args.tol, progress=not args.json)
-    _emit(args, report, "\n".join(f"{k}: {v}" for k, v in report.items() if k != "passed")
-          + f"\n{'PASSED' if report['passed'] else 'FAILED'} (tolerance {args.tol})")
-    if not report["passed"]:
-        print(f"spmn verify: error: {report['failure']}", file=sys.stderr)
-    return 0 if report["passed"] else 2
-
-
-def cmd_show(args) -> int:
-    from ..io import known_kinds, load
-
-    model = load(args.model)
-    circuit = _circuit_of(model)
-    is_circuit = circuit is model
-    summary = circuit.summary()
-    if args.dot:
-        circuit.to_dot(args.dot)
-    if args.png:
-        from ..plots import circuit as draw
-
-        draw(circuit, path=args.png)
-    v = circuit.schema
-    kind = next((k for k, cls in known_kinds().items() if type(model) is cls),
-                type(model).__name__).replace("_", " ")
-    text = [f"model: {args.model} ({kind})",
-            "variables: " + ", ".join(f"{x.name} ({x.role}, " + (f"k={x.k})" if x.is_discrete
-                                                                  else "continuous)") for x in v)]
-    if v.partial_order:
-        text.append("partial order: " + " < ".join("{" + ", ".join(s) + "}" for s in v.partial_order))
-    explanation = model.explain() if hasattr(model, "explain") and not is_circuit else None
-    if explanation is not None:
-        text.append(str(explanation))
-    text.append(str(summary))
-    text += [f"DOT written to {args.dot}"] * bool(args.dot) + [f"PNG written to {args.png}"] * bool(args.png)
-    _emit(args, {"model": args.model, "kind": kind, "summary": summary.to_dict(),
-                 "variables": v.to_dict(),
-                 "explain": getattr(explanation, "parents", None)}, "\n".join(text))
-    return 0
-
-
-def cmd_bench(args) -> int:
-    from .quickbench import run
-
-    rows = run(quick=not args.full)
-    _emit(args, {"rows": rows}, "\n".join(
-        [f"{'benchmark':<44}{'spmn':>12}{'peer':>12}{'ratio':>8}  peer"] +
-        [f"{r['name']:<44}{r['ours']:>12.4g}{(r['peer'] if r['peer'] is not None else float('nan')):>12.4g}"
-         f"{(r['ratio'] if r['ratio'] is not None else float('nan')):>8.1f}  {r['peer_name']}"
-         for r in rows]))
-    return 0
-
-
-# ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    """The ``spmn`` parser: one subcommand per ``cmd_*`` function, every option with help."""
     p = argparse.ArgumentParser(prog="spmn", description="Exact, interpretable world models "
                                 "and decision circuits (sum-product-max networks).")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name, func, help_, desc=None, json_=True):
+    def add(name, func, help_, desc=None):
         sp = sub.add_parser(name, help=help_, description=desc or help_)
-        if json_:
-            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.add_argument("--json", action="store_true",
+                        help="print the results as JSON instead of text")
         sp.set_defaults(func=func)
         return sp
 
-    d = add("demo", cmd_demo, "learn FrozenLake from random logs, solve it exactly, verify",
+    def gamma(sp, extra=""):
+        sp.add_argument("--gamma", type=float, default=0.95,
+                        help=f"discount factor per step, in [0, 1){extra} (default %(default)s)")
+
+    d = add("demo", cmd.cmd_demo, "learn FrozenLake from random logs, solve it exactly, verify",
             "Log a uniformly random policy on FrozenLake 4x4 slippery, learn the world model, "
             "print what it learned, solve it exactly and compare with the true MDP; save the "
-            "model and a PNG plot.")
-    d.add_argument("--transitions", type=int, default=100_000, help="logged transitions")
-    d.add_argument("--gamma", type=float, default=0.95)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", default="spmn-demo", help="folder for the model and the plot")
+            "model and a PNG plot (the plot needs matplotlib: pip install \"spmn[plot]\").")
+    d.add_argument("--transitions", type=int, default=100_000, metavar="N",
+                   help="logged transitions of the random policy to learn from "
+                        "(default %(default)s; 20000 runs in seconds)")
+    gamma(d)
+    d.add_argument("--seed", type=int, default=0,
+                   help="seed of the random-policy logs (default %(default)s)")
+    d.add_argument("--out", default="spmn-demo", metavar="DIR",
+                   help="folder for the model (frozenlake_model.json) and the plot "
+                        "(frozenlake_values.png) (default %(default)s)")
 
-    le = add("learn", cmd_learn, "learn a world model from logged transitions",
+    le = add("learn", cmd.cmd_learn, "learn a world model from logged transitions",
              "Learn p(s', r | s, a) from DATA (CSV/TSV/npz/parquet) with columns for the states, "
              "actions, reward, <state>_next and (optionally) the terminated flag.")
-    le.add_argument("data")
-    le.add_argument("--states", required=True, help="comma-separated state columns")
-    le.add_argument("--actions", required=True, help="comma-separated action columns")
-    le.add_argument("--reward", required=True)
-    le.add_argument("--terminated", default=None)
-    le.add_argument("--structure", choices=["learn", "full"], default="learn")
-    le.add_argument("--split-p", type=float, default=1e-3, help="G-test level of a region split")
-    le.add_argument("-o", "--output", required=True, help="model file (JSON)")
+    le.add_argument("data", help="logged transitions: CSV/TSV with a header row, .npz or "
+                                 ".parquet; one column per state, action, the reward, "
+                                 "<state>_next per state and optionally the terminated flag")
+    le.add_argument("--states", required=True,
+                    help="comma-separated state columns (integer codes 0..k-1, k read from "
+                         "the data), e.g. s or x,y")
+    le.add_argument("--actions", required=True,
+                    help="comma-separated action columns (integer codes 0..k-1)")
+    le.add_argument("--reward", required=True, help="the reward column (a number per row)")
+    le.add_argument("--terminated", default=None, metavar="COLUMN",
+                    help="0/1 (or boolean) column, 1 where the episode ended with that "
+                         "transition (default: none, no transition ends an episode)")
+    le.add_argument("--structure", choices=["learn", "full"], default="learn",
+                    help="learn: split regions by G-tests at --split-p; full: one region per "
+                         "observed joint state (default %(default)s)")
+    le.add_argument("--split-p", type=float, default=1e-3, metavar="P",
+                    help="significance level of the G-test that splits a region; smaller "
+                         "gives fewer regions (default %(default)s)")
+    le.add_argument("-o", "--output", required=True, metavar="MODEL",
+                    help="model file to write (JSON, with an .npz beside it for large arrays)")
 
-    ld = add("learn-decisions", cmd_learn_decisions, "learn an SPMN for a one-shot decision problem",
-             "Learn a sum-product-max network from decision data with LearnSPMN.")
-    ld.add_argument("data")
-    ld.add_argument("--partial-order", required=True, help='information sets, e.g. "A;B,C;D"')
-    ld.add_argument("--decisions", required=True, help="comma-separated decision columns")
-    ld.add_argument("--utility", required=True)
-    ld.add_argument("--seed", type=int, default=0)
-    ld.add_argument("-o", "--output", required=True)
+    ld = add("learn-decisions", cmd.cmd_learn_decisions, "learn an SPMN for a one-shot decision problem",
+             "Learn a sum-product-max network from decision data with LearnSPMN. The partial "
+             f"order: {PARTIAL_ORDER_RULE}.")
+    ld.add_argument("data", help="decision data: CSV/TSV with a header row, .npz or .parquet; "
+                                 "one row per observed problem, one column per variable")
+    ld.add_argument("--partial-order", required=True, metavar="ORDER",
+                    help=f'{PARTIAL_ORDER_RULE}; e.g. "A;D;B,U": A is known when decision D '
+                         "is taken, B and the utility U come after it")
+    ld.add_argument("--decisions", required=True,
+                    help="comma-separated decision columns (integer codes 0..k-1)")
+    ld.add_argument("--utility", required=True, metavar="COLUMN",
+                    help="the utility column (a number per row, maximized in expectation); "
+                         "--partial-order must list it after the last decision")
+    ld.add_argument("--seed", type=int, default=0,
+                    help="seed of the learner's random steps, so the same data give the same "
+                         "circuit (default %(default)s)")
+    ld.add_argument("-o", "--output", required=True, metavar="MODEL",
+                    help="circuit file to write (JSON)")
 
-    so = add("solve", cmd_solve, "solve a saved model: values and policy",
-             "Solve a saved world model exactly (values and policy per region), or print a "
-             "decision circuit's MEU and first decision.")
-    so.add_argument("model")
-    so.add_argument("--gamma", type=float, default=0.95)
-    so.add_argument("--horizon", type=int, default=None)
-    so.add_argument("--method", choices=["pi", "vi"], default="pi")
-    so.add_argument("--tol", type=float, default=1e-8)
+    so = add("solve", cmd.cmd_solve, "solve a saved model: values and policy",
+             "Solve a saved world model exactly: values and greedy action per region, and per "
+             "state (state -> region -> value -> action) for a tabular model with at most "
+             "--max-states states; or print a decision circuit's MEU and first decision.")
+    so.add_argument("model", help="model file written by spmn learn, spmn learn-decisions or "
+                                  "spmn.save (JSON)")
+    gamma(so, " without --horizon, [0, 1] with it")
+    so.add_argument("--horizon", type=int, default=None, metavar="H",
+                    help="solve for H steps to go and print step 0 (default: the infinite "
+                         "discounted horizon)")
+    so.add_argument("--method", choices=["pi", "vi"], default="pi",
+                    help="pi: policy iteration, exact; vi: value iteration to --tol; "
+                         "ignored with --horizon (default %(default)s)")
+    so.add_argument("--tol", type=float, default=1e-8,
+                    help="stopping tolerance of value iteration: the values are within TOL "
+                         "of the exact ones (default %(default)s)")
+    so.add_argument("--max-states", type=int, default=10_000, metavar="N",
+                    help="list every state when a tabular model has at most N (the product "
+                         "of its state cardinalities); 0: regions only (default %(default)s)")
 
-    ve = add("verify", cmd_verify, "learn from generated logs and compare with the exact solution",
-             "ENV: a Gymnasium toy-text id (FrozenLake-v1, FrozenLake8x8-v1, Taxi-v4, "
-             "CliffWalking-v1, ...), random-mdp:S,A,seed, or lqr:double-integrator. Exit 2 when "
-             "the error exceeds --tol.")
-    ve.add_argument("env")
-    ve.add_argument("--transitions", type=int, default=100_000)
-    ve.add_argument("--gamma", type=float, default=0.95)
-    ve.add_argument("--seed", type=int, default=0)
-    ve.add_argument("--tol", type=float, default=0.01)
+    ve = add("verify", cmd.cmd_verify, "learn from generated logs and compare with the exact solution",
+             f"ENV: {ENVS}. Exit 2 when the error exceeds --tol.")
+    ve.add_argument("env", help=ENVS)
+    ve.add_argument("--transitions", type=int, default=100_000, metavar="N",
+                    help="transitions to generate and learn from (default %(default)s)")
+    gamma(ve)
+    ve.add_argument("--seed", type=int, default=0,
+                    help="seed of the generated logs (default %(default)s)")
+    ve.add_argument("--tol", type=float, default=0.01,
+                    help="largest accepted error: |V(start) - V*(start)| for a tabular ENV, "
+                         "the relative error of V(x0) for lqr:; exit 2 above it "
+                         "(default %(default)s)")
 
-    sh = add("show", cmd_show, "summarize a saved model",
+    sh = add("show", cmd.cmd_show, "summarize a saved model",
              "Print a saved model's variables, partial order, what it learned and its circuit.")
     sh.add_argument("model", help="model file written by spmn.save (JSON)")
-    sh.add_argument("--dot", metavar="FILE", help="write the circuit as Graphviz DOT")
-    sh.add_argument("--png", metavar="FILE", help="draw the circuit (matplotlib)")
+    sh.add_argument("--dot", metavar="FILE", help="write the circuit as Graphviz DOT to FILE")
+    sh.add_argument("--png", metavar="FILE",
+                    help="draw the circuit to FILE (needs matplotlib: pip install \"spmn[plot]\")")
 
-    be = add("bench", cmd_bench, "quick benchmarks against the peers that are installed",
-             "A quick version of benchmarks/: our figure, the peer's and the ratio.")
-    be.add_argument("--full", action="store_true", help="larger sizes")
+    be = add("bench", cmd.cmd_bench, "quick benchmarks against the peers that are installed",
+             "A quick version of benchmarks/: per benchmark its size, our seconds, the peer's "
+             "and the ratio peer / spmn (> 1: spmn faster), and why where the peer wins.")
+    be.add_argument("--full", action="store_true",
+                    help="larger sizes and more runs: S=2000 and 7 runs instead of S=500 and 3")
     return p
 
 
+def _quiet_broken_pipe() -> int:
+    """After the reader of stdout went away: point stdout at devnull so that the flush at
+    exit cannot fail again (Python docs, "Note on SIGPIPE"), and report 141."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no real file (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit status (0 success, 1 error, 2 verify failed, 141
+    the reader of stdout went away)."""
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        raise
     except (SpmnError, OSError, ValueError, TypeError) as exc:
         if args.debug:
             raise

@@ -1,4 +1,5 @@
 """The command line through subprocess: success paths, --json, one-line failures."""
+import argparse
 import json
 import os
 import subprocess
@@ -10,15 +11,19 @@ import pytest
 import spmn
 from spmn.cli.demo import frozenlake_mdp
 from spmn.cli.examples import export_textiles
-from spmn.cli.main import main, parse_partial_order
+from spmn.cli.main import build_parser, main, parse_partial_order, read_data
+from spmn.cli.quickbench import _row, format_rows
 
 COMMANDS = ["demo", "learn", "learn-decisions", "solve", "verify", "show", "bench"]
 
 
+def _env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+
 def run(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.run([sys.executable, "-m", "spmn.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env)
+                          text=True, cwd=cwd, env=_env())
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +53,27 @@ def test_help_for_every_command():
         assert r.returncode == 0 and f"usage: spmn {c}" in r.stdout
 
 
+def test_every_option_has_help():
+    """Every argument of every command says what it is (the auto -h aside)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sub.choices) == sorted(COMMANDS)
+    for name, sp in [("spmn", parser), *sub.choices.items()]:
+        for action in sp._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help and action.help.strip(), (name, action.dest)
+    order = sub.choices["learn-decisions"]._option_string_actions["--partial-order"].help
+    assert "utility after the last decision" in order and "';'" in order and "','" in order
+
+
 def test_demo_small(tmp_path, capsys):
     assert main(["demo", "--transitions", "20000", "--out", str(tmp_path), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["regions"] == 11 and abs(doc["v_start"] - 0.1804715784) < 0.03
     assert doc["greedy_true_start"] > 0.9 * 0.1804715784
     assert (tmp_path / "frozenlake_model.json").exists() and (tmp_path / "frozenlake_values.png").exists()
+    assert doc["plot"].endswith("frozenlake_values.png") and doc["plot_skipped"] is None
     assert main(["demo", "--transitions", "20000", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "s_next           <- s, a" in out and "V(start)" in out and "←" in out
@@ -72,12 +92,69 @@ def test_learn_solve_show_round_trip(tmp_path, logs_csv):
     doc = json.loads(r.stdout)
     assert len(doc["values"]) == 11 and doc["residual"] < 1e-8
     r = run("solve", str(model), "--gamma", "0.95", "--method", "vi")
-    assert r.returncode == 0 and "region" in r.stdout
+    assert r.returncode == 0 and "region" in r.stdout and "per state" in r.stdout
     r = run("show", str(model), "--dot", str(tmp_path / "m.dot"), "--png", str(tmp_path / "m.png"))
     assert r.returncode == 0 and "world model" in r.stdout and "s_next" in r.stdout
     assert (tmp_path / "m.dot").exists() and (tmp_path / "m.png").exists()
     r = run("show", str(model), "--json")
     assert json.loads(r.stdout)["explain"]["r"]["state"] == ["s"]
+
+
+def test_solve_lists_states(tmp_path, logs_csv, capsys):
+    """A tabular model's solution per state: region from the tree, value and action from the
+    Solution protocol, terminal states at 0; more states than --max-states: a note instead."""
+    model = spmn.WorldModel("s", "a", "r", "terminated", progress=False).fit(
+        read_data(str(logs_csv / "logs.npz")))
+    path = str(spmn.save(model, tmp_path / "fl.json"))
+    sol = model.solve(0.95)
+    S = np.arange(16)[:, None]
+    for extra in ([], ["--horizon", "4", "--gamma", "1"]):
+        assert main(["solve", path, "--json", *extra]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        states = doc["states"]
+        assert doc["n_states"] == 16 and doc["state_names"] == ["s"] and len(states) == 16
+        assert doc["step"] == (0 if extra else None) and doc["states_note"] is None
+        ref = sol if not extra else model.solve(1.0, horizon=4)
+        np.testing.assert_allclose([x["value"] for x in states], ref.value(S), atol=1e-12)
+        assert [x["action"] for x in states] == list(ref.policy(S))
+        assert [x["region"] for x in states] == list(model.tree_.route(S))
+        assert [x["state"] for x in states] == [{"s": i} for i in range(16)]
+        holes = [x["state"]["s"] for x in states if x["terminal"]]
+        assert holes == [5, 7, 11, 12, 15]
+        for x in states:
+            assert x["value"] == (0.0 if x["terminal"] else doc["values"][x["region"]])
+    assert main(["solve", path]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.split("per state")[1].splitlines()[1:]}
+    assert rows["5"][2:] == ["0.00000000", "end"]
+    assert rows["s"] == ["s", "region", "value", "action"]
+    assert float(rows["0"][2]) == pytest.approx(sol.value(0), abs=1e-8)
+    assert main(["solve", path, "--max-states", "10", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["states"] is None and "--max-states 16" in doc["states_note"]
+    assert len(doc["values"]) == 11 and doc["policy"] is not None
+    assert main(["solve", path, "--max-states", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "per-state table omitted: 16 states" in out and "region" in out
+    assert main(["solve", path, "--max-states", "-1"]) == 1
+    assert "--max-states must be >= 0" in capsys.readouterr().err
+
+
+def test_closed_pipe_ends_quietly(tmp_path):
+    """``spmn solve m.json | head -1``: no 'Broken pipe' message, the SIGPIPE status."""
+    rng = np.random.default_rng(0)
+    x, y, a = rng.integers(0, 60, 3000), rng.integers(0, 80, 3000), rng.integers(0, 2, 3000)
+    xn = np.clip(x + np.where(a == 1, 1, -1), 0, 59)
+    data = {"x": x, "y": y, "a": a, "r": (xn == 59).astype(float), "x_next": xn, "y_next": y}
+    model = spmn.WorldModel(["x", "y"], "a", "r", progress=False).fit(data)
+    path = spmn.save(model, tmp_path / "grid.json")  # 4,800 states: ~200 kB of text
+    p = subprocess.Popen([sys.executable, "-m", "spmn.cli", "solve", str(path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    assert p.stdout.readline().startswith(b"per region")
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert "Broken pipe" not in err and "Traceback" not in err and "error" not in err
 
 
 def test_failure_paths(tmp_path, logs_csv):
@@ -93,6 +170,11 @@ def test_failure_paths(tmp_path, logs_csv):
             "--decisions", "a", "--utility", "r", "-o", str(tmp_path / "y.json"))
     one_line_error(r)
     assert "malformed partial order" in r.stderr
+    r = run("learn-decisions", str(logs_csv / "logs.csv"), "--partial-order", "s;a",
+            "--decisions", "a", "--utility", "r", "-o", str(tmp_path / "y.json"))
+    one_line_error(r)
+    assert "does not list the utility 'r'" in r.stderr and '"s;a;r"' in r.stderr
+    assert "utility after the last decision" in r.stderr
     r = run("verify", "lqr:pendulum")
     one_line_error(r)
     with pytest.raises(spmn.DataError):
@@ -118,6 +200,40 @@ def test_bench_quick():
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["rows"]
     assert any("Bellman" in x["name"] for x in rows) and all(x["ours"] > 0 for x in rows)
+    assert "S=500 A=4" in rows[0]["size"] and all(x["size"] and x["runs"] >= 1 for x in rows)
+    for x in rows:  # a note exactly where the measured ratio says the peer won
+        assert (x["note"] is not None) == (x["ratio"] is not None and x["ratio"] < 1)
+
+
+def test_bench_says_when_a_peer_wins():
+    rows = [_row("Bellman sweep", "S=500 A=4, 1 sweep", 3, 2e-3, 5e-4, "pymdptoolbox", "why A"),
+            _row("LQR", "2 states", 3, 1e-2, 2e-2, "python-control", "why B"),
+            _row("LQR", "2 states", 3, 1e-2, None, "python-control missing")]
+    assert rows[0]["ratio"] == pytest.approx(0.25) and rows[1]["note"] is None
+    text = format_rows(rows)
+    assert "S=500 A=4, 1 sweep" in text and "ratio = peer / spmn" in text
+    notes = [line for line in text.splitlines() if line.startswith("note:")]
+    assert notes == ["note: pymdptoolbox is 4.0x faster on Bellman sweep (S=500 A=4, 1 sweep): "
+                     "why A"]
+
+
+def test_demo_without_matplotlib(tmp_path):
+    """No matplotlib: the demo runs, skips the plot and says which extra brings it."""
+    script = ("import sys; sys.modules['matplotlib'] = None\n"
+              "from spmn.cli.main import main\n"
+              "args = ['demo', '--transitions', '5000', '--out', sys.argv[1]]\n"
+              "assert main(args + ['--json']) == 0\n"
+              "print('=====')\n"
+              "sys.exit(main(args))\n")
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                       text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    js, text = r.stdout.split("=====\n")
+    doc = json.loads(js)
+    assert doc["plot"] is None and 'pip install "spmn[plot]"' in doc["plot_skipped"]
+    assert 'plot skipped: matplotlib is not installed; pip install "spmn[plot]"' in text
+    assert (tmp_path / "frozenlake_model.json").exists()
+    assert not (tmp_path / "frozenlake_values.png").exists()
 
 
 MODELS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "models")
