@@ -8,11 +8,13 @@ from the exact one by more than ``tol`` (relative for LQR).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import CoverageWarning, DataError
+from ..worldmodels.tabular import coverage
 
 
 def _tabular(env: str):
@@ -34,11 +36,19 @@ def verify_tabular(env: str, transitions: int, gamma: float, seed: int, tol: flo
     mdp = _tabular(env)
     logs = mdp.sample_transitions(transitions, seed=seed)
     model = WorldModel("s", "a", "r", "terminated", progress=progress).fit(logs)
-    sol = model.solve(gamma)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CoverageWarning)
+        sol = model.solve(gamma)
+    thin = [str(w.message) for w in caught if issubclass(w.category, CoverageWarning)]
+    for w in caught:  # re-issue: the user sees it, the report keeps it
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     exact = mdp.policy_iteration(gamma)
     obs = mdp.observation
-    V = sol.value(obs)
-    greedy = sol.policy(obs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoverageWarning)  # counted in the report instead
+        V = sol.value(obs)
+        greedy = sol.policy(obs)
+    report_cov = coverage.policy_coverage(model, sol.result.policy, model.min_count)
     true_greedy = mdp.policy_evaluation(greedy, gamma).values
     v_model, v_star = float(mdp.start @ V), float(mdp.start @ exact.values)
     seen = np.isin(obs, np.unique(logs["s"]))
@@ -48,6 +58,10 @@ def verify_tabular(env: str, transitions: int, gamma: float, seed: int, tol: flo
               "max_error_seen_states": float(np.abs(V - exact.values)[seen].max()),
               "greedy_true_value": float(mdp.start @ true_greedy),
               "greedy_fraction_of_optimal": float(mdp.start @ true_greedy) / v_star if v_star else 1.0,
+              "states_never_logged": int(np.setdiff1d(np.unique(obs), np.r_[logs["s"], logs["s_next"]]).size),
+              "thin_greedy_pairs": report_cov.thin_pairs,
+              "samples_needed_per_pair": report_cov.needed_per_pair,
+              "coverage_warning": thin[0] if thin else None,
               "passed": bool(err <= tol)}
     report["failure"] = None if report["passed"] else (
         f"|V(start) - V*(start)| = {err:.3g} exceeds --tol {tol}")

@@ -186,8 +186,12 @@ def test_verify_and_decisions(tmp_path):
     r = run("verify", "random-mdp:15,3,2", "--transitions", "30000", "--tol", "0.5", "--json")
     doc = json.loads(r.stdout)
     assert r.returncode == 0 and doc["passed"] and doc["error_start"] < 0.5
-    r = run("verify", "random-mdp:15,3,2", "--transitions", "300", "--tol", "1e-9")
+    assert doc["coverage_warning"] is None and doc["thin_greedy_pairs"] == 0
+    r = run("verify", "random-mdp:15,3,2", "--transitions", "300", "--tol", "1e-9", "--json")
     assert r.returncode == 2 and "exceeds --tol" in r.stderr
+    thin = json.loads(r.stdout)  # 300 transitions: thin data, said in the report and warned
+    assert thin["thin_greedy_pairs"] > 0 and "CoverageWarning" in r.stderr
+    assert "185 samples" in thin["coverage_warning"]
     r = run("verify", "lqr:double-integrator", "--transitions", "20000", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["relative_error"] < 0.01
     path = spmn.save(export_textiles(), tmp_path / "et.json")
