@@ -36,11 +36,14 @@ def test_counts_are_readable_and_equal_the_logs(taxi):
 
 def test_thin_taxi_logs_warn_with_counts_and_data_needed(taxi):
     mdp, logs, m = taxi
-    with pytest.warns(CoverageWarning, match=r"relies on \d+ \(region, action\) pairs seen fewer "
-                      r"than 30 times.*needs 185 samples.*times the data") as rec:
+    with pytest.warns(CoverageWarning, match=r"relies on actions logged fewer than 30 times in "
+                      r"\d+ of the logged states.*needs 185 samples.*times the data") as rec:
         sol = m.solve(0.95)
     report = coverage.policy_coverage(m, sol.result.policy, 30)
-    assert report.thin_pairs > 0 and report.fewest < 30
+    assert report.thin_states > 0 and report.fewest < 30
+    per_state = m.state_coverage(m.seen_states_)[np.arange(m.seen_states_.shape[0]),
+                                                 sol.result.policy[m.tree_.route(m.seen_states_)]]
+    assert report.thin_states == int((per_state < 30).sum())
     assert report.unseen_states == N_OBS - len(np.unique(np.r_[logs["s"], logs["s_next"]]))
     assert f"{report.unseen_states} states were never logged" in str(rec[0].message)
     # every never-logged state is reported as unseen when asked for, and never as terminal

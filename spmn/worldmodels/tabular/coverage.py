@@ -54,49 +54,64 @@ def find(table: np.ndarray, S: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PolicyCoverage:
-    """Coverage of a greedy policy: the (region, action) pairs it uses with fewer than
-    ``min_count`` samples, the fewest samples behind any of them, and the data needed."""
+    """Coverage of a greedy policy: the logged states where it takes an action logged there
+    fewer than ``min_count`` times, the (region, action) pairs it uses with fewer samples, the
+    fewest samples behind any of them, and the data needed (Hoeffding, module docstring)."""
 
     min_count: int
+    thin_states: int | None
     thin_pairs: int
     thin_regions: tuple[int, ...]
     fewest: int
-    logged_states_in_thin: int | None
     unseen_states: int | None
     needed_per_pair: int
     more_data_factor: float
 
+    @property
+    def thin(self) -> bool:
+        return bool(self.thin_pairs or self.thin_states)
+
     def message(self, n_transitions: int) -> str:
+        parts = []
+        if self.thin_states:
+            parts.append(f"actions logged fewer than {self.min_count} times in "
+                         f"{self.thin_states} of the logged states")
+        if self.thin_pairs:
+            parts.append(f"{self.thin_pairs} (region, action) pairs seen fewer than "
+                         f"{self.min_count} times")
         unseen = "" if not self.unseen_states else (
             f"; {self.unseen_states} states were never logged (their values come from the "
             "region fallback)")
-        states = "" if self.logged_states_in_thin is None else \
-            f", covering {self.logged_states_in_thin} logged states"
         more = self.more_data_factor * n_transitions
-        return (f"the greedy policy relies on {self.thin_pairs} (region, action) pairs seen "
-                f"fewer than {self.min_count} times (fewest: {self.fewest}){states}{unseen}. "
-                f"For every transition probability within ±{EPS} at {1 - DELTA:.0%} confidence "
-                f"(Hoeffding) a pair needs {self.needed_per_pair} samples: about "
-                f"{self.more_data_factor:.0f} times the data ({more:,.0f} transitions instead "
-                f"of {n_transitions:,}) with the same logging policy")
+        return (f"the greedy policy relies on {' and on '.join(parts)} (fewest: {self.fewest})"
+                f"{unseen}. For every transition probability within ±{EPS} at {1 - DELTA:.0%} "
+                f"confidence (Hoeffding) a (state, action) pair needs {self.needed_per_pair} "
+                f"samples: about {self.more_data_factor:.0f} times the data ({more:,.0f} "
+                f"transitions instead of {n_transitions:,}) with the same logging policy")
 
 
 def policy_coverage(model, policy: np.ndarray, min_count: int) -> PolicyCoverage:
-    """Coverage of the region policy ``policy`` ((regions,) or (H, regions)) of ``model``."""
+    """Coverage of the region policy ``policy`` ((regions,) or (H, regions)) of ``model``: per
+    logged state (the greedy action of its region, every step) and per (region, action)."""
     counts = model.coverage_
     pol = np.atleast_2d(policy)
     K = counts.shape[0]
     regions = np.tile(np.arange(K), pol.shape[0])
     used = counts[regions, pol.ravel()]
     thin = np.unique(regions[used < min_count])
-    fewest = int(counts[thin, pol[0, thin]].min()) if thin.size else int(used.min(initial=0))
-    in_thin = None
-    if model.seen_states_ is not None:
-        in_thin = int(np.isin(model.tree_.route(model.seen_states_), thin).sum()) \
-            if thin.size and model.seen_states_.shape[0] else 0
+    fewest = [int(used.min(initial=10 ** 18))]
+    thin_states = None
+    if model.seen_states_ is not None and model.seen_states_.shape[0]:
+        reg = model.tree_.route(model.seen_states_)
+        per = np.stack([model.seen_counts_[np.arange(reg.size), p[reg]] for p in pol])
+        low = (per < min_count).any(axis=0)
+        thin_states = int(low.sum())
+        fewest.append(int(per.min()))
+    fewest_n = min(fewest) if fewest[0] < 10 ** 18 or len(fewest) > 1 else 0
     need = samples_needed()
-    return PolicyCoverage(int(min_count), int(thin.size), tuple(int(k) for k in thin), fewest,
-                          in_thin, unseen_count(model), need, need / max(fewest, 1))
+    return PolicyCoverage(int(min_count), thin_states, int(thin.size),
+                          tuple(int(k) for k in thin), fewest_n, unseen_count(model), need,
+                          need / max(fewest_n, 1))
 
 
 def unseen_count(model) -> int | None:
@@ -114,7 +129,7 @@ def unseen_count(model) -> int | None:
 
 def warn_policy(model, policy: np.ndarray, min_count: int) -> PolicyCoverage:
     report = policy_coverage(model, policy, min_count)
-    if report.thin_pairs:
+    if report.thin:
         warnings.warn(report.message(model.n_transitions_), CoverageWarning, stacklevel=3)
     return report
 
