@@ -41,10 +41,16 @@ class EncodedWorldModel:
     :func:`merge_codes`; one code column only); ``world_model_args`` go to
     :class:`~spmn.worldmodels.tabular.model.WorldModel` (``structure``, ``split_p``, ``min_samples_split``,
     ``smoothing``, ...). The action variable is "a", the reward "r".
+
+    Common keywords of every kind: ``progress`` (bars on the inner world model's long steps),
+    ``seed`` (encoder training and the k-means quantizer; ``fit(seed=)`` overrides it for one
+    fit), ``backend`` (the inner world model's Bellman passes).
     """
 
     def __init__(self, encoder: Encoder | None = None, *, fit_encoder: bool = True,
-                 n_codes: int = 32, merge: bool = True, **world_model_args: Any) -> None:
+                 n_codes: int = 32, merge: bool = True, progress: bool = True,
+                 seed: Seed = None, backend: str | None = None,
+                 **world_model_args: Any) -> None:
         self.encoder = PCAKMeansEncoder() if encoder is None else encoder
         for meth in ("fit", "transform"):
             if not callable(getattr(self.encoder, meth, None)):
@@ -58,7 +64,7 @@ class EncodedWorldModel:
         self.n_codes = int(n_codes)
         self.merge = bool(merge)
         self.world_model_args = dict(world_model_args)
-        self.world_model_args.setdefault("progress", False)
+        self.progress, self.seed, self.backend = bool(progress), seed, backend
 
     # ------------------------------------------------------------------ encoding
     def _check_fitted(self) -> None:
@@ -97,7 +103,8 @@ class EncodedWorldModel:
             next_frames: np.ndarray, terminated: np.ndarray | None = None, *,
             seed: Seed = None) -> "EncodedWorldModel":
         """Fit the encoder (on frames, actions and next frames), code both frame sets and learn
-        the world model over the codes; ``terminated`` (bool, default all False) ends episodes."""
+        the world model over the codes; ``terminated`` (bool, default all False) ends episodes;
+        ``seed`` (default: the model's ``seed``) drives the encoder and the quantizer."""
         x = self._frames(frames)
         shape = tuple(check_frames(x[:1]).shape[1:])
         xn = self._frames(next_frames, shape, "next_frames")
@@ -115,7 +122,7 @@ class EncodedWorldModel:
         t = np.zeros(n, bool) if terminated is None else np.asarray(terminated)
         if t.shape != (n,) or not np.isin(t, (0, 1)).all():
             raise DataError(f"terminated must be {n} booleans (one per frame), got shape {t.shape}")
-        rng = as_rng(seed)
+        rng = as_rng(self.seed if seed is None else seed)
         if self.fit_encoder or not _is_fitted(self.encoder):
             self.encoder.fit(x, a, xn, seed=rng)
         schema: EncoderSchema = self.encoder.schema
@@ -140,7 +147,8 @@ class EncodedWorldModel:
         for j, nm in enumerate(names):
             cols[nm], cols[f"{nm}_next"] = z[:, j].astype(np.int64), zn[:, j].astype(np.int64)
         states = [Variable.discrete(nm, int(k)) for nm, k in zip(names, cards)]
-        self.world_model_ = WorldModel(states, "a", "r", "terminated",
+        self.world_model_ = WorldModel(states, "a", "r", "terminated", progress=self.progress,
+                                       seed=self.seed, backend=self.backend,
                                        **self.world_model_args).fit(cols)
         self.frame_shape_ = shape
         self.solve_args_: dict[str, Any] | None = None
@@ -292,7 +300,8 @@ def to_payload(m: EncodedWorldModel, arrays) -> dict[str, Any]:
         "merge": m.merge,
         "code_map": None if m.code_map_ is None else [int(v) for v in m.code_map_],
         "frame_shape": list(m.frame_shape_),
-        "world_model_args": {k: v for k, v in m.world_model_args.items() if k != "progress"},
+        "world_model_args": dict(m.world_model_args),
+        "seed": int(m.seed) if isinstance(m.seed, (int, np.integer)) else None,
         "world_model": wm_payload(m.world_model_, arrays),
         "solve": m.solve_args_,
     }
@@ -305,8 +314,9 @@ def from_payload(doc: dict[str, Any], arrays) -> EncodedWorldModel:
     if e["type"] not in types:
         raise ModelFileError(f"unknown encoder type {e['type']!r}; known: {sorted(types)}")
     enc = types[e["type"]].from_saved(e["config"], {k: _get(arrays, v) for k, v in e["arrays"].items()})
+    args = {k: v for k, v in doc["world_model_args"].items() if k != "progress"}
     m = EncodedWorldModel(enc, fit_encoder=False, n_codes=int(doc["n_codes"]),
-                          merge=bool(doc["merge"]), **doc["world_model_args"])
+                          merge=bool(doc["merge"]), seed=doc.get("seed"), **args)
     m.code_map_ = None if doc["code_map"] is None else np.asarray(doc["code_map"], np.int64)
     m.frame_shape_ = tuple(int(v) for v in doc["frame_shape"])
     m.quantizer_ = None
@@ -314,6 +324,10 @@ def from_payload(doc: dict[str, Any], arrays) -> EncodedWorldModel:
         m.quantizer_ = KMeans(m.n_codes)
         m.quantizer_.centers_ = _get(arrays, doc["quantizer"]).astype(np.float64)
     m.world_model_ = wm_from(doc["world_model"], arrays)
+    wm = m.world_model_
+    wm.progress, wm.backend = m.progress, m.backend
+    if getattr(wm, "template_", None) is not None:  # the Bellman passes read the template's
+        wm.template_.backend = m.backend
     m.solve_args_ = None
     if doc.get("solve"):
         m.solve(**doc["solve"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -105,6 +106,47 @@ def test_numpy_model_file_round_trip_and_callables(small, tmp_path):
     cm = _fit(EncodedWorldModel(fn), d)
     with pytest.raises(ModelFileError, match="CallableEncoder"):
         spmn.save(cm, tmp_path / "c.json")
+
+
+def test_common_keywords_progress_seed_backend(small, tmp_path):
+    """``progress``, ``seed``, ``backend`` as on every kind: kept, passed to the inner world
+    model; the model's seed is fit's default; the reference backend gives the default's Q."""
+    env, d = small
+    sub = {k: v[:4000] for k, v in d.items()}
+    enc = lambda: PCAKMeansEncoder(n_codes=16, n_components=8)  # noqa: E731
+    base = _fit(EncodedWorldModel(enc()), sub, seed=0)
+    assert (base.progress, base.seed, base.backend) == (True, None, None)
+    m = _fit(EncodedWorldModel(enc(), progress=False, seed=0, backend="reference"), sub)
+    assert (m.progress, m.seed, m.backend) == (False, 0, "reference")
+    wm = m.world_model_
+    assert (wm.progress, wm.backend, wm.seed) == (False, "reference", 0)
+    frames = env.render(np.repeat(np.arange(16), 4), seed=3)
+    assert np.array_equal(m.encode(frames), base.encode(frames))
+    np.testing.assert_allclose(m.solve(GAMMA).values, base.solve(GAMMA).values, rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(m.q(frames), base.q(frames), rtol=1e-12, atol=1e-12)
+    back = spmn.load(spmn.save(m, tmp_path / "kw.json"))
+    assert back.seed == 0 and back.world_model_args == {}
+    np.testing.assert_allclose(back.q(frames), m.q(frames), rtol=1e-12, atol=1e-12)
+    # the keywords of before still work: WorldModel hyper-parameters ride in **world_model_args
+    old = EncodedWorldModel(enc(), structure="full", smoothing=0.5, progress=False)
+    assert old.world_model_args == {"structure": "full", "smoothing": 0.5} and not old.progress
+    # files of the previous version: no "seed", progress/backend among world_model_args
+    path = spmn.save(base, tmp_path / "old.json")
+    doc = json.loads(path.read_text())
+    doc["payload"].pop("seed")
+    doc["payload"]["world_model_args"] = {"progress": False, "backend": "reference"}
+    path.write_text(json.dumps(doc))
+    old = spmn.load(path)
+    assert old.seed is None and old.backend == "reference" and old.world_model_args == {}
+    assert old.world_model_.template_.backend == "reference"
+    np.testing.assert_allclose(old.q(frames), base.q(frames), rtol=1e-12, atol=1e-12)
+    models = os.path.join(os.path.dirname(__file__), "..", "data", "models")
+    saved = spmn.load(os.path.join(models, "pixels_v1.json"))
+    assert (saved.progress, saved.seed, saved.backend) == (True, None, None)
+    np.testing.assert_allclose(saved.q(np.load(os.path.join(models, "pixels_v1_frames.npy"))),
+                               np.load(os.path.join(models, "pixels_v1_q.npy")), rtol=1e-12,
+                               atol=1e-12)
 
 
 def test_callable_encoders_feed_the_world_model(lake, small):

@@ -9,6 +9,7 @@ from scipy.stats import norm
 import spmn
 from spmn import DataError, NotFittedError, SolverError, SpmnError
 from spmn.circuit.quadratic import Quadratic
+from spmn.errors import SpmnWarning
 from spmn.reference import LinearGaussianSystem
 from spmn.worldmodels.gaussian.model import GaussianWorldModel, transitions_from_system
 
@@ -159,6 +160,179 @@ def test_save_load_and_summary(tmp_path, di_logs):
     X = np.array([[-1.0], [0.5]])
     U = [[0.2], [0.1]]
     np.testing.assert_array_equal(back.predict(X, U)[0], mix.predict(X, U)[0])
+
+
+# ---------------------------------------------------------------------------- common keywords
+def test_progress_seed_backend_keywords_and_backends_agree(di_logs):
+    """``progress``, ``seed``, ``backend`` are taken and kept. Answers that do not call the
+    kernels (dynamics, predict, solve) are identical on every backend; the kernels' answers
+    (log-likelihood, samples) equal the reference to 1e-12 on a well-conditioned model."""
+    from spmn import kernels
+
+    default = GaussianWorldModel(["x0", "x1"], ["u0"], "r").fit(di_logs)
+    assert (default.progress, default.seed, default.backend) == (True, 0, None)
+    rng = np.random.default_rng(7)
+    x, u = rng.normal(size=(6, 2)), rng.normal(size=(6, 1))
+    sub = {k: v[:500] for k, v in di_logs.items()}
+    sol = default.solve(0.95)
+    V = Quadratic(["x0", "x1"], np.eye(2))
+    A, B, W = _random_system(4)
+    well = GaussianWorldModel.from_system(A, B, W, cost=(np.eye(3), np.eye(2)))
+    X, U = rng.normal(size=(40, 3)), rng.normal(size=(40, 2))
+    logs = {**{f"x{i}": X[:, i] for i in range(3)}, **{f"u{j}": U[:, j] for j in range(2)},
+            **{f"x{i}_next": (X @ A.T + U @ B.T)[:, i] + 0.3 for i in range(3)}}
+    for be in kernels.available():
+        m = GaussianWorldModel(["x0", "x1"], ["u0"], "r", progress=False, backend=be,
+                               seed=0).fit(di_logs)
+        assert (m.progress, m.seed, m.backend) == (False, 0, be)
+        np.testing.assert_array_equal(m.linear_dynamics().A, default.linear_dynamics().A)
+        np.testing.assert_array_equal(m.predict(x, u)[1], default.predict(x, u)[1])
+        np.testing.assert_array_equal(m.expected_value(V, x, u), default.expected_value(V, x, u))
+        np.testing.assert_array_equal(m.solve(0.95).P, sol.P)
+        # this fitted joint has cond(Σ) ≈ 2e6: the backends' Cholesky factors differ by rounding
+        np.testing.assert_allclose(m.log_likelihood(sub), default.log_likelihood(sub),
+                                   rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(m.sample_next(x, u), default.sample_next(x, u), rtol=1e-11,
+                                   atol=1e-11)
+        w = GaussianWorldModel.from_system(A, B, W, cost=(np.eye(3), np.eye(2)), backend=be)
+        np.testing.assert_allclose(w.log_likelihood(logs), well.log_likelihood(logs),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(w.sample_next(X, U), well.sample_next(X, U), rtol=1e-12,
+                                   atol=1e-12)
+    assert np.array_equal(default.sample_next(x, u), default.sample_next(x, u))  # seeded
+    assert not np.array_equal(default.sample_next(x, u, seed=1), default.sample_next(x, u))
+    assert default.sample_next(x[0], u[0]).shape == (2,)
+    # the samples follow p(x' | x, u) = N(A x + B u + offset, W)
+    d = default.linear_dynamics()
+    draws = default.sample_next(np.zeros((20_000, 2)), np.ones((20_000, 1)), seed=2)
+    assert np.all(np.abs(draws.mean(axis=0) - d.B[:, 0] - d.offset)
+                  < 5 * np.sqrt(np.diag(d.W) / 20_000))
+    np.testing.assert_allclose(np.cov(draws.T), d.W, rtol=0.05,
+                               atol=5 * np.sqrt(d.W[0, 0] * d.W[1, 1] / 20_000))
+    # mixtures: the bar (EM rounds) changes nothing; log-likelihoods agree across backends
+    logs, test = _piecewise_logs(2000, seed=1), _piecewise_logs(50, seed=2)
+    mix = [GaussianWorldModel("x", "u", "r", n_components=2, progress=p, backend=b).fit(logs)
+           for p, b in ((False, "reference"), (True, None))]
+    np.testing.assert_array_equal(mix[0].weights, mix[1].weights)
+    np.testing.assert_allclose(mix[0].log_likelihood(test), mix[1].log_likelihood(test),
+                               rtol=1e-12, atol=1e-12)
+    with pytest.raises(SpmnError, match="backend"):
+        GaussianWorldModel(["x0", "x1"], ["u0"], "r", backend="nope").fit(di_logs).log_likelihood(sub)
+
+
+# ---------------------------------------------------------------------------- noise-free dynamics
+def _ridge_fit(logs, states, actions, **kw):
+    with pytest.warns(SpmnWarning, match="noise ridge"):
+        return GaussianWorldModel(states, actions, "r", **kw).fit(logs)
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_deterministic_double_integrator_fits_and_solves_exactly(tmp_path, intercept):
+    """W = 0: the fit adds the documented ridge reg x Var(x') to W, keeps A and B exact, and
+    the Riccati solution is the noise-free system's (P, K; c is the ridge's noise cost)."""
+    logs = transitions_from_system(LinearGaussianSystem(A2, B2, np.zeros((2, 2))), 4000,
+                                   cost=(Q2, R2), seed=0)
+    model = _ridge_fit(logs, ["x0", "x1"], ["u0"], intercept=intercept)
+    assert model.ridge_directions_ == 2
+    d = model.linear_dynamics()
+    assert np.abs(d.A - A2).max() < 1e-10 and np.abs(d.B - B2).max() < 1e-10
+    assert np.abs(d.offset).max() < 1e-10
+    Xn = np.stack([logs["x0_next"], logs["x1_next"]], axis=1)
+    s = Xn.var(axis=0) if intercept else (Xn ** 2).mean(axis=0)
+    np.testing.assert_allclose(d.W, np.diag(1e-6 * s), rtol=1e-6, atol=1e-12 * s.max())
+    model.validate()
+    sol = model.solve(0.95)
+    ref = LinearGaussianSystem(A2, B2, np.zeros((2, 2))).lqr(Q2, R2, 0.95)
+    assert np.abs(sol.P - ref.P).max() < 1e-9 and np.abs(sol.K - ref.K).max() < 1e-9
+    ridge = LinearGaussianSystem(A2, B2, d.W).lqr(Q2, R2, 0.95)
+    assert abs(sol.c - ridge.c) < 1e-10 and 0 < sol.c < 0.95 / 0.05 * 1e-6 * s.sum() * ref.P.max()
+    back = spmn.load(spmn.save(model, tmp_path / "det.json"))
+    np.testing.assert_array_equal(back.solve(0.95).P, sol.P)
+    np.testing.assert_array_equal(back.linear_dynamics().W, d.W)
+    # a larger reg= gives a larger ridge, the same dynamics; reg=0 has no ridge and says why
+    big = _ridge_fit(logs, ["x0", "x1"], ["u0"], intercept=intercept, reg=1e-3)
+    np.testing.assert_allclose(big.linear_dynamics().W, 1e3 * d.W, rtol=1e-6, atol=1e-12 * s.max())
+    assert np.abs(big.linear_dynamics().A - A2).max() < 1e-10
+    with pytest.raises(DataError, match="noise-free.*reg=0 is off"):
+        GaussianWorldModel(["x0", "x1"], ["u0"], "r", intercept=intercept, reg=0).fit(logs)
+
+
+def test_cartpole_like_deterministic_system_fits():
+    """A linearized cart-pole (4 states, 1 force, Euler step 0.02 s), logged by hand without
+    noise: exact A, B, and the Riccati solution of the noise-free system."""
+    dt, M, mp, ln, g = 0.02, 1.0, 0.1, 0.5, 9.8
+    Ac = np.array([[0, 1, 0, 0], [0, 0, -mp * g / M, 0], [0, 0, 0, 1],
+                   [0, 0, (M + mp) * g / (M * ln), 0]])
+    A, B = np.eye(4) + dt * Ac, dt * np.array([[0.0], [1 / M], [0.0], [-1 / (M * ln)]])
+    rng = np.random.default_rng(0)
+    X, U, Xn = [], [], []
+    for _ in range(250):  # 250 episodes of 20 steps from random states, random pushes
+        x = rng.normal(0.0, [0.5, 0.5, 0.1, 0.3])
+        for _ in range(20):
+            u = rng.normal(0.0, 2.0, 1)
+            X.append(x), U.append(u)
+            x = A @ x + B @ u
+            Xn.append(x)
+    X, U, Xn = np.array(X), np.array(U), np.array(Xn)
+    names = ["pos", "vel", "angle", "spin"]
+    logs = {nm: X[:, i] for i, nm in enumerate(names)}
+    logs.update({f"{nm}_next": Xn[:, i] for i, nm in enumerate(names)})
+    logs["force"] = U[:, 0]
+    Q, R = np.diag([1.0, 0.1, 10.0, 0.1]), np.array([[0.01]])
+    model = _ridge_fit(logs, names, "force", cost=(Q, R))
+    d = model.linear_dynamics()
+    assert np.abs(d.A - A).max() < 1e-10 and np.abs(d.B - B).max() < 1e-10
+    model.validate()
+    sol = model.solve(0.99)
+    ref = LinearGaussianSystem(A, B, np.zeros((4, 4))).lqr(Q, R, 0.99)
+    assert np.abs(sol.P - ref.P).max() < 1e-8 * np.abs(ref.P).max()
+    assert np.abs(sol.K - ref.K).max() < 1e-8 * np.abs(ref.K).max()
+
+
+def test_partly_deterministic_dynamics_keep_the_fitted_noise(di_logs):
+    """Noise on the velocity only: W keeps the least-squares residual variance there, the
+    ridge goes to the noise-free position direction only."""
+    W = np.diag([0.0, 1e-2])
+    logs = transitions_from_system(LinearGaussianSystem(A2, B2, W), 4000, cost=(Q2, R2), seed=1)
+    model = _ridge_fit(logs, ["x0", "x1"], ["u0"], intercept=False)
+    assert model.ridge_directions_ == 1
+    theta, W_ls = _lstsq(logs, ["x0", "x1"], ["u0"], False)
+    d = model.linear_dynamics()
+    assert np.abs(d.A - theta[:, :2]).max() < 1e-10 and np.abs(d.B - theta[:, 2:]).max() < 1e-10
+    assert np.abs(d.A[0] - A2[0]).max() < 1e-12 and abs(d.B[0, 0] - B2[0, 0]) < 1e-12
+    assert d.W[1, 1] == pytest.approx(W_ls[1, 1], rel=1e-9)
+    assert d.W[0, 0] == pytest.approx(1e-6 * (logs["x0_next"] ** 2).mean(), rel=1e-6)
+    # noisy logs are fitted as before: no ridge, no warning
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert GaussianWorldModel(["x0", "x1"], ["u0"], "r").fit(di_logs).ridge_directions_ == 0
+
+
+def test_degenerate_logs_that_no_ridge_fixes_name_the_variables(di_logs):
+    logs = dict(di_logs)
+    logs["x1"] = 2.0 * logs["x0"]  # a duplicated state: (x, u) itself is singular
+    with pytest.raises(DataError, match=r"cannot fix.*|'x0', 'x1'") as err:
+        GaussianWorldModel(["x0", "x1"], ["u0"], "r").fit(logs)
+    assert "'x0'" in str(err.value) and "'x1'" in str(err.value)
+    assert "ridge on the noise covariance cannot fix" in str(err.value)
+    logs = dict(di_logs)
+    logs["x1_next"] = np.full_like(logs["x1_next"], 3.0)
+    with pytest.raises(DataError, match="'x1_next' is constant"):
+        GaussianWorldModel(["x0", "x1"], ["u0"], "r").fit(logs)
+    for bad in (-1.0, np.nan, "big"):
+        with pytest.raises(DataError, match="reg"):
+            GaussianWorldModel("x", "u", reg=bad)
+
+
+def test_deterministic_piecewise_mixture_fits():
+    """EM's floor (reg x each variable's variance) keeps noise-free mixtures valid too."""
+    logs = _piecewise_logs(4000, seed=3)
+    logs["x_next"] = np.where(logs["x"] < 0, 0.7, 1.2) * logs["x"] + 0.5 * logs["u"]
+    model = GaussianWorldModel("x", "u", "r", n_components=2, progress=False).fit(logs)
+    model.validate()
+    slopes = sorted(model.linear_dynamics(k).A[0, 0] for k in range(2))
+    assert slopes == pytest.approx([0.7, 1.2], abs=1e-3)  # the floor shrinks A by O(reg)
 
 
 # ---------------------------------------------------------------------------- mixtures

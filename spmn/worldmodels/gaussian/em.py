@@ -5,13 +5,15 @@ Initialization: k-means++ seeding and 10 Lloyd rounds on standardized data (``se
 the clusters' weights, means and covariances. Each EM round: responsibilities
 ``r_ik ∝ w_k N(d_i; μ_k, Σ_k)`` (E-step), then ``w_k = Σ_i r_ik / N``, ``μ_k`` and ``Σ_k`` the
 responsibility-weighted mean and covariance plus ``reg`` x each variable's variance on the
-diagonal (keeps every component positive definite). Stops when the mean log-likelihood gains
-less than ``tol``.
+diagonal (keeps every component positive definite, also on noise-free dynamics: each
+component's noise covariance is at least ``reg`` x the next-state variances). Stops when the mean
+log-likelihood gains less than ``tol``; ``progress`` shows a bar over the rounds.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..._progress import progress_bar
 from ...errors import DataError
 from ...gaussian import mixture_logpdf
 
@@ -52,7 +54,8 @@ def _m_step(D: np.ndarray, R: np.ndarray, floor: np.ndarray):
 
 
 def fit_mixture(D: np.ndarray, K: int, *, reg: float = 1e-6, max_iter: int = 500,
-                tol: float = 1e-9, seed: int | np.random.Generator | None = 0):
+                tol: float = 1e-9, seed: int | np.random.Generator | None = 0,
+                progress: bool = False):
     """``(weights (K,), means (K, d), covs (K, d, d), iterations)`` of a K-component mixture."""
     N, d = D.shape
     if N < K * (d + 1):
@@ -69,11 +72,14 @@ def fit_mixture(D: np.ndarray, K: int, *, reg: float = 1e-6, max_iter: int = 500
     w, means, covs = _m_step(D, R, floor)
     prev = -np.inf
     it = 0
-    for it in range(1, max_iter + 1):
-        ll, logr = mixture_logpdf(w, means, covs, D)
-        avg = float(ll.mean())
-        w, means, covs = _m_step(D, np.exp(logr), floor)
-        if avg - prev <= tol * max(1.0, abs(avg)):
-            break
-        prev = avg
+    with progress_bar(progress, desc=f"EM ({K} components)", total=max_iter) as bar:
+        for it in range(1, max_iter + 1):
+            ll, logr = mixture_logpdf(w, means, covs, D)
+            avg = float(ll.mean())
+            w, means, covs = _m_step(D, np.exp(logr), floor)
+            bar.update()
+            bar.set_postfix(loglik=f"{avg:.6g}", refresh=False)
+            if avg - prev <= tol * max(1.0, abs(avg)):
+                break
+            prev = avg
     return w, means, covs, it

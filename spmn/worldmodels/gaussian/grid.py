@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..._progress import progress_bar
 from ...circuit.circuit import Circuit
 from ...circuit.nodes import MultivariateGaussian
 from ...circuit.quadratic import Quadratic, moments
@@ -117,8 +118,9 @@ def cond_cov(cov: np.ndarray, n: int) -> np.ndarray:
 
 def solve_grid(model: MixtureModel, gamma: float, anchors: np.ndarray,
                actions: np.ndarray, *, n_bumps: int = 25, tol: float = 1e-10,
-               max_iter: int = 10_000, seed=0) -> GaussianSolution:
-    """Fitted value iteration over the documented value representation (module docstring)."""
+               max_iter: int = 10_000, seed=0, progress: bool = False) -> GaussianSolution:
+    """Fitted value iteration over the documented value representation (module docstring);
+    ``progress`` shows a bar over the iterations."""
     g = float(gamma)
     if not 0.0 < g < 1.0:
         raise SolverError(f"discount gamma={gamma!r} must lie in (0, 1)")
@@ -142,20 +144,23 @@ def solve_grid(model: MixtureModel, gamma: float, anchors: np.ndarray,
     pinv = np.linalg.pinv(Phi, rcond=1e-10)
     theta = np.zeros(Phi.shape[1])
     V = np.zeros(anchors.shape[0])
-    for it in range(1, max_iter + 1):
-        backup = (R + g * EPhi @ theta).max(axis=1)
-        theta = pinv @ backup
-        Vn = Phi @ theta
-        diff = float(np.abs(Vn - V).max())
-        V = Vn
-        if not np.all(np.isfinite(V)) or np.abs(V).max() > 1e200:
-            raise SolverError("fitted value iteration diverged (the projection is unstable for "
-                              "these anchors; try more anchors or fewer bumps)")
-        if diff <= tol * max(1.0, float(np.abs(V).max())):
-            break
-    else:
-        raise SolverError(f"fitted value iteration did not converge in {max_iter} iterations "
-                          f"(last change {diff:.3g})")
+    with progress_bar(progress, desc="fitted value iteration", total=max_iter) as bar:
+        for it in range(1, max_iter + 1):
+            backup = (R + g * EPhi @ theta).max(axis=1)
+            theta = pinv @ backup
+            Vn = Phi @ theta
+            diff = float(np.abs(Vn - V).max())
+            V = Vn
+            if not np.all(np.isfinite(V)) or np.abs(V).max() > 1e200:
+                raise SolverError("fitted value iteration diverged (the projection is unstable "
+                                  "for these anchors; try more anchors or fewer bumps)")
+            bar.update()
+            bar.set_postfix(change=f"{diff:.3g}", refresh=False)
+            if diff <= tol * max(1.0, float(np.abs(V).max())):
+                break
+        else:
+            raise SolverError(f"fitted value iteration did not converge in {max_iter} "
+                              f"iterations (last change {diff:.3g})")
     residual = float(np.abs(V - backup).max())
     k = basis.iu[0].size
     H = np.zeros((n + 1, n + 1))

@@ -6,7 +6,8 @@ The circuit is over the continuous chance variables ``(x, u, x')`` (next-state c
 mixture: piecewise-linear dynamics, gated by where (x, u) lies). The dynamics are its
 conditional, ``x' | x, u ~ N(A x + B u + f, W)`` per component (:meth:`linear_dynamics`);
 for linear-Gaussian logs the single-component fit is the least-squares estimate (with an
-intercept, or through the origin with ``intercept=False``) and W the ML residual covariance.
+intercept, or through the origin with ``intercept=False``) and W the ML residual covariance
+(noise-free dynamics: a documented ridge, see :class:`GaussianWorldModel`).
 
 The reward is a quadratic utility of ``(x, u)`` (:class:`spmn.circuit.quadratic.Quadratic`): given
 (``cost=(Q, R)``: ``r = −(xᵀQx + uᵀRu)``) or learned by least squares from the reward column.
@@ -17,6 +18,7 @@ step is the model's own conditional Gaussian.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -26,7 +28,7 @@ from ...circuit import nodes as N
 from ...circuit.circuit import Circuit
 from ...circuit.payload import circuit_from_payload, circuit_to_payload
 from ...circuit.quadratic import Quadratic, moments
-from ...errors import DataError, NotFittedError, SolverError
+from ...errors import DataError, NotFittedError, SolverError, SpmnWarning
 from ...gaussian import conditional, covariance_problem
 from ...io import register_kind
 from ...schema import Schema, Variable
@@ -34,6 +36,7 @@ from .em import fit_mixture
 from .filter import kalman_filter
 from .grid import solve_grid
 from .riccati import GaussianSolution, LinearDynamics, solve_riccati
+from .ridge import noise_floor
 
 __all__ = ["GaussianWorldModel", "LinearDynamics", "transitions_from_system"]
 
@@ -132,12 +135,34 @@ class GaussianWorldModel:
     ``n_components > 1`` fits a mixture by EM (``seed``, ``max_iter``, ``tol``, covariance
     regularization ``reg`` x each variable's variance); ``intercept=False`` fits zero-mean
     Gaussians (dynamics through the origin; one component only).
+
+    Noise ridge (one component): noise-free or rank-deficient dynamics (``x'`` an exact linear
+    function of ``(x, u)`` in some direction) make the joint Gaussian singular. The fit then
+    raises the noise covariance W, in units of the next-state variances ``s`` (their mean
+    squares with ``intercept=False``), to at least ``reg``: ``W ← D (V max(Λ, reg) Vᵀ) D`` for
+    ``D⁻¹ W D⁻¹ = V Λ Vᵀ``, ``D = diag(√s)`` (:mod:`~spmn.worldmodels.gaussian.ridge`); exactly
+    deterministic dynamics get ``W = reg · diag(s)``. ``A``, ``B``, the offset, ``K`` and ``P``
+    are unchanged (the regression is kept); W, ``predict``'s covariance, log-likelihoods and
+    the value's noise constant ``c`` carry the ridge, and the fit warns
+    (:class:`~spmn.errors.SpmnWarning`) when it applies. Noisy dynamics (all of W above the
+    floor) are fitted exactly as before. ``reg=`` sets the floor (``reg=0`` turns it off and
+    noise-free logs raise a :class:`DataError`); a singular (state, action) block, which no
+    ridge on the noise fixes, raises a :class:`DataError` naming the variables.
+    ``ridge_directions_`` counts the directions raised. Mixtures need no extra step: EM's floor
+    (``reg`` x each variable's variance) keeps noise-free components valid, at the price of
+    shrinking their A, B by O(reg).
+
+    Common keywords of every kind: ``progress`` (a bar on long steps: EM rounds, fitted value
+    iteration), ``seed`` (k-means seeding, anchors, bumps, :meth:`sample_next`), ``backend``
+    (the kernels of :meth:`log_likelihood` and :meth:`sample_next`; ``predict`` and
+    ``expected_value`` use the exact moments pass, the same numpy code on every backend).
     """
 
     def __init__(self, states: str | Sequence[str], actions: str | Sequence[str],
                  reward: str | None = "r", *, cost=None, n_components: int = 1,
                  intercept: bool = True, reg: float = 1e-6, max_iter: int = 500,
-                 tol: float = 1e-9, seed: int = 0) -> None:
+                 tol: float = 1e-9, seed: int = 0, progress: bool = True,
+                 backend: str | None = None) -> None:
         self.states, self.actions = _names(states), _names(actions)
         if not self.states or not self.actions:
             raise DataError("a GaussianWorldModel needs at least one state and one action")
@@ -153,7 +178,14 @@ class GaussianWorldModel:
             raise DataError("intercept=False (zero-mean Gaussian) needs n_components=1")
         self.reward, self.cost = reward, cost
         self.n_components, self.intercept = int(n_components), bool(intercept)
+        try:
+            ok = bool(np.isfinite(float(reg)) and float(reg) >= 0)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise DataError(f"reg must be a finite number >= 0, got {reg!r}")
         self.reg, self.max_iter, self.tol, self.seed = float(reg), int(max_iter), float(tol), seed
+        self.progress, self.backend = bool(progress), backend
 
     # ------------------------------------------------------------------ building
     def _schema(self) -> Schema:
@@ -167,8 +199,10 @@ class GaussianWorldModel:
             problem = covariance_problem(np.asarray(mu, float), np.asarray(S, float), names)
             if problem:
                 raise DataError(f"component {k}: the joint Gaussian of (x, u, x') is unusable: "
-                                f"{problem}. Causes: noise-free dynamics, a constant or duplicated "
-                                "column, actions that do not vary independently of the state")
+                                f"{problem}. Causes: noise-free dynamics (the noise ridge reg="
+                                f"{self.reg:g} is off or too small: raise reg=), a constant or "
+                                "duplicated column, actions that do not vary independently of "
+                                "the state")
             leaves.append(N.MultivariateGaussian(names, mu, S, label=f"component {k}"))
         root = leaves[0] if len(leaves) == 1 else N.Sum(leaves, weights, label="mixture")
         self.circuit_ = Circuit(root, self._schema())
@@ -178,9 +212,11 @@ class GaussianWorldModel:
     @classmethod
     def from_system(cls, A: ArrayLike, B: ArrayLike, W: ArrayLike, cost, *,
                     states: Sequence[str] | None = None, actions: Sequence[str] | None = None,
-                    offset: ArrayLike | None = None) -> "GaussianWorldModel":
+                    offset: ArrayLike | None = None,
+                    backend: str | None = None) -> "GaussianWorldModel":
         """The single-component model of known dynamics and ``cost=(Q, R)``: the joint Gaussian
-        with ``z = (x, u) ~ N(0, I)`` and ``x' | z ~ N(A x + B u + offset, W)``."""
+        with ``z = (x, u) ~ N(0, I)`` and ``x' | z ~ N(A x + B u + offset, W)`` (W positive
+        definite; no ridge is added here)."""
         A = np.atleast_2d(np.asarray(A, dtype=np.float64))
         n = A.shape[0]
         B = np.asarray(B, dtype=np.float64)
@@ -191,7 +227,7 @@ class GaussianWorldModel:
         f = np.zeros(n) if offset is None else _matrix(np.reshape(offset, (1, -1)), (1, n),
                                                        "offset")[0]
         model = cls(states or [f"x{i}" for i in range(n)], actions or [f"u{j}" for j in range(m)],
-                    None, cost=cost, intercept=offset is not None)
+                    None, cost=cost, intercept=offset is not None, backend=backend)
         F = np.hstack([A, B])
         mean = np.concatenate([np.zeros(n + m), f])
         cov = np.block([[np.eye(n + m), F.T], [F, F @ F.T + W]])
@@ -224,15 +260,29 @@ class GaussianWorldModel:
         if self.n_components == 1:
             mu = D.mean(axis=0) if self.intercept else np.zeros(D.shape[1])
             E = D - mu
-            weights, means, covs = [1.0], [mu], [E.T @ E / D.shape[0]]
+            weights, means, covs = [1.0], [mu], [self._ridge(E.T @ E / D.shape[0])]
         else:
             weights, means, covs, self.em_iterations_ = fit_mixture(
                 D, self.n_components, reg=self.reg, max_iter=self.max_iter, tol=self.tol,
-                seed=self.seed)
+                seed=self.seed, progress=self.progress)
         self.n_transitions_ = int(D.shape[0])
         self._data_states = X
         self._data_actions = U
         return self._set(weights, means, covs, reward)
+
+    def _ridge(self, cov: np.ndarray) -> np.ndarray:
+        """The joint covariance with the noise ridge (class docstring); warns when it applies."""
+        names = self.states + self.actions + self.next_states
+        out, k = noise_floor(cov, len(self.states) + len(self.actions), self.reg, names)
+        self.ridge_directions_ = k
+        if k:
+            warnings.warn(
+                f"the logged dynamics are noise-free in {k} of {len(self.states)} direction(s) "
+                f"of {self.next_states}: the noise covariance W was raised there to reg={self.reg:g}"
+                " x the next-state variances (the noise ridge). A, B, K and P are unchanged; W, "
+                "predicted covariances, log-likelihoods and the value's noise constant use the "
+                "ridge. Pass reg= to change it", SpmnWarning, stacklevel=3)
+        return out
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "circuit_"):
@@ -284,6 +334,25 @@ class GaussianWorldModel:
         mo = moments(self.circuit_, E, self.next_states)
         return (mo.mean[0], mo.cov[0]) if one else (mo.mean, mo.cov)
 
+    def log_likelihood(self, transitions: Mapping[str, ArrayLike] | Any) -> np.ndarray:
+        """``log p(x, u, x')`` per logged transition (the circuit's density; ``backend``)."""
+        self._check_fitted()
+        D = np.hstack([_columns(transitions, self.states, "state"),
+                       _columns(transitions, self.actions, "action"),
+                       _columns(transitions, self.next_states, "next-state")])
+        return self.circuit_.log_likelihood(D, backend=self.backend)
+
+    def sample_next(self, x: ArrayLike, u: ArrayLike,
+                    seed: int | np.random.Generator | None = None) -> np.ndarray:
+        """Draws of ``x' ~ p(x' | x, u)`` per row (the circuit's sampler on ``backend``; the
+        model's ``seed`` unless ``seed`` is given)."""
+        self._check_fitted()
+        E, one = self._evidence(x, u)
+        n = len(self.states)
+        out = self.circuit_.sample(evidence=E, seed=self.seed if seed is None else seed,
+                                   backend=self.backend)[:, -n:]
+        return out[0] if one else out
+
     def expected_value(self, value: Quadratic, x: ArrayLike, u: ArrayLike) -> float | np.ndarray:
         """E[value(x') | x, u] through the circuit (``value`` over the next-state names, or over
         the state names, which are renamed to their next-state columns)."""
@@ -317,7 +386,8 @@ class GaussianWorldModel:
                                 method=method, tol=tol)
             return dataclasses.replace(sol, state_names=list(self.states))
         S, A = self._grid(action_grid, anchors, n_anchors, grid_size)
-        return solve_grid(self, gamma, S, A, n_bumps=n_bumps, tol=max(tol, 1e-12), seed=self.seed)
+        return solve_grid(self, gamma, S, A, n_bumps=n_bumps, tol=max(tol, 1e-12), seed=self.seed,
+                          progress=self.progress)
 
     def _grid(self, action_grid, anchors, n_anchors: int, grid_size: int):
         n, m = len(self.states), len(self.actions)
