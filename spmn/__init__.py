@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import _cache  # noqa: F401  first: Numba's cache goes to a user folder, not the package
 from . import io as _io
 from ._version import __version__
 from .circuit.circuit import Circuit, CircuitSummary

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1] / "spmn"
 
 #: Layers, bottom first: a module may import its own layer and those below, never above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("spmn.errors", "spmn._version", "spmn._progress", "spmn.schema",
-                    "spmn.flat", "spmn.gaussian", "spmn.data", "spmn.io")),
+    ("foundation", ("spmn.errors", "spmn._version", "spmn._progress", "spmn._cache",
+                    "spmn.schema", "spmn.flat", "spmn.gaussian", "spmn.data", "spmn.io")),
     ("reference", ("spmn.reference",)),
     ("kernels", ("spmn.kernels",)),
     ("circuit", ("spmn.circuit",)),

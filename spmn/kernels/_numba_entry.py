@@ -221,24 +221,32 @@ def counts(circ, X, values, edges, stats, cu, R, T):
 
 def _drop_stale_cache() -> None:
     """Numba keys a cached kernel on its own source file only, but these kernels inline code
-    from the other ``_numba_*`` files: when any of them changed since the cache was written,
-    drop every cached kernel so that none runs stale code."""
+    from the other ``_numba_*`` files (and constants of ``reference.py`` and ``flat.py``): when
+    any of them changed since the cache was written, drop every cached kernel so that none
+    runs stale code. The stamp lies beside Numba's cache files, in the user cache folder that
+    :mod:`spmn._cache` gives Numba (``NUMBA_CACHE_DIR``), never in the package folder."""
     import glob
     import hashlib
     import os
 
-    from . import _numba_down, _numba_math, _numba_mvg, _numba_up
-
-    files = [_numba_math.__file__, _numba_mvg.__file__, _numba_up.__file__, _numba_down.__file__,
-             __file__]
+    here = os.path.dirname(os.path.abspath(__file__))
+    files = sorted(glob.glob(os.path.join(here, "_numba_*.py")))
+    files += [os.path.join(here, "reference.py"), os.path.join(os.path.dirname(here), "flat.py")]
     digest = hashlib.sha256()
     for f in files:
         with open(f, "rb") as fh:
             digest.update(fh.read())
     stamp_text = digest.hexdigest()
     try:
-        path = run._cache._cache_path  # numba's cache folder for this module
+        path = os.path.abspath(run._cache._cache_path)  # numba's cache folder for this module
     except AttributeError:  # pragma: no cover - numba internals changed: nothing to do
+        return
+    package = os.path.dirname(here)
+    try:
+        in_package = os.path.commonpath([path, package]) == package
+    except ValueError:  # pragma: no cover - another drive (Windows)
+        in_package = False
+    if in_package:  # pragma: no cover - numba ignored NUMBA_CACHE_DIR: write nothing there
         return
     stamp = os.path.join(path, "spmn_numba_kernels.stamp")
     try:

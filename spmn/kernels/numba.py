@@ -10,7 +10,9 @@ interface roots.
 The arithmetic is that of the Cython backend operation for operation, so the two agree bit for
 bit (no fast-math; exp and log in :mod:`._numba_math`). Kernels are compiled with
 ``cache=True``: the first call after installation compiles them (tens of seconds), later
-processes load the cache. Parallel over the rows only (``prange`` over chunks).
+processes load the cache, which lies in the user cache folder (``NUMBA_CACHE_DIR``, set by
+:mod:`spmn._cache`: ``SPMN_CACHE_DIR`` or e.g. ``~/.cache/spmn/numba``), never in the package
+folder. Parallel over the rows only (``prange`` over chunks).
 """
 from __future__ import annotations
 
