@@ -188,6 +188,16 @@ class EncodedWorldModel:
         return sol.q(self.encode(frames))
 
     @property
+    def coverage_(self) -> np.ndarray:
+        """Logged transitions per (region of codes, joint action): the inner model's."""
+        self._check_fitted()
+        return self.world_model_.coverage_
+
+    def state_coverage(self, frames: np.ndarray) -> np.ndarray:
+        """Logged transitions per (frame's code, action), 0 for codes never logged."""
+        return self.world_model_.state_coverage(self.encode(frames))
+
+    @property
     def world_model(self) -> WorldModel:
         self._check_fitted()
         return self.world_model_

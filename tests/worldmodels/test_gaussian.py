@@ -475,3 +475,10 @@ def test_discretized_system_discrete_and_continuous_engines_agree():
     # the discrete policy is the continuous one, to the resolution of the two grids
     u_disc = ug[disc.policy(inner)]
     np.testing.assert_allclose(u_disc, cont.policy(cent[inner][:, None])[:, 0], atol=0.2)
+
+
+def test_coverage_counts_the_transitions_behind_each_component():
+    logs = _piecewise_logs(4000, seed=1)
+    model = GaussianWorldModel("x", "u", "r", n_components=2, seed=0, progress=False).fit(logs)
+    np.testing.assert_allclose(model.coverage_.sum(), 4000)
+    assert model.coverage_.shape == (2,) and model.coverage_.min() > 1000

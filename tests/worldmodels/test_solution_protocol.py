@@ -107,6 +107,15 @@ def test_every_kind_answers_the_same_calls(solved):
             np.testing.assert_allclose(sol.q(one, t=t), Q[i], rtol=1e-12, atol=1e-14)
 
 
+def test_every_kind_says_how_much_data_is_behind_it(solved):
+    kind, sol, names, X = solved
+    model = getattr(sol, "model", None)
+    if model is None:  # the Gaussian solution carries no model: checked in test_gaussian
+        return
+    cov = np.asarray(model.coverage_)
+    assert cov.ndim == 2 and cov.min() >= 0 and cov.sum() == model.n_transitions_
+
+
 def test_dataframes_are_states_too(solved):
     pd = pytest.importorskip("pandas")
     _, sol, names, X = solved

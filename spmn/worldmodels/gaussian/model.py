@@ -301,6 +301,13 @@ class GaussianWorldModel:
         root = self.circuit_.root
         return np.ones(1) if isinstance(root, N.MultivariateGaussian) else root.weights.copy()
 
+    @property
+    def coverage_(self) -> np.ndarray:
+        """Logged transitions behind each mixture component (weight x transitions; one entry
+        for a single Gaussian; 0 for a model made by ``from_system``)."""
+        self._check_fitted()
+        return self.weights * self.n_transitions_
+
     def linear_dynamics(self, component: int | None = None) -> LinearDynamics:
         """(A, B, offset, W) of a component, read from its leaf: the conditional of the joint
         Gaussian, ``[A B] = Σ_{x'z} Σ_zz⁻¹``, ``W = Σ_{x'x'} − [A B] Σ_{zx'}``."""
