@@ -58,6 +58,7 @@ _LAZY = {
     "reference": "spmn.reference", "kernels": "spmn.kernels",
     "GaussianWorldModel": "spmn.worldmodels.gaussian.model", "Quadratic": "spmn.circuit.quadratic",
     "EncodedWorldModel": "spmn.worldmodels.encoded",
+    "FactoredWorldModel": "spmn.worldmodels.factored.model",
 }
 
 __all__ = [

@@ -23,3 +23,13 @@ def backend(request) -> str:
             pytest.fail(f"backend {name!r} is not built but SPMN_REQUIRE_CYTHON=1")
         pytest.skip(f"backend {name!r} not built")
     return name
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests on the Numba backend share one xdist worker (``--dist loadgroup``): the first
+    of them compiles the kernels (minutes on a cold cache) once, while the other worker runs
+    everything else, instead of both workers compiling the same kernels side by side."""
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is not None and spec.params.get("backend") == "numba":
+            item.add_marker(pytest.mark.xdist_group(name="numba-kernels"))

@@ -6,6 +6,7 @@ import line per kind below: a new kind is a new module plus one line here).
 from __future__ import annotations
 
 from .encoded import EncodedWorldModel
+from .factored import FactoredWorldModel
 from .gaussian import GaussianSolution, GaussianWorldModel
 from .recurrent import RecurrentSolution, Template
 from .solution import SolutionProtocol
@@ -13,4 +14,4 @@ from .tabular import Solution, WorldModel, compile_mdp
 
 __all__ = ["WorldModel", "Solution", "GaussianWorldModel", "GaussianSolution",
            "EncodedWorldModel", "Template", "RecurrentSolution", "compile_mdp",
-           "SolutionProtocol"]
+           "SolutionProtocol", "FactoredWorldModel"]

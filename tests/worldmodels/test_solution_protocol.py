@@ -1,5 +1,6 @@
 """One Solution protocol: the same calls on every solved world-model kind (tabular discounted
-and finite-horizon, Gaussian closed form and grid, encoded frames), with every input form."""
+and finite-horizon, Gaussian closed form and grid, encoded frames, factored discounted and
+finite-horizon), with every input form."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,13 @@ import pytest
 import spmn
 from spmn import DataError, SolverError
 from spmn.cli.demo import frozenlake_mdp
-from spmn.worldmodels import (EncodedWorldModel, GaussianWorldModel, SolutionProtocol,
-                              WorldModel)
+from spmn.worldmodels import (
+    EncodedWorldModel,
+    FactoredWorldModel,
+    GaussianWorldModel,
+    SolutionProtocol,
+    WorldModel,
+)
 from spmn.worldmodels.solution import check_step, state_rows
 
 
@@ -41,6 +47,19 @@ def _gaussian(method):
     return model.solve(0.9), ["x0", "x1"], X
 
 
+def _factored(horizon):
+    rng = np.random.default_rng(0)
+    n = 4000
+    x, y, z = rng.integers(0, 2, n), rng.integers(0, 3, n), rng.integers(0, 2, n)
+    a, b = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    logs = {"x": x, "y": y, "z": z, "a": a, "b": b,
+            "x_next": np.where(a == 1, 1 - x, x), "y_next": np.minimum(y + b, 2),
+            "z_next": rng.integers(0, 2, n), "r": (y == 2) + 0.5 * x * a - 0.1 * b}
+    model = FactoredWorldModel(["x", "y", "z"], ["a", "b"], progress=False).fit(logs)
+    return model.solve(0.9, horizon=horizon), ["x", "y", "z"], \
+        np.array([[0, 0, 0], [1, 1, 0], [0, 2, 1]])
+
+
 def _encoded():
     pytest.importorskip("gymnasium")
     from spmn.envs import GridRenderer, PixelMDP
@@ -64,6 +83,8 @@ KINDS = {
     "gaussian": lambda: _gaussian("policy_iteration"),
     "gaussian-grid": lambda: _gaussian("grid"),
     "encoded": _encoded,
+    "factored": lambda: _factored(None),
+    "factored-finite": lambda: _factored(3),
 }
 
 
@@ -85,10 +106,11 @@ def test_every_kind_answers_the_same_calls(solved):
         Q = sol.q(X, t=t)
         assert V.shape == (X.shape[0],) and np.all(np.isfinite(V))
         assert len(pol) == X.shape[0] and Q.shape[0] == X.shape[0] and np.all(np.isfinite(Q))
-        if kind.startswith("tabular") or kind == "encoded":
+        if kind.startswith(("tabular", "factored")) or kind == "encoded":
             # V = max_a Q and the policy takes the maximum (exact for the learned model)
             np.testing.assert_allclose(V, Q.max(axis=1), rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(Q[np.arange(len(pol)), pol], V, rtol=1e-12, atol=1e-12)
+            joint = pol if np.ndim(pol) == 1 else sol.joint_policy(X, t=t)  # action columns
+            np.testing.assert_allclose(Q[np.arange(len(pol)), joint], V, rtol=1e-12, atol=1e-12)
         elif kind == "gaussian":
             np.testing.assert_allclose(Q[:, 0], V, rtol=1e-10)  # Q(x, π(x)) = V(x)
         else:

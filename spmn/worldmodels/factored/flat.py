@@ -1,0 +1,229 @@
+"""Flat exact solving over the states reachable under the learned model.
+
+From the start states, a breadth-first search follows every successor of nonzero probability,
+``p(s' | s, a) = Π_i p(s'_i | pa_i)``, for every joint action (only the few uncertain factors
+branch: deterministic ones contribute one value). States are matched by their rows (sorted
+byte keys, as :func:`spmn.worldmodels.tabular.coverage.find`), never by a joint code over the
+variables. The reachable set is closed under the model, so backward induction and value
+iteration over it (sparse ``P``, one row per state and joint action) are exact for it, with the
+stopping rule of :func:`.structured.solve_structured` (its bound taken over the set).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ...errors import SolverError
+from ..recurrent import check_gamma
+from ..tabular.coverage import _rows
+from .mdp import FactoredMDP
+
+
+def _dtype(cards: np.ndarray):
+    top = int(cards.max(initial=1))
+    return np.int8 if top <= 127 else (np.int16 if top <= 32767 else np.int32)
+
+
+def successors(mdp: FactoredMDP, X: np.ndarray, limit: float = np.inf
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(source row, next state, probability)`` for every successor of nonzero probability of
+    every row of ``X``; None when some row has more than ``limit`` successors."""
+    dists = [mdp.factor(i, X) for i in range(mdp.d)]
+    nz = [p > 0 for p in dists]
+    logcount = np.zeros(X.shape[0])
+    for z in nz:
+        logcount += np.log(z.sum(axis=1))
+    if X.shape[0] and float(logcount.max()) > np.log(limit) + 1e-9:
+        return None
+    src = np.arange(X.shape[0])
+    nxt = np.stack([np.argmax(p, axis=1) for p in dists], axis=1).astype(_dtype(mdp.state_cards)) \
+        if mdp.d else np.zeros((X.shape[0], 0), np.int8)
+    prob = np.ones(X.shape[0])
+    for i, (p, z) in enumerate(zip(dists, nz)):
+        cnt = z.sum(axis=1)
+        det = cnt == 1
+        prob = prob * np.where(det[src], p[src, nxt[:, i]], 1.0)
+        if det.all():
+            continue
+        many = ~det[src]
+        zi = z[src[many]]
+        rep = np.repeat(np.flatnonzero(many), zi.sum(axis=1))
+        vals = np.nonzero(zi)[1]
+        keep = np.flatnonzero(~many)
+        src_new = np.concatenate([src[keep], src[rep]])
+        nxt_new = np.concatenate([nxt[keep], nxt[rep]])
+        nxt_new[keep.size:, i] = vals
+        prob = np.concatenate([prob[keep], prob[rep] * p[src[rep], vals]])
+        src, nxt = src_new, nxt_new
+    order = np.argsort(src, kind="stable")
+    return src[order], nxt[order], prob[order]
+
+
+class _Index:
+    """Sorted byte keys of the known states, for row lookups."""
+
+    def __init__(self, S: np.ndarray) -> None:
+        self.S = S
+        self.keys = _rows(S)
+        self.order = np.argsort(self.keys, kind="stable")
+        self.sorted = self.keys[self.order]
+
+    def find(self, T: np.ndarray) -> np.ndarray:
+        if self.S.shape[0] == 0 or T.shape[0] == 0:
+            return np.full(T.shape[0], -1, np.int64)
+        k = _rows(T)
+        pos = np.minimum(np.searchsorted(self.sorted, k), self.sorted.size - 1)
+        return np.where(self.sorted[pos] == k, self.order[pos], -1)
+
+
+def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int = 4096
+              ) -> np.ndarray | None:
+    """The states reachable from ``start`` under the model, or None beyond ``max_states``."""
+    dt = _dtype(mdp.state_cards)
+    S0 = np.asarray(start, np.int64)
+    _, first = np.unique(_rows(S0), return_index=True)
+    known = S0[np.sort(first)].astype(dt)
+    if known.shape[0] > max_states:
+        return None
+    frontier = known
+    index = _Index(known)
+    while frontier.shape[0]:
+        found = []
+        step = max(1, batch // max(mdp.n_actions, 1))
+        for lo in range(0, frontier.shape[0], step):
+            X = mdp.all_actions(frontier[lo:lo + step].astype(np.int64))
+            out = successors(mdp, X, limit=max_states)
+            if out is None:
+                return None
+            nxt = out[1]
+            new = nxt[index.find(nxt) < 0]
+            if new.shape[0]:
+                _, first = np.unique(_rows(new), return_index=True)
+                found.append(new[np.sort(first)])
+        if not found:
+            break
+        new = np.concatenate(found)
+        _, first = np.unique(_rows(new), return_index=True)
+        new = new[np.sort(first)]
+        if known.shape[0] + new.shape[0] > max_states:
+            return None
+        known = np.concatenate([known, new])
+        index = _Index(known)
+        frontier = new
+    return known
+
+
+@dataclass(eq=False)
+class FlatModel:
+    """The learned model over enumerated states: ``P`` (states·A x states, row s·A + a),
+    ``R`` and ``C`` = γ (1 - p(end)) (states x A)."""
+
+    mdp: FactoredMDP
+    states: np.ndarray
+    P: sp.csr_array
+    R: np.ndarray
+    C: np.ndarray
+    index: _Index
+
+    @classmethod
+    def build(cls, mdp: FactoredMDP, states: np.ndarray, gamma: float) -> "FlatModel":
+        index = _Index(states)
+        N, A = states.shape[0], mdp.n_actions
+        rows, cols, vals, R, C = [], [], [], [], []
+        step = max(1, 8192 // max(A, 1))
+        for lo in range(0, N, step):
+            X = mdp.all_actions(states[lo:lo + step].astype(np.int64))
+            src, nxt, prob = successors(mdp, X)
+            j = index.find(nxt)
+            if (j < 0).any():
+                raise SolverError("internal: the enumerated states are not closed under the model")
+            rows.append(src + lo * A)
+            cols.append(j)
+            vals.append(prob)
+            R.append(mdp.reward.predict(X))
+            C.append(gamma * mdp.continuation(X))
+        P = sp.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(N * A, N))
+        return cls(mdp, states, P, np.concatenate(R).reshape(N, A),
+                   np.concatenate(C).reshape(N, A), index)
+
+    def q(self, V: np.ndarray) -> np.ndarray:
+        """Q = R + C ⊙ (P V) (states x A)."""
+        return self.R + self.C * (self.P @ V).reshape(self.R.shape)
+
+
+@dataclass(eq=False)
+class FlatResult:
+    model: FlatModel
+    V: np.ndarray  # (N,) or (H+1, N)
+    gamma: float
+    horizon: int | None
+    iterations: int
+    residual: float
+    residuals: tuple[float, ...] = ()
+
+    def q_rows(self, mdp: FactoredMDP, S: np.ndarray, t: int) -> np.ndarray:
+        """Q_t(s, ·) for every state of ``S`` (rows x joint actions); states outside the
+        enumerated set are backed up from their successors when those are in it."""
+        Vn = self.V if self.horizon is None else self.V[t + 1]
+        A, fm = mdp.n_actions, self.model
+        idx = fm.index.find(S.astype(fm.states.dtype))
+        Q = np.empty((S.shape[0], A))
+        have = np.flatnonzero(idx >= 0)
+        if have.size:  # enumerated states: their rows of P, R and C
+            rows = (idx[have][:, None] * A + np.arange(A)).ravel()
+            Q[have] = fm.R[idx[have]] + fm.C[idx[have]] * (fm.P[rows] @ Vn).reshape(-1, A)
+        miss = np.flatnonzero(idx < 0)
+        if miss.size:
+            Q[miss] = self._backup(mdp, S[miss], Vn)
+        return Q
+
+    def _backup(self, mdp: FactoredMDP, S: np.ndarray, Vn: np.ndarray) -> np.ndarray:
+        X = mdp.all_actions(S)
+        src, nxt, prob = successors(mdp, X)
+        j = self.model.index.find(nxt)
+        if (j < 0).any():
+            bad = S[src[j < 0][0] // mdp.n_actions]
+            raise SolverError(f"state {bad.tolist()} leads outside the states this flat solution "
+                              "enumerated; solve again with it among start=..., or with "
+                              "method='structured'")
+        ev = np.bincount(src, weights=prob * Vn[j], minlength=X.shape[0])
+        Q = mdp.reward.predict(X) + self.gamma * mdp.continuation(X) * ev
+        return Q.reshape(S.shape[0], mdp.n_actions)
+
+
+def solve_flat(mdp: FactoredMDP, states: np.ndarray, gamma: float, horizon: int | None = None,
+               tol: float = 1e-8, max_iter: int = 1_000_000) -> FlatResult:
+    """Backward induction or value iteration over ``states`` (closed under the model)."""
+    gamma = check_gamma(gamma, horizon)
+    model = FlatModel.build(mdp, states, gamma)
+    N = states.shape[0]
+    if horizon is not None:
+        if int(horizon) != horizon or horizon < 0:
+            raise SolverError(f"horizon must be a non-negative integer, got {horizon!r}")
+        H = int(horizon)
+        V = np.zeros((H + 1, N))
+        for t in range(H - 1, -1, -1):
+            V[t] = model.q(V[t + 1]).max(axis=1)
+        return FlatResult(model, V, gamma, H, H, 0.0)
+    if tol <= 0:
+        raise SolverError(f"tol must be > 0, got {tol!r}")
+    c = gamma / (1.0 - gamma)
+    V = np.zeros(N)
+    residuals = []
+    for it in range(1, max_iter + 1):
+        TV = model.q(V).max(axis=1)
+        d = TV - V
+        lo, hi = min(float(d.min(initial=0.0)), 0.0), max(float(d.max(initial=0.0)), 0.0)
+        residuals.append(max(-lo, hi))
+        V = TV
+        if c * (hi - lo) / 2.0 < tol:
+            V = TV + c * (hi + lo) / 2.0
+            break
+    else:
+        raise SolverError(f"flat value iteration did not reach tol={tol} in {max_iter} sweeps")
+    TV = model.q(V).max(axis=1)
+    res = float(np.abs(TV - V).max(initial=0.0))
+    return FlatResult(model, TV, gamma, None, it, res, tuple(residuals))
