@@ -15,7 +15,7 @@ a tree node never saw follows the node's most frequent value, and the reward add
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -24,8 +24,8 @@ from ...circuit.circuit import Circuit
 from ...errors import DataError, NotFittedError
 from ...io import register_kind
 from ...schema import Variable
+from ..columns import names_of, read_transitions
 from ..tabular.coverage import _rows
-from ..tabular.model import _column, _names
 from . import build, explain
 from .flat import reachable, solve_flat
 from .mdp import FactoredMDP
@@ -33,22 +33,6 @@ from .reward import AdditiveReward, fit_additive_reward
 from .solved import FactoredSolution, check_solver, state_codes, warn_thin
 from .structured import solve_structured
 from .trees import ConditionalTree, fit_trees
-
-
-def _codes(arr: np.ndarray, name: str, k: int | None) -> np.ndarray:
-    if arr.dtype.kind == "f":
-        bad = np.isnan(arr) | (arr != np.round(arr))
-        if bad.any():
-            raise DataError(f"column {name!r} must hold integer codes, found {arr[bad][0]!r} in "
-                            f"row {int(np.argmax(bad))}: FactoredWorldModel learns discrete "
-                            "states and actions")
-    a = arr.astype(np.int64)
-    if a.size and a.min() < 0:
-        raise DataError(f"column {name!r} has negative code {int(a.min())}")
-    if k is not None and a.size and a.max() >= k:
-        raise DataError(f"column {name!r} has code {int(a.max())}, outside 0..{k - 1} of its "
-                        "variable")
-    return a
 
 
 class FactoredWorldModel:
@@ -80,8 +64,8 @@ class FactoredWorldModel:
                  min_samples_leaf: int = 5, max_depth: int | None = None,
                  smoothing: float = 0.0, min_count: int = 30, max_joint_actions: int = 4096,
                  progress: bool = True, seed: Any = None, backend: str | None = None) -> None:
-        self.states = _names(states)
-        self.actions = _names(actions)
+        self.states = names_of(states)
+        self.actions = names_of(actions)
         self.reward = reward
         self.terminated = terminated
         self.split_p = split_p
@@ -100,42 +84,10 @@ class FactoredWorldModel:
         return v.name if isinstance(v, Variable) else v
 
     def _read(self, data: Any):
-        if isinstance(data, np.lib.npyio.NpzFile):
-            data = {k: data[k] for k in data.files}
-        if not (isinstance(data, Mapping) or hasattr(data, "columns")):
-            raise DataError("transitions must be a dict of columns, a DataFrame or an npz file")
         if not self.actions:
             raise DataError("a factored world model needs at least one action variable")
-        snames = [self._name(v) for v in self.states]
-        anames = [self._name(v) for v in self.actions]
-        given = {self._name(v): v.k for v in (*self.states, *self.actions)
-                 if isinstance(v, Variable)}
-        cols = {}
-        for n in snames:
-            cols[n] = _column(data, n, "state")
-            cols[f"{n}_next"] = _column(data, f"{n}_next", "next-state")
-        for n in anames:
-            cols[n] = _column(data, n, "action")
-        r = _column(data, self.reward, "reward").astype(np.float64)
-        n = r.shape[0]
-        for name, col in cols.items():
-            if col.shape[0] != n:
-                raise DataError(f"column {name!r} has {col.shape[0]} rows, expected {n} "
-                                f"(as the reward column {self.reward!r})")
-        if not np.all(np.isfinite(r)):
-            raise DataError(f"reward column {self.reward!r} has NaN or infinite values")
-        term = np.zeros(n, bool)
-        if self.terminated is not None:
-            t = _column(data, self.terminated, "terminated")
-            if t.dtype.kind != "b" and not np.isin(t, (0, 1)).all():
-                raise DataError(f"terminated column {self.terminated!r} must be boolean (or 0/1)")
-            term = t.astype(bool)
-        base = {**{x: x for x in [*snames, *anames]}, **{f"{x}_next": x for x in snames}}
-        code = {name: _codes(c, name, given.get(base[name])) for name, c in cols.items()}
-        S = np.stack([code[x] for x in snames], axis=1) if snames else np.zeros((n, 0), np.int64)
-        Sn = np.stack([code[f"{x}_next"] for x in snames], axis=1) if snames else S
-        A = np.stack([code[x] for x in anames], axis=1)
-        return S, A, r, Sn, term
+        return read_transitions(data, self.states, self.actions, self.reward, self.terminated,
+                                kind="FactoredWorldModel")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "mdp_"):

@@ -22,7 +22,7 @@ episode (a hole or goal of FrozenLake) is terminal: value 0, policy action 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -32,48 +32,10 @@ from ...errors import DataError, NotFittedError
 from ...io import register_kind
 from ...learn.regions import RegionTree, learn_regions, reward_classes
 from ...schema import Variable
+from ..columns import codes, names_of, read_transitions
 from ..recurrent import RecurrentSolution, Template
 from ..solution import check_step, state_rows
 from . import build, coverage
-
-
-def _names(x: str | Variable | Sequence[str | Variable]) -> list[Variable | str]:
-    if isinstance(x, (str, Variable)):
-        return [x]
-    return list(x)
-
-
-def _column(data: Any, name: str, what: str) -> np.ndarray:
-    try:
-        col = data[name]
-    except (KeyError, IndexError, ValueError):
-        cols = list(data.keys()) if hasattr(data, "keys") else []
-        raise DataError(f"{what} column {name!r} is missing from the transitions; "
-                        f"columns: {cols}") from None
-    arr = np.asarray(col)
-    if arr.ndim != 1:
-        raise DataError(f"column {name!r} must be 1-D, got shape {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"column {name!r} holds {arr.dtype} values; expected numbers")
-    return arr
-
-
-def _codes(arr: np.ndarray, name: str, k: int | None) -> np.ndarray:
-    if arr.dtype.kind == "f":
-        if np.isnan(arr).any():
-            raise DataError(f"column {name!r} has NaN in row {int(np.argmax(np.isnan(arr)))}; "
-                            "transitions must be complete")
-        if (arr != np.round(arr)).any():
-            raise DataError(f"column {name!r} must hold integer codes, found "
-                            f"{arr[arr != np.round(arr)][0]!r}: WorldModel learns discrete "
-                            "states and actions; for continuous columns use "
-                            "spmn.GaussianWorldModel (linear-Gaussian dynamics)")
-    a = arr.astype(np.int64)
-    if a.size and a.min() < 0:
-        raise DataError(f"column {name!r} has negative code {int(a.min())}")
-    if k is not None and a.size and a.max() >= k:
-        raise DataError(f"column {name!r} has code {int(a.max())}, outside 0..{k - 1} of its schema")
-    return a
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,8 +124,8 @@ class WorldModel:
                  structure: str = "learn", split_p: float = 1e-3, min_samples_split: int = 20,
                  max_regions: int | None = None, smoothing: float = 0.0, min_count: int = 30,
                  backend: str | None = None, progress: bool = True, seed: Any = None) -> None:
-        self.states = _names(states)
-        self.actions = _names(actions)
+        self.states = names_of(states)
+        self.actions = names_of(actions)
         self.reward = reward
         self.terminated = terminated
         self.structure = structure
@@ -182,35 +144,7 @@ class WorldModel:
         return v.name if isinstance(v, Variable) else v
 
     def _read(self, data: Any):
-        if isinstance(data, np.lib.npyio.NpzFile):
-            data = {k: data[k] for k in data.files}
-        if not (isinstance(data, Mapping) or hasattr(data, "columns")):
-            raise DataError("transitions must be a dict of columns, a DataFrame or an npz file")
-        snames = [self._name(v) for v in self.states]
-        anames = [self._name(v) for v in self.actions]
-        givenk = {self._name(v): v.k for v in (*self.states, *self.actions) if isinstance(v, Variable)}
-        S = [_column(data, n, "state") for n in snames]
-        Sn = [_column(data, f"{n}_next", "next-state") for n in snames]
-        A = [_column(data, n, "action") for n in anames]
-        r = _column(data, self.reward, "reward").astype(np.float64)
-        n = r.shape[0]
-        for name, col in zip([*snames, *(f"{x}_next" for x in snames), *anames],
-                             [*S, *Sn, *A]):
-            if col.shape[0] != n:
-                raise DataError(f"column {name!r} has {col.shape[0]} rows, expected {n}")
-        if not np.all(np.isfinite(r)):
-            raise DataError(f"reward column {self.reward!r} has NaN or infinite values")
-        if self.terminated is None:
-            term = np.zeros(n, bool)
-        else:
-            t = _column(data, self.terminated, "terminated")
-            if t.dtype.kind != "b" and not np.isin(t, (0, 1)).all():
-                raise DataError(f"terminated column {self.terminated!r} must be boolean (or 0/1)")
-            term = t.astype(bool)
-        S = np.stack([_codes(c, nm, givenk.get(nm)) for c, nm in zip(S, snames)], axis=1)
-        Sn = np.stack([_codes(c, f"{nm}_next", givenk.get(nm)) for c, nm in zip(Sn, snames)], axis=1)
-        A = np.stack([_codes(c, nm, givenk.get(nm)) for c, nm in zip(A, anames)], axis=1)
-        return S, A, r, Sn, term
+        return read_transitions(data, self.states, self.actions, self.reward, self.terminated)
 
     def _state_array(self, states) -> np.ndarray:
         self._check_fitted()
@@ -225,7 +159,7 @@ class WorldModel:
         if S.ndim != 2 or S.shape[1] != len(self.state_names_):
             raise DataError(f"states must have {len(self.state_names_)} columns "
                             f"{self.state_names_}, got shape {S.shape}")
-        return np.stack([_codes(S[:, j], n, k) for j, (n, k) in
+        return np.stack([codes(S[:, j], n, k) for j, (n, k) in
                          enumerate(zip(self.state_names_, self.state_cards_))], axis=1)
 
     def _is_terminal(self, S: np.ndarray) -> np.ndarray:
