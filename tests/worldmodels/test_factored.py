@@ -359,9 +359,59 @@ def test_too_many_joint_actions_names_the_limit_and_the_excess():
     acts = [f"b{k}" for k in range(13)]
     logs.update({b: rng.integers(0, 2, 50) for b in acts})
     with pytest.raises(DataError, match=r"8,192 joint actions.*max_joint_actions=4,096 by 4,096"):
-        FactoredWorldModel("x", acts, progress=False).fit(logs)
-    m = FactoredWorldModel("x", acts[:3], progress=False).fit(logs)
+        FactoredWorldModel("x", acts, joint_actions="all", progress=False).fit(logs)
+    with pytest.raises(DataError, match=r"50 joint actions \(distinct logged.*=40 by 10"):
+        FactoredWorldModel("x", acts, max_joint_actions=40, progress=False).fit(logs)
+    m = FactoredWorldModel("x", acts, progress=False).fit(logs)  # 50 logged of 8,192
+    assert m.mdp_.n_actions == 50 and m.mdp_.restricted
+    m = FactoredWorldModel("x", acts[:3], joint_actions="all", progress=False).fit(logs)
     assert m.mdp_.n_actions == 8
+
+
+def _one_hot_logs(n_act: int, n: int, seed: int = 0):
+    """Concurrent boolean actions of which at most one is on (RDDL's max-nondef-actions=1):
+    action b_k moves x to k; a combination of two is never logged."""
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, n_act + 1, n)  # n_act: the no-op
+    logs = {f"b{k}": (pick == k).astype(np.int64) for k in range(n_act)}
+    x = rng.integers(0, n_act + 1, n)
+    logs.update(x=x, x_next=np.where(pick < n_act, pick, x), r=(x == 2).astype(float))
+    return logs
+
+
+def test_the_max_runs_over_the_logged_joint_actions_only():
+    logs = _one_hot_logs(4, 4000)
+    acts = [f"b{k}" for k in range(4)]
+    m = FactoredWorldModel("x", acts, progress=False, seed=0).fit(logs)
+    assert m.joint_actions_.shape == (5, 4) and (m.joint_actions_.sum(axis=1) <= 1).all()
+    everything = FactoredWorldModel("x", acts, joint_actions="all", progress=False, seed=0).fit(logs)
+    assert everything.mdp_.n_actions == 16
+    for method in ("structured", "flat"):
+        sol = m.solve(0.9, method=method)
+        pol = np.atleast_2d(sol.policy(np.arange(5)[:, None]))
+        assert (pol.sum(axis=1) <= 1).all(), "a never-logged combination was chosen"
+        assert (pol[[0, 1, 3, 4], 2] == 1).all()  # go to x = 2 ...
+        assert pol[2].tolist() in ([0, 0, 0, 0], [0, 0, 1, 0])  # ... and stay (a tie)
+    s1, s2 = m.solve(0.9, method="structured"), m.solve(0.9, method="flat")
+    S = np.arange(5)[:, None]
+    np.testing.assert_allclose(s1.value(S), s2.value(S), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(s1.q(S), s2.q(S), rtol=0, atol=1e-8)
+    fin1, fin2 = m.solve(1.0, horizon=4, method="structured"), m.solve(1.0, horizon=4, method="flat")
+    for t in range(4):
+        np.testing.assert_allclose(fin1.value(S, t), fin2.value(S, t), rtol=0, atol=1e-10)
+    # the circuit's one-step MEU is the best allowed action's expected reward
+    circ = m.to_circuit()
+    E = m.circuit_evidence(S)
+    one = m.solve(1.0, horizon=1, method="flat")
+    np.testing.assert_allclose(circ.meu(E), one.value(S, 0), rtol=0, atol=1e-12)
+    # an explicit set, saved and loaded with the model
+    rows = np.eye(4, dtype=np.int64)[[0, 2]]
+    g = FactoredWorldModel("x", acts, joint_actions=rows, progress=False, seed=0).fit(logs)
+    assert g.mdp_.n_actions == 2
+    with pytest.raises(DataError, match="joint_actions row 0"):
+        FactoredWorldModel("x", acts, joint_actions=np.full((1, 4), 2), progress=False).fit(logs)
+    with pytest.raises(DataError, match="one column per action"):
+        FactoredWorldModel("x", acts, joint_actions=np.zeros((2, 3), int), progress=False).fit(logs)
 
 
 # ---------------------------------------------------------------------------- as an SPMN

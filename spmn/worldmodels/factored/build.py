@@ -14,7 +14,9 @@ evidence on per-factor copies named ``<parent>|<target>`` (``circuit_evidence`` 
 uniform a priori, placed after the decisions in the partial order: given them, a Max node's
 children see the state, the circuit's MEU is max_a E[r | s, a], and its likelihood of
 ``(copies, s')`` with the joint action observed is p(s' | s, a) · Π 1/k over the copies.
-Identical restricted subtrees are built once and shared (a DAG).
+Identical restricted subtrees are built once and shared (a DAG). Combinations of action values
+outside the allowed joint actions lead to one shared branch whose utility lies below every
+allowed action's expected reward (so the circuit's MEU and policy are the solver's).
 """
 from __future__ import annotations
 
@@ -146,20 +148,37 @@ def build_circuit(mdp: FactoredMDP, reward: str, end_name: str | None = None) ->
     b = _Builder(mdp, reward, end_name)
     utils = term_names(reward, mdp)
 
-    def branch(code: int) -> N.Node:
+    def branch(code: int, intercept: float, label: str) -> N.Node:
         a = mdp.joint[code]
         kids = [b.factor(f, a) for f in range(len(b.factors))]
-        kids.append(N.Utility.constant(utils[0], mdp.reward.intercept))
+        kids.append(N.Utility.constant(utils[0], intercept))
         kids += [b.term(t, a) for t in range(len(mdp.reward.cols))]
-        return N.Product(kids, label=f"joint action {code}")
+        return N.Product(kids, label=label)
 
-    def nest(level: int, code: int) -> N.Node:
+    # a combination outside the allowed joint actions: one shared branch whose utility is
+    # below every allowed action's expected reward, so no Max node picks it
+    tabs = mdp.reward.tables
+    lo = mdp.reward.intercept + sum(float(t.min()) for t in tabs)
+    hi = mdp.reward.intercept + sum(float(t.max()) for t in tabs)
+    penalty_intercept = lo - 1.0 - (hi - lo) - (hi - mdp.reward.intercept)
+    banned: dict[int, N.Node] = {}
+
+    def not_allowed(level: int) -> N.Node:
+        if level not in banned:
+            banned[level] = branch(0, penalty_intercept, "not an allowed joint action") \
+                if level == mdp.m else N.Max(mdp.action_names[level],
+                                             [not_allowed(level + 1)] * int(mdp.action_cards[level]))
+        return banned[level]
+
+    def nest(level: int, rows: np.ndarray) -> N.Node:
         if level == mdp.m:
-            return branch(code)
-        k = int(mdp.action_cards[level])
-        return N.Max(mdp.action_names[level], [nest(level + 1, code * k + v) for v in range(k)])
+            return branch(int(rows[0]), mdp.reward.intercept, f"joint action {int(rows[0])}")
+        col = mdp.joint[rows, level]
+        return N.Max(mdp.action_names[level],
+                     [nest(level + 1, rows[col == v]) if (col == v).any() else not_allowed(level + 1)
+                      for v in range(int(mdp.action_cards[level]))])
 
-    root = nest(0, 0)
+    root = nest(0, np.arange(mdp.n_actions))
     decisions = [Variable.decision(n, int(k)) for n, k in zip(mdp.action_names, mdp.action_cards)]
     targets = [Variable.discrete(name, int(tree.k)) for name, tree, _ in b.factors]
     rest = [*b.copies, *targets, *(Variable.utility(u) for u in utils)]

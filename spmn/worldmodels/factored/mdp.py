@@ -1,9 +1,11 @@
 """The learned factored MDP as both solvers read it: p(s', r | s, a) = Π_i p(s'_i | pa_i) ·
 p(r | pa_r), the episode's end p(end | pa_end) when logged, and the joint actions.
 
-Columns of ``X`` are the state variables then the action variables (integer codes). A joint
-action is the code ``ravel_multi_index(a, action_cards)`` (first action variable most
-significant), so ``joint[j]`` holds the action variables' values of joint action ``j``.
+Columns of ``X`` are the state variables then the action variables (integer codes). The joint
+actions are the allowed combinations of the action variables' values (``allowed``; None: every
+combination), in lexicographic order (first action variable most significant): joint action
+``j`` is the row ``joint[j]``. With every combination allowed, ``j`` is
+``ravel_multi_index(joint[j], action_cards)``.
 """
 from __future__ import annotations
 
@@ -28,15 +30,22 @@ class FactoredMDP:
     reward: AdditiveReward
     end: ConditionalTree | None = None
     smoothing: float = 0.0
+    allowed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.state_cards = np.asarray(self.state_cards, np.int64)
         self.action_cards = np.asarray(self.action_cards, np.int64)
         self.probs = [t.probs(self.smoothing) for t in self.trees]
         self.end_probs = None if self.end is None else self.end.probs(self.smoothing)[:, 1]
-        self.n_actions = int(np.prod(self.action_cards))
-        self.joint = np.stack(np.unravel_index(np.arange(self.n_actions), self.action_cards),
-                              axis=1).astype(np.int64)
+        self.n_combinations = int(np.prod(self.action_cards, dtype=np.float64))
+        if self.allowed is None:
+            self.joint = np.stack(np.unravel_index(np.arange(self.n_combinations),
+                                                   self.action_cards), axis=1).astype(np.int64)
+        else:
+            rows = np.asarray(self.allowed, np.int64).reshape(-1, len(self.action_cards))
+            self.joint = np.unique(rows, axis=0) if len(rows) else rows
+        self.n_actions = int(self.joint.shape[0])
+        self.restricted = self.n_actions < self.n_combinations
 
     @property
     def d(self) -> int:

@@ -39,9 +39,15 @@ class FactoredWorldModel:
     """Learn a factored world model from logged transitions; solve it exactly.
 
     ``states`` / ``actions``: names (integer codes 0..k-1, k read from the data) or
-    :class:`Variable` objects; one or several action variables (joint actions are enumerated,
-    at most ``max_joint_actions``); next-state columns are ``<state>_next``; ``reward`` and the
-    optional boolean ``terminated`` (the episode ended after the step) are columns too.
+    :class:`Variable` objects; one or several action variables; next-state columns are
+    ``<state>_next``; ``reward`` and the optional boolean ``terminated`` (the episode ended after
+    the step) are columns too.
+
+    ``joint_actions``: the combinations of action values the solver maximizes over. "logged"
+    (default): those seen in the data at least once, since a combination never tried has
+    nothing behind it (RDDL's max-nondef-actions makes most combinations illegal); "all": every
+    combination; or an array of rows (one column per action variable). At most
+    ``max_joint_actions`` of them, else an error with the limit and the count.
 
     Hyper-parameters: ``split_p`` (α of the split rule of :mod:`.trees`; None: chosen by
     held-out log-likelihood), ``min_samples_leaf`` (rows per branch of a split),
@@ -52,6 +58,7 @@ class FactoredWorldModel:
     (accepted like every kind's; these solvers run on numpy/scipy).
 
     Fitted: ``trees_`` (one :class:`~.trees.ConditionalTree` per next-state variable),
+    ``joint_actions_`` (the allowed joint actions, rows in lexicographic order: joint code j),
     ``end_tree_`` (p(end | s, a), when ``terminated`` is given; the next-state trees learn from
     the steps that did not end), ``parents_``, ``reward_`` (:class:`~.reward.AdditiveReward`),
     ``split_p_`` and ``split_scores_`` (held-out log-likelihood per α), ``coverage_``,
@@ -62,7 +69,8 @@ class FactoredWorldModel:
                  actions: str | Variable | Sequence[str | Variable], reward: str = "r",
                  terminated: str | None = None, *, split_p: float | None = None,
                  min_samples_leaf: int = 5, max_depth: int | None = None,
-                 smoothing: float = 0.0, min_count: int = 30, max_joint_actions: int = 4096,
+                 smoothing: float = 0.0, min_count: int = 30, joint_actions: Any = "logged",
+                 max_joint_actions: int = 4096,
                  progress: bool = True, seed: Any = None, backend: str | None = None) -> None:
         self.states = names_of(states)
         self.actions = names_of(actions)
@@ -73,6 +81,7 @@ class FactoredWorldModel:
         self.max_depth = max_depth
         self.smoothing = smoothing
         self.min_count = min_count
+        self.joint_actions = joint_actions
         self.max_joint_actions = max_joint_actions
         self.progress = progress
         self.seed = seed
@@ -109,15 +118,7 @@ class FactoredWorldModel:
                            for j, x in enumerate(snames)], np.int64)
         acards = np.array([given.get(x) or int(A[:, j].max()) + 1
                            for j, x in enumerate(anames)], np.int64)
-        total = 1
-        for k in acards.tolist():
-            total *= int(k)
-        if total > self.max_joint_actions:
-            raise DataError(f"{total:,} joint actions (the product of the action cardinalities "
-                            f"{dict(zip(anames, acards.tolist()))}) exceed "
-                            f"max_joint_actions={self.max_joint_actions:,} by "
-                            f"{total - self.max_joint_actions:,}; raise max_joint_actions or "
-                            "log fewer concurrent action variables")
+        allowed = self._allowed(A, anames, acards)
         X = np.concatenate([S, A], axis=1)
         cards = np.r_[scards, acards]
         cont = np.flatnonzero(~term) if (~term).any() else np.arange(n)
@@ -137,15 +138,57 @@ class FactoredWorldModel:
         self.reward_ = reward
         self.split_p_, self.split_scores_ = alpha, scores
         self.n_transitions_ = n
+        self.joint_actions_ = allowed
         _, first = np.unique(_rows(S), return_index=True)
         self.seen_states_ = S[np.sort(first)]
         self._build()
         return self
 
+    def _allowed(self, A: np.ndarray, anames: list[str], acards: np.ndarray) -> np.ndarray:
+        """The joint actions (rows) the solver maximizes over (class docstring)."""
+        spec = self.joint_actions
+        total = 1
+        for k in acards.tolist():
+            total *= int(k)
+        if isinstance(spec, str) and spec == "all":
+            what = f"the product of the action cardinalities {dict(zip(anames, acards.tolist()))}"
+            count = total
+            rows = None
+        elif isinstance(spec, str) and spec == "logged":
+            rows = np.unique(A, axis=0)
+            what, count = "distinct logged joint actions", rows.shape[0]
+        elif isinstance(spec, str):
+            raise DataError(f"joint_actions must be 'logged', 'all' or an array of rows, "
+                            f"got {spec!r}")
+        else:
+            rows = np.asarray(spec)
+            if rows.ndim == 1 and len(anames) == 1:
+                rows = rows[:, None]
+            if rows.ndim != 2 or rows.shape[1] != len(anames) or not len(rows) or \
+                    not np.issubdtype(rows.dtype, np.integer):
+                raise DataError(f"joint_actions must be integer rows with one column per action "
+                                f"variable {anames}, got shape {rows.shape}")
+            bad = np.flatnonzero(((rows < 0) | (rows >= acards)).any(axis=1))
+            if len(bad):
+                raise DataError(f"joint_actions row {int(bad[0])} ({rows[bad[0]].tolist()}) lies "
+                                f"outside the action values {dict(zip(anames, acards.tolist()))}")
+            rows = np.unique(rows.astype(np.int64), axis=0)
+            what, count = "given joint actions", rows.shape[0]
+        if count > self.max_joint_actions:
+            raise DataError(f"{count:,} joint actions ({what}) exceed "
+                            f"max_joint_actions={self.max_joint_actions:,} by "
+                            f"{count - self.max_joint_actions:,}; raise max_joint_actions or "
+                            "log fewer concurrent action variables")
+        if rows is None:
+            rows = np.stack(np.unravel_index(np.arange(total), acards), axis=1).astype(np.int64)
+        return rows.astype(np.int64)
+
     def _build(self) -> None:
+        allowed = self.joint_actions_
+        every = allowed.shape[0] == int(np.prod(self.action_cards_, dtype=np.float64))
         self.mdp_ = FactoredMDP(self.state_names_, self.action_names_, self.state_cards_,
                                 self.action_cards_, self.trees_, self.reward_, self.end_tree_,
-                                float(self.smoothing))
+                                float(self.smoothing), None if every else allowed)
         self._circuit: Circuit | None = None
 
     @property
@@ -302,7 +345,10 @@ def to_payload(m: FactoredWorldModel, arrays) -> dict[str, Any]:
         "hyper": {"reward": m.reward, "terminated": m.terminated, "split_p": m.split_p,
                   "min_samples_leaf": m.min_samples_leaf, "max_depth": m.max_depth,
                   "smoothing": m.smoothing, "min_count": m.min_count,
-                  "max_joint_actions": m.max_joint_actions},
+                  "max_joint_actions": m.max_joint_actions,
+                  "joint_actions": m.joint_actions if isinstance(m.joint_actions, str) else "given"},
+        "joint_actions": {"shape": list(m.joint_actions_.shape),
+                          "data": arrays.put("joint_actions", m.joint_actions_.ravel())},
         "states": [[n, int(k)] for n, k in zip(m.state_names_, m.state_cards_)],
         "actions": [[n, int(k)] for n, k in zip(m.action_names_, m.action_cards_)],
         "n_transitions": m.n_transitions_, "split_p_": m.split_p_,
@@ -329,7 +375,8 @@ def from_payload(doc: dict[str, Any], arrays) -> FactoredWorldModel:
                            h["reward"], h["terminated"], split_p=h["split_p"],
                            min_samples_leaf=h["min_samples_leaf"], max_depth=h["max_depth"],
                            smoothing=h["smoothing"], min_count=h["min_count"],
-                           max_joint_actions=h["max_joint_actions"], progress=False)
+                           max_joint_actions=h["max_joint_actions"], progress=False,
+                           joint_actions=h.get("joint_actions", "all"))
     m.state_names_ = [n for n, _ in doc["states"]]
     m.action_names_ = [n for n, _ in doc["actions"]]
     m.state_cards_ = np.array([k for _, k in doc["states"]], np.int64)
@@ -348,6 +395,14 @@ def from_payload(doc: dict[str, Any], arrays) -> FactoredWorldModel:
     m.reward_ = AdditiveReward(float(rm["intercept"]), cols, tables, cells, int(rm["n"]),
                                float(rm["rss"]), float(rm["residual_max"]), float(rm["r2"]),
                                float(rm["bic"]), int(rm["dropped"]))
+    ja = doc.get("joint_actions")  # files before 2026-12-03 (2nd session): every combination
+    if ja is None:
+        m.joint_actions_ = np.stack(np.unravel_index(np.arange(int(np.prod(m.action_cards_))),
+                                                     m.action_cards_), axis=1).astype(np.int64)
+    else:
+        m.joint_actions_ = arrays.get(ja["data"]).astype(np.int64).reshape(ja["shape"])
+    if m.joint_actions == "given":
+        m.joint_actions = m.joint_actions_.copy()
     ss = doc["seen_states"]
     m.seen_states_ = arrays.get(ss["data"]).astype(np.int64).reshape(ss["shape"])
     m._build()

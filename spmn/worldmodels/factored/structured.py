@@ -96,6 +96,7 @@ class _Model:
         for cols, table in zip(rew.cols, rew.tables):
             R = st.add(R, st.table([int(self.level_of_col[c]) for c in cols], table))
         self.R = R
+        self.M = self._mask() if mdp.restricted else None
         self.live = len(st)
         if self.dense_cells > 0:
             self._dense_parts()
@@ -104,6 +105,32 @@ class _Model:
         else:
             self.C = st.affine(self._tree(mdp.end, mdp.end_probs), -gamma, gamma)
         st.clear()
+
+    def _mask(self) -> int:
+        """0 on the allowed joint actions, -inf elsewhere, over the action levels (built from
+        the allowed rows: O(rows x action variables) nodes, never the product grid)."""
+        st, joint, m = self.store, self.mdp.joint, self.mdp.m
+        no = st.const(-np.inf)
+
+        def rec(level: int, rows: np.ndarray) -> int:
+            if not len(rows):
+                return no
+            if level == m:
+                return st.zero
+            col = joint[rows, level]
+            return st.split(level, [rec(level + 1, rows[col == v])
+                                    for v in range(int(self.mdp.action_cards[level]))])
+
+        return rec(0, np.arange(len(joint)))
+
+    def _dense_mask(self, KQ: list[int]) -> tuple[list[int], np.ndarray]:
+        """The mask projected on Q's action columns: 0 where some allowed joint action takes
+        those values (Q does not depend on the other action variables), -inf elsewhere."""
+        mdp = self.mdp
+        ac = [c for c in KQ if c >= mdp.d]
+        T = np.full(mdp.cards[ac], -np.inf)
+        T[tuple(mdp.joint[:, c - mdp.d] for c in ac)] = 0.0
+        return ac, T
 
     def _tree(self, tree, leaf_values: np.ndarray) -> int:
         memo: dict[int, int] = {}
@@ -126,7 +153,8 @@ class _Model:
         return self.P[j]
 
     def roots(self) -> list[int]:
-        return [p for j in sorted(self.P) for p in self.P[j]] + [self.R, self.C]
+        return [p for j in sorted(self.P) for p in self.P[j]] + [self.R, self.C] + \
+            ([] if self.M is None else [self.M])
 
     def set_roots(self, ids: list[int]) -> None:
         k = 0
@@ -135,6 +163,8 @@ class _Model:
             self.P[j] = ids[k:k + n]
             k += n
         self.R, self.C = ids[k], ids[k + 1]
+        if self.M is not None:
+            self.M = ids[k + 2]
 
     def _level(self, c: int) -> int:
         return int(self.level_of_col[c])
@@ -195,7 +225,8 @@ class _Model:
             R = R + full(cols, T)
         Q = R + full(*self.cont) * full(cols_E, E)
         acts = tuple(i for i, c in enumerate(KQ) if c >= mdp.d)
-        TV = Q.max(axis=acts) if acts else Q
+        Qa = Q + full(*self._dense_mask(KQ)) if mdp.restricted and acts else Q
+        TV = Qa.max(axis=acts) if acts else Q
         levels = [self._level(c) for c in KQ]
         return (st.from_dense(levels, Q) if want_q else None,
                 st.from_dense([lv for lv, c in zip(levels, KQ) if c < mdp.d], TV))
@@ -211,7 +242,7 @@ class _Model:
         for lev in reversed(st.support(E)):
             E = st.expectation(E, lev, self.factor((lev - m) // 2))
         Q = st.add(self.R, st.mul(self.C, E))
-        TV = Q
+        TV = Q if self.M is None else st.add(Q, self.M)  # max over the allowed joint actions
         for lev in range(m):
             TV = st.max_out(TV, lev)
         st.clear()
