@@ -43,6 +43,11 @@ class NotFittedError(SpmnError, RuntimeError):
     """A model or encoder was used before ``fit``."""
 
 
+class DistributedError(SpmnError, RuntimeError):
+    """A fit over a dask cluster failed (a worker lost beyond the scheduler's retries, the
+    cluster gone, statistics missing a partition): no model was made, none is partial."""
+
+
 class SpmnWarning(UserWarning):
     """Base class of every warning spmn issues: a documented fallback changed an answer."""
 

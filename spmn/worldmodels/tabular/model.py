@@ -30,12 +30,13 @@ from ..._progress import progress_bar
 from ...circuit.circuit import Circuit
 from ...errors import DataError, NotFittedError
 from ...io import register_kind
+from ...learn.distributed import is_dask
 from ...learn.regions import RegionTree, learn_regions, reward_classes
 from ...schema import Variable
 from ..columns import codes, names_of, read_transitions
 from ..recurrent import RecurrentSolution, Template
 from ..solution import check_step, state_rows
-from . import build, coverage
+from . import build, counts, coverage
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,8 +172,14 @@ class WorldModel:
             raise NotFittedError("this WorldModel is not fitted yet: call fit(transitions) first")
 
     # ------------------------------------------------------------------ learning
-    def fit(self, transitions: Any) -> "WorldModel":
-        """Learn the region structure and the template's parameters from logged transitions."""
+    def fit(self, transitions: Any, *, client: Any = None) -> "WorldModel":
+        """Learn the region structure and the template's parameters from logged transitions.
+
+        A dask DataFrame (e.g. ``dask.dataframe.read_parquet``) or a dict of dask arrays is
+        counted partition by partition on ``client``'s cluster (default: the active client),
+        merged by tree reductions: the same model as in memory (:mod:`.counts`)."""
+        if is_dask(transitions):
+            return counts.fit_partitions(self, transitions, client=client)
         S, A, r, Sn, term = self._read(transitions)
         if S.shape[0] == 0:
             raise DataError("no transitions to learn from")
