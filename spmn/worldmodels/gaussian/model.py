@@ -449,6 +449,21 @@ class GaussianWorldModel:
         self.circuit_.validate()
         return self
 
+    def to_env(self, num_envs: int | None = None, **kwargs: Any):
+        """The learned model as a Gymnasium env drawing from p(s', r | s, a) (``num_envs``: a
+        vector env of that many copies); see :func:`spmn.worldmodels.simulate.to_env`."""
+        from ..simulate import to_env
+
+        return to_env(self, num_envs, **kwargs)
+
+    def rollout(self, policy: Any = "random", n_episodes: int = 100, horizon: int = 100,
+                seed: Any = None, **kwargs: Any):
+        """Batched episodes of ``policy`` (a solution, a callable or "random") in the model, as
+        columns with their returns; see :func:`spmn.worldmodels.simulate.rollout`."""
+        from ..simulate import rollout
+
+        return rollout(self, policy, n_episodes, horizon, seed, **kwargs)
+
     def __repr__(self) -> str:
         fitted = f", components={len(self.components)}" if hasattr(self, "circuit_") else ""
         return (f"GaussianWorldModel(states={self.states}, actions={self.actions}, "
