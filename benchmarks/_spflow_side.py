@@ -1,7 +1,12 @@
-"""Runs inside SPFlow 0.0.48's own venv (driven by bench_inference.py through a subprocess).
+"""Runs inside an SPFlow venv (driven by bench_inference.py through a subprocess).
 
     python _spflow_side.py learn OUT.json            # learn an SPN on 20,000 x 20 categorical rows
     python _spflow_side.py bench IN.json ROWS...     # time SPFlow's log_likelihood, print JSON
+    python _spflow_side.py bench1 IN.json ROWS...    # the same with the torch SPFlow 1.x
+
+``learn`` and ``bench`` need SPFlow 0.0.48 (numpy 1.26); ``bench1`` the torch-based SPFlow 1.x
+(1.1.0 from the package index, CPU torch), whose tree is built from its ``Sum``, ``Product``
+and ``Categorical`` modules, one module per node of the exchange form, in float64.
 
 The circuit travels in the plain exchange form of _bench_circuits.to_exchange (topological
 order, children first; sums with weights, products, categorical leaves). Only SPFlow's public
@@ -76,17 +81,58 @@ def build(doc):
     return root
 
 
-def bench(in_path, rows_list, seed=1):
-    from spn.algorithms.Inference import log_likelihood
+def build1(doc):
+    """The same tree from the torch SPFlow 1.x modules (float64): a Categorical module per
+    leaf, a Product per product node, a Sum (weights of shape (1, children, 1, 1)) per sum."""
+    import torch
+    from spflow.meta import Scope
+    from spflow.modules.leaves import Categorical
+    from spflow.modules.products import Product
+    from spflow.modules.sums import Sum
 
+    torch.set_default_dtype(torch.float64)
+    built = []
+    for nd in doc["nodes"]:
+        if nd["type"] == "sum":
+            w = torch.tensor(nd["weights"]).reshape(1, -1, 1, 1)
+            built.append(Sum([built[c] for c in nd["children"]], weights=w))
+        elif nd["type"] == "product":
+            built.append(Product([built[c] for c in nd["children"]]))
+        else:
+            k = doc["cards"][nd["var"]]
+            p = np.zeros(k)
+            p[:len(nd["p"])] = nd["p"]
+            built.append(Categorical(Scope([nd["var"]]), K=k,
+                                     probs=torch.tensor(p / p.sum()).reshape(1, 1, 1, k)))
+    root = built[-1]
+
+    def ll(X):
+        with torch.no_grad():
+            return root.log_likelihood(torch.from_numpy(X)).reshape(X.shape[0], -1).numpy()
+    return ll
+
+
+def bench(in_path, rows_list, torch_spflow=False):
     with open(in_path) as fh:
         doc = json.load(fh)
-    root = build(doc)
-    rng = np.random.default_rng(seed)
+    if torch_spflow:
+        import torch
+
+        log_likelihood = (lambda root, X: root(X))
+        root = build1(doc)
+        version = f"spflow {_version('spflow')}, torch {torch.__version__}, " \
+                  f"{torch.get_num_threads()} threads"
+    else:
+        from spn.algorithms.Inference import log_likelihood
+
+        root = build(doc)
+        version = "spflow 0.0.48"
     out = {}
     for rows in rows_list:
-        X = (rng.random((rows, len(doc["cards"]))) * np.array(doc["cards"])).astype(int)
-        X = X.astype(float)
+        # the rows of _bench_circuits.random_rows(flat, rows, seed=rows): the same on both sides
+        rng = np.random.default_rng(rows)
+        X = (rng.random((rows, len(doc["cards"]))) * np.array(doc["cards"])).astype(np.int64)
+        X = X.astype(np.float64)
         tracemalloc.start()
         t = time.perf_counter()
         first = log_likelihood(root, X)
@@ -100,12 +146,19 @@ def bench(in_path, rows_list, seed=1):
             log_likelihood(root, X)
             times.append(time.perf_counter() - t)
         out[str(rows)] = {"first_s": first_s, "steady_s": float(np.median(times)),
-                          "peak_bytes": peak, "ll_head": first[:5, 0].tolist()}
+                          "peak_bytes": peak, "ll_head": first[:5, 0].tolist(),
+                          "version": version}
     print(json.dumps(out))
+
+
+def _version(name):
+    from importlib.metadata import version
+
+    return version(name)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "learn":
         learn(sys.argv[2])
     else:
-        bench(sys.argv[2], [int(r) for r in sys.argv[3:]])
+        bench(sys.argv[2], [int(r) for r in sys.argv[3:]], torch_spflow=sys.argv[1] == "bench1")

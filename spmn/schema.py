@@ -215,22 +215,50 @@ class Schema:
         return np.array([v.k if v.is_discrete else 0 for v in self.variables], dtype=np.int64)
 
     # ------------------------------------------------------------------ data
-    def validate_data(self, X: Any, *, allow_nan: bool | Sequence[str] = True,
-                      what: str = "evidence") -> np.ndarray:
-        """Check ``X`` against the schema and return it as a C-contiguous float64 copy.
+    def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """Per-column bounds of an observed value, built once per schema: ``lo`` (0 for a
+        discrete column, the most negative finite double otherwise), ``hi`` (k, or +inf: an
+        observed value must be < hi), ``cont`` (True for a continuous column: no integrality
+        test) and whether every column is discrete."""
+        got = self.__dict__.get("_bounds")
+        if got is None:
+            disc = np.array([v.is_discrete for v in self.variables])
+            lo = np.where(disc, 0.0, -np.finfo(np.float64).max)
+            hi = np.where(disc, self.cardinalities.astype(np.float64), np.inf)
+            got = self._bounds = (lo, hi, ~disc, bool(disc.all()))
+        return got
 
-        ``allow_nan`` is True (any column may be unobserved), False, or the names of the
-        columns that may be NaN. Raises :class:`DataError` naming the column at fault.
-        """
-        X = self.as_array(X, what=what)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2:
-            raise DataError(f"{what} must be 2-D (rows x {len(self)} variables), got shape {X.shape}")
-        if X.shape[1] != len(self):
-            raise DataError(f"{what} has {X.shape[1]} columns; the schema has {len(self)} "
-                            f"variables {list(self.names)}")
-        X = np.ascontiguousarray(X, dtype=np.float64).copy()
+    def _nan_mask(self, allow_nan: bool | Sequence[str]) -> np.ndarray | None:
+        """Columns that may be NaN (None: every one), cached per ``allow_nan``."""
+        if allow_nan is True:
+            return None
+        key = False if allow_nan is False else tuple(allow_nan)
+        cache = self.__dict__.setdefault("_nan_masks", {})
+        got = cache.get(key)
+        if got is None:
+            names = () if key is False else set(key)
+            got = cache[key] = np.array([v.name in names for v in self.variables])
+        return got
+
+    def valid_values(self, X: np.ndarray, allow_nan: bool | Sequence[str] = True) -> bool:
+        """One vectorized pass over a float64 (rows x variables) array: True when every
+        observed entry is finite and every discrete one an integer code in 0..k-1, and NaN
+        appears only where ``allow_nan`` permits. The fast twin of :meth:`_check_columns`."""
+        lo, hi, cont, all_disc = self._tables()
+        ok = (X >= lo) & (X < hi)  # NaN and +-inf fail here (comparisons never warn)
+        ok &= (X == np.floor(X)) if all_disc else ((X == np.floor(X)) | cont)
+        if ok.all():
+            return True
+        nan = np.isnan(X)
+        may = self._nan_mask(allow_nan)
+        if may is not None:
+            nan &= may
+        return bool((ok | nan).all())
+
+    def _check_columns(self, X: np.ndarray, allow_nan: bool | Sequence[str], what: str) -> None:
+        """The per-variable checks (the slow reference of :meth:`valid_values`): raise
+        :class:`DataError` for the first column at fault, naming the variable, the row and what
+        was expected (a NaN where a value is required, an infinite value, or a bad code)."""
         nan = np.isnan(X)
         for j, v in enumerate(self.variables):
             col = X[:, j]
@@ -250,15 +278,49 @@ class Schema:
                     row = int(np.flatnonzero(obs)[np.argmax(bad)])
                     raise DataError(f"{what}: variable {v.name!r} has value {float(col[row])!r} in row "
                                     f"{row}; expected an integer code in 0..{v.k - 1}")
+
+    def validate_data(self, X: Any, *, allow_nan: bool | Sequence[str] = True,
+                      what: str = "evidence") -> np.ndarray:
+        """Check ``X`` against the schema and return it as a C-contiguous float64 copy.
+
+        ``allow_nan`` is True (any column may be unobserved), False, or the names of the
+        columns that may be NaN. One vectorized pass decides (:meth:`valid_values`); only
+        when it fails do the per-variable checks run, to raise :class:`DataError` naming the
+        first column at fault, its row and what was expected.
+        """
+        X = self.as_array(X, what=what)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2:
+            raise DataError(f"{what} must be 2-D (rows x {len(self)} variables), got shape {X.shape}")
+        if X.shape[1] != len(self):
+            raise DataError(f"{what} has {X.shape[1]} columns; the schema has {len(self)} "
+                            f"variables {list(self.names)}")
+        X = np.array(X, dtype=np.float64, order="C", copy=True)
+        if not self.valid_values(X, allow_nan):
+            self._check_columns(X, allow_nan, what)
         return X
 
     def as_array(self, X: Any, what: str = "evidence") -> np.ndarray:
         """Accept a numpy array, a dict of columns or a pandas DataFrame (columns by name)."""
+        if isinstance(X, np.ndarray) and X.dtype.kind in "biuf":
+            return X if X.dtype == np.float64 else X.astype(np.float64)
         if isinstance(X, Mapping) or hasattr(X, "columns"):
             cols = list(X.keys()) if isinstance(X, Mapping) else list(X.columns)
             unknown = [c for c in cols if c not in self._index]
             if unknown:
                 raise DataError(f"{what} has unknown columns {unknown}; known: {list(self.names)}")
+            if not cols:
+                raise DataError(f"{what} has no columns")
+            if not isinstance(X, Mapping) and all(
+                    isinstance(t, np.dtype) and t.kind in "biuf" for t in X.dtypes) and X.columns.is_unique:
+                # a numeric DataFrame: one conversion, then the columns put in schema order
+                block = X.to_numpy(dtype=np.float64)
+                if cols == list(self.names):
+                    return block
+                out = np.full((block.shape[0], len(self)), np.nan)
+                out[:, [self._index[c] for c in cols]] = block
+                return out
             n = None
             out = None
             for name in cols:
@@ -269,8 +331,6 @@ class Schema:
                 elif col.shape[0] != n:
                     raise DataError(f"{what}: column {name!r} has {col.shape[0]} rows, expected {n}")
                 out[:, self.index(name)] = col
-            if out is None:
-                raise DataError(f"{what} has no columns")
             return out
         try:
             arr = np.asarray(X)

@@ -77,3 +77,58 @@ def test_nan_where_required_and_unknown_columns():
         s.validate_data({"Q": [1.0]})
     with pytest.raises(DataError, match="column 'X' holds <U1"):
         s.validate_data({"X": np.array(["a"])})
+
+
+# ---------------------------------------------------------------- one-pass validation
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_CELLS = st.sampled_from([0.0, 1.0, 2.0, 3.0, -1.0, 0.5, 2.5, -0.0, np.nan, np.inf, -np.inf,
+                          1e300, -1e300, 7.0, np.nextafter(1.0, 2.0)])
+
+
+@st.composite
+def _schema_and_rows(draw):
+    kinds = draw(st.lists(st.one_of(st.none(), st.integers(1, 4)), min_size=1, max_size=5))
+    vs = [Variable.continuous(f"v{j}") if k is None else Variable.discrete(f"v{j}", k)
+          for j, k in enumerate(kinds)]
+    rows = draw(st.integers(0, 6))
+    X = np.array(draw(st.lists(st.lists(_CELLS, min_size=len(vs), max_size=len(vs)),
+                               min_size=rows, max_size=rows)), dtype=np.float64)
+    X = X.reshape(rows, len(vs))
+    allow = draw(st.one_of(st.booleans(),
+                           st.lists(st.sampled_from([v.name for v in vs]), unique=True)))
+    return Schema(vs), X, allow
+
+
+@settings(max_examples=400, deadline=None)
+@given(_schema_and_rows())
+def test_one_pass_validation_accepts_exactly_what_the_per_variable_checks_accept(case):
+    """The vectorized pass (valid_values) and the per-variable reference (_check_columns)
+    accept and reject the same arrays, and validate_data raises the reference's message."""
+    s, X, allow = case
+    try:
+        s._check_columns(X, allow, "evidence")
+        ref = None
+    except DataError as exc:
+        ref = str(exc)
+    assert s.valid_values(X, allow) == (ref is None)
+    if ref is None:
+        np.testing.assert_array_equal(s.validate_data(X, allow_nan=allow), X)
+    else:
+        with pytest.raises(DataError) as got:
+            s.validate_data(X, allow_nan=allow)
+        assert str(got.value) == ref
+
+
+def test_dataframe_is_converted_once_in_schema_order():
+    import pandas as pd
+    s = make()
+    df = pd.DataFrame({"Y": [0.5, 1.0], "X": [1, 2], "D": [True, False]})
+    want = s.validate_data({"Y": [0.5, 1.0], "X": [1, 2], "D": np.array([True, False])})
+    np.testing.assert_array_equal(s.validate_data(df), want)
+    assert np.isnan(want[:, 3]).all() and want[0, 1] == 1.0
+    with pytest.raises(DataError, match="variable 'X' has value 3.0 in row 1"):
+        s.validate_data(pd.DataFrame({"X": [1, 3]}))
+    with pytest.raises(DataError, match="column 'X' holds object"):
+        s.validate_data(pd.DataFrame({"X": ["a", "b"]}))

@@ -34,10 +34,11 @@ def _dask(X: Any):
     return dask_kernels if dask_kernels.is_dask_array(X) else None
 
 
-def _values(circuit: Structure, values: Iterable[float] | None) -> np.ndarray:
-    n = circuit.compile().n_interface
+def _values(circuit: Structure, values: Iterable[float] | None) -> np.ndarray | None:
+    """Checked interface values; None stays None (the plans bind zeros)."""
     if values is None:
-        return np.zeros(n)
+        return None
+    n = circuit.compile().n_interface
     v = np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(-1))
     if v.shape != (n,):
         raise DataError(f"interface_values has {v.size} entries; the circuit has {n} interface slots")
@@ -52,7 +53,7 @@ def log_likelihood(circuit: Structure, X: Any, *, allow_missing: bool = True,
     if dk is not None:
         return dk.log_likelihood(circuit.compile(), X, backend=backend)
     Xa, _ = _evidence(circuit, X, allow_nan=allow_missing)
-    return kernels.get(backend).log_likelihood(circuit.compile(), Xa)
+    return kernels.get(backend).plan(circuit.compile(), "log_likelihood")(Xa)
 
 
 def meu(circuit: Structure, X: Any = None, *, interface_values=None, backend=None):
@@ -60,7 +61,7 @@ def meu(circuit: Structure, X: Any = None, *, interface_values=None, backend=Non
     if dk is not None:
         return dk.meu(circuit.compile(), X, _values(circuit, interface_values), backend=backend)
     Xa, single = _evidence(circuit, X)
-    out = kernels.get(backend).meu(circuit.compile(), Xa, _values(circuit, interface_values))
+    out = kernels.get(backend).plan(circuit.compile(), "meu")(Xa, _values(circuit, interface_values))
     return float(out[0]) if single else out
 
 
@@ -77,7 +78,8 @@ def policy(circuit: Structure, X: Any = None, *, decision: str | None = None,
         dec = dk.policy(circuit.compile(), X, _values(circuit, interface_values), backend=backend)
         return dk.da.where(dk.da.isnan(dec[:, col]), -1, dec[:, col]).astype(np.int64)
     Xa, single = _evidence(circuit, X)
-    dec = kernels.get(backend).policy(circuit.compile(), Xa, _values(circuit, interface_values))
+    dec = kernels.get(backend).plan(circuit.compile(), "policy")(Xa,
+                                                                 _values(circuit, interface_values))
     out = np.where(np.isnan(dec[:, col]), -1, dec[:, col]).astype(np.int64)
     return int(out[0]) if single else out
 
@@ -88,7 +90,7 @@ def mpe(circuit: Structure, X: Any = None, *, return_log_prob: bool = False, bac
         filled, logp = dk.mpe(circuit.compile(), X, backend=backend)
         return (filled, logp) if return_log_prob else filled
     Xa, single = _evidence(circuit, X)
-    filled, logp = kernels.get(backend).mpe(circuit.compile(), Xa)
+    filled, logp = kernels.get(backend).plan(circuit.compile(), "mpe")(Xa)
     if single:
         filled, logp = filled[0], float(logp[0])
     return (filled, logp) if return_log_prob else filled

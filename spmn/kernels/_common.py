@@ -50,6 +50,10 @@ WORK_BYTES = 1 << 23
 PROGRESS_CELLS = 4_000_000_000
 #: Rows handed to one compiled call at most when a progress bar is shown.
 BLOCK_CELLS = 1 << 28
+#: Edge x rows of work a thread must get before a pass starts another one (a smaller batch
+#: runs on the calling thread: waking a team costs more than the work, and far more on a loaded
+#: machine; no result depends on the thread count).
+THREAD_CELLS = 1 << 18
 
 
 @dataclass(frozen=True, eq=False)
@@ -350,6 +354,26 @@ def check_evidence(flat: FlatCircuit, X, block: int = 1 << 16) -> np.ndarray:
     return X
 
 
+def split_rows(prep: Prepared, rows: int, threads: int | None = None,
+               chunk: int | None = None) -> tuple[int, int]:
+    """(threads T, rows per chunk R) of a pass over ``rows`` rows; neither changes a result.
+
+    A batch smaller than a chunk gets work arrays of its own size (a one-row Bellman pass then
+    touches nodes x 1 doubles, not nodes x chunk; a multiple of 16 above 16 rows: the blocked
+    passes take rows 16 at a time). Never more threads than chunks, and by default (``threads``
+    None) not more than one per :data:`THREAD_CELLS` of work: a small batch runs on the calling
+    thread, without the cost of starting and joining a team. An explicit ``threads`` is kept."""
+    T = int(threads) if threads else default_threads()
+    R = int(chunk) if chunk else min(prep.chunk, max(1, rows) if rows <= 16
+                                     else -(-rows // 16) * 16)
+    if T < 1 or R < 1:
+        raise DataError(f"threads and chunk must be >= 1, got {T}, {R}")
+    T = min(T, max(1, -(-rows // R)))
+    if not threads:
+        T = min(T, max(1, rows * prep.cost // THREAD_CELLS))
+    return T, R
+
+
 def check_values(flat: FlatCircuit, values) -> np.ndarray:
     if values is None:
         return np.zeros(flat.n_interface)
@@ -416,17 +440,7 @@ class Kernels:
     def _setup(self, flat, X, threads, chunk):
         prep = prepare(flat)
         X = check_evidence(flat, X)
-        T = int(threads) if threads else default_threads()
-        # a batch smaller than a chunk gets work arrays of its own size (a one-row Bellman pass
-        # then touches nodes x 1 doubles, not nodes x chunk); chunking changes no result
-        # (a multiple of 16 above 16 rows: the blocked passes take rows 16 at a time)
-        R = int(chunk) if chunk else min(prep.chunk, max(1, X.shape[0]) if X.shape[0] <= 16
-                                         else -(-X.shape[0] // 16) * 16)
-        if T < 1 or R < 1:
-            raise DataError(f"threads and chunk must be >= 1, got {T}, {R}")
-        # never more threads than chunks: a one-row Bellman pass runs on one thread, without
-        # the cost of starting and joining a team (results do not depend on the thread count)
-        T = min(T, max(1, -(-X.shape[0] // R)))
+        T, R = split_rows(prep, X.shape[0], threads, chunk)
         return prep, X, T, R
 
     def _upward(self, flat, X, values, nodes, want_u, threads, chunk, progress):
@@ -508,3 +522,68 @@ class Kernels:
         for lo, hi in self._blocks(prep, X.shape[0], R, progress):
             self.raw.counts(self._circ(prep), X[lo:hi], values, edges, stats, prep.has_max, R, T)
         return edges, stats
+
+    # ------------------------------------------------------------------ query plans
+    def plan(self, flat: FlatCircuit, query: str):
+        """A cached plan for ``query`` ("log_likelihood", "meu", "policy" or "mpe") on ``flat``:
+        a function ``run(X, values=None)`` for evidence the caller has already validated (a
+        C-contiguous float64 (rows, variables) array of valid codes, as
+        :meth:`spmn.schema.Schema.validate_data` returns) and interface ``values`` checked by
+        the caller (None: zeros). It returns what the protocol method of the same name returns,
+        by the same raw kernel with the default threads and chunks, but checks nothing again
+        and does no Python work that depends on the circuit's size: the prepared tables, the
+        backend's view of them, the root and the zero values are looked up once, here."""
+        key = (self.name, query)
+        prep = prepare(flat)
+        got = prep.views.get(key)
+        if got is None:
+            got = prep.views.setdefault(key, self._make_plan(flat, prep, query))
+        return got
+
+    def _make_plan(self, flat: FlatCircuit, prep: Prepared, query: str):
+        raw, circ, cost = self.raw, self._circ(prep), prep.cost
+        zeros = np.zeros(flat.n_interface)
+        root = np.array([flat.root], np.int64)
+        noU = np.empty((0, 1))
+        cu_ll = prep.has_max
+        small = PROGRESS_CELLS // max(cost, 1)  # rows below this never show a progress bar
+
+        def blocks(rows, R):
+            return ((0, rows),) if rows <= small else self._blocks(prep, rows, R, None)
+
+        if query in ("log_likelihood", "meu"):
+            want_u = query == "meu"
+
+            def run(X, values=None):
+                rows = X.shape[0]
+                T, R = split_rows(prep, rows)
+                v = zeros if values is None else values
+                out = np.empty((rows, 1))
+                for lo, hi in blocks(rows, R):
+                    if want_u:
+                        raw.upward(circ, X[lo:hi], v, root, np.empty((hi - lo, 1)), out[lo:hi],
+                                   True, True, R, T)
+                    else:
+                        raw.upward(circ, X[lo:hi], v, root, out[lo:hi], noU, cu_ll, False, R, T)
+                return out[:, 0]
+        elif query == "policy":
+            def run(X, values=None):
+                rows = X.shape[0]
+                T, R = split_rows(prep, rows)
+                v = zeros if values is None else values
+                out = np.full(X.shape, np.nan)
+                for lo, hi in blocks(rows, R):
+                    raw.policy(circ, X[lo:hi], v, out[lo:hi], R, T)
+                return out
+        elif query == "mpe":
+            def run(X, values=None):
+                rows = X.shape[0]
+                T, R = split_rows(prep, rows)
+                out = X.copy()
+                logp = np.empty(rows)
+                for lo, hi in blocks(rows, R):
+                    raw.mpe(circ, X[lo:hi], out[lo:hi], logp[lo:hi], R, T)
+                return out, logp
+        else:
+            raise ValueError(f"no plan for query {query!r}")
+        return run

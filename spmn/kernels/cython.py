@@ -34,7 +34,7 @@ def _fastest_build():
 raw = _fastest_build()
 
 __all__ = ["log_likelihood", "meu", "policy", "mpe", "sample", "node_values",
-           "expected_counts"]
+           "expected_counts", "plan"]
 
 _K = Kernels(raw, "cython")
 log_likelihood = _K.log_likelihood
@@ -44,3 +44,4 @@ mpe = _K.mpe
 sample = _K.sample
 node_values = _K.node_values
 expected_counts = _K.expected_counts
+plan = _K.plan

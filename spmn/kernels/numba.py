@@ -20,7 +20,7 @@ from . import _numba_entry
 from ._common import Kernels
 
 __all__ = ["log_likelihood", "meu", "policy", "mpe", "sample", "node_values",
-           "expected_counts"]
+           "expected_counts", "plan"]
 
 _K = Kernels(_numba_entry, "numba")
 log_likelihood = _K.log_likelihood
@@ -30,3 +30,4 @@ mpe = _K.mpe
 sample = _K.sample
 node_values = _K.node_values
 expected_counts = _K.expected_counts
+plan = _K.plan

@@ -546,3 +546,15 @@ def expected_counts(flat: FlatCircuit, X: np.ndarray, values: np.ndarray | None 
                 X[:, flat.var[i]] if flat.kind[i] != K_INTERFACE else None
             stats[flat.param_ptr[i]:flat.param_ptr[i + 1]] = leaf_stats(flat, i, F[i], x)
     return G.sum(axis=1), stats
+
+
+def plan(flat: FlatCircuit, query: str):
+    """``run(X, values=None)`` for ``query`` ("log_likelihood", "meu", "policy", "mpe") on
+    ``flat``: the passes above, with the signature of the compiled backends' cached plans."""
+    if query in ("meu", "policy"):
+        fn = meu if query == "meu" else policy
+        return lambda X, values=None: fn(flat, X, values)
+    if query in ("log_likelihood", "mpe"):
+        fn = log_likelihood if query == "log_likelihood" else mpe
+        return lambda X, values=None: fn(flat, X)
+    raise ValueError(f"no plan for query {query!r}")

@@ -199,3 +199,33 @@ def test_query_errors_name_what_is_wrong(backend):
         c.mpe(np.array([[0, 7]]), backend=backend)
     with pytest.raises(SchemaError, match="no decision variables"):
         c.policy(backend=backend)
+
+
+@settings(**SETTINGS)
+@given(seeds)
+def test_cached_query_plans_give_the_protocol_methods_bits(backend, seed):
+    """The queries run a backend's cached plan on evidence validated once; it must give the
+    bits of the backend's protocol method (which checks the evidence itself) at every batch
+    size, and be built once per circuit and query."""
+    from spmn import kernels
+
+    rng = np.random.default_rng(seed)
+    c = random_spmn(rng, n_before=int(rng.integers(0, 3)), n_mid=0, n_after=int(rng.integers(1, 3)))
+    flat, be = c.compile(), kernels.get(backend)
+    for rows in (1, 2, 17, 300):
+        X = np.where(rng.random((rows, len(c.schema))) < 0.4, np.nan,
+                     np.floor(rng.random((rows, len(c.schema))) * np.maximum(flat.var_card, 1)))
+        X[:, flat.var_card == 0] = np.nan
+        got = (c.log_likelihood(X, backend=backend), c.meu(X, backend=backend),
+               c.policy(X, backend=backend), c.mpe(X, backend=backend, return_log_prob=True))
+        d = c.schema.index(c.decisions[0])
+        dec = be.policy(flat, X)[:, d]
+        want = (be.log_likelihood(flat, X), be.meu(flat, X),
+                np.where(np.isnan(dec), -1, dec).astype(np.int64), be.mpe(flat, X))
+        for g, w in zip(got[:3], want[:3]):
+            np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(got[3][0], want[3][0])
+        np.testing.assert_array_equal(got[3][1], want[3][1])
+    assert be.plan(flat, "meu") is be.plan(flat, "meu") or backend == "reference"
+    with pytest.raises(ValueError, match="no plan"):
+        be.plan(flat, "counts")
