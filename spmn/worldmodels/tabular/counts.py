@@ -285,17 +285,18 @@ def fit_partitions(model: Any, data: Any, *, client: Any = None, columns: Sequen
     n = int(scan["n"])
     if n == 0:
         raise DataError("no transitions to learn from (every partition is empty)")
-    model.state_names_ = [name_of(v) for v in model.states]
-    model.action_names_ = [name_of(v) for v in model.actions]
+    out: dict[str, Any] = {}
+    out["state_names_"] = [name_of(v) for v in model.states]
+    out["action_names_"] = [name_of(v) for v in model.actions]
     given = {name_of(v): v.k for v in (*model.states, *model.actions) if isinstance(v, Variable)}
     smax, amax = scan["smax"][1], scan["amax"][1]
-    model.state_cards_ = np.array([given.get(nm) or int(smax[j]) + 1
-                                   for j, nm in enumerate(model.state_names_)], np.int64)
-    model.action_cards_ = np.array([given.get(nm) or int(amax[j]) + 1
-                                    for j, nm in enumerate(model.action_names_)], np.int64)
-    acards = model.action_cards_
+    out["state_cards_"] = np.array([given.get(nm) or int(smax[j]) + 1
+                                   for j, nm in enumerate(out["state_names_"])], np.int64)
+    out["action_cards_"] = np.array([given.get(nm) or int(amax[j]) + 1
+                                    for j, nm in enumerate(out["action_names_"])], np.int64)
+    acards = out["action_cards_"]
     n_actions = int(np.prod(acards))
-    d = len(model.state_names_)
+    d = len(out["state_names_"])
     rvals, rcnt = scan["rewards"][1]
     rc, nr = reward_code(rvals[0], rcnt)
     learn = model.structure == "learn"
@@ -305,13 +306,13 @@ def fit_partitions(model: Any, data: Any, *, client: Any = None, columns: Sequen
 
     with progress_bar(model.progress and n > 20000, desc="refining regions",
                       unit="round") as bar:
-        tree = grow_regions(stats_of_round, n, d, model.state_cards_, n_actions,
+        tree = grow_regions(stats_of_round, n, d, out["state_cards_"], n_actions,
                             lambda K: (K + 1) * nr, structure=model.structure,
                             split_p=model.split_p, min_samples_split=model.min_samples_split,
                             max_regions=model.max_regions,
                             progress=lambda k: (bar.set_postfix(regions=k, refresh=False),
                                                 bar.update(1)))
-    model.tree_ = tree
+    out["tree_"] = tree
     sa = scan["sa"]
     S_sa = sa.rows[:, :d]
     a_sa = np.ravel_multi_index(sa.rows[:, d:].T, acards) if sa.rows.shape[1] > d else \
@@ -320,20 +321,21 @@ def fit_partitions(model: Any, data: Any, *, client: Any = None, columns: Sequen
     _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
     seen_counts = np.zeros((first.size, n_actions), np.int64)
     np.add.at(seen_counts, (inv.ravel(), a_sa), sa.counts)
-    model.seen_states_, model.seen_counts_ = S_sa[first], seen_counts
+    out["seen_states_"], out["seen_counts_"] = S_sa[first], seen_counts
     ends = scan["ends"].rows
     ends, _ = coverage.state_action_counts(ends, np.zeros(ends.shape[0], np.int64), 1)
-    model.terminal_states_ = ends[coverage.find(model.seen_states_, ends) < 0]
+    out["terminal_states_"] = ends[coverage.find(out["seen_states_"], ends) < 0]
     end_keys = np.unique(np.ravel_multi_index(ends.T, tree.cards)) if ends.shape[0] else \
         np.zeros(0, np.int64)
     tab = run(_tables, tree.to_arrays(), end_keys, n_actions, acards)
     K, n_out, kmax = tree.n_regions, tree.n_regions + end_keys.size, int(tree.cards.max())
     pair, rcount = tab["pairs"][1]
-    model.tables_ = {"trans": tab["trans"].reshape(K, n_actions, n_out).astype(np.float64),
+    out["tables_"] = {"trans": tab["trans"].reshape(K, n_actions, n_out).astype(np.float64),
                      "reward_key": pair[0].astype(np.int64), "reward_value": pair[1],
                      "reward_count": rcount.astype(np.float64),
                      "next": tab["next"].reshape(n_out, d, kmax).astype(np.float64),
                      "state": tab["state"].reshape(len(tree.var), d, kmax).astype(np.float64)}
-    model.n_transitions_ = n
+    out["n_transitions_"] = n
+    vars(model).update(out)  # all at once: a failed pass leaves no half-fitted model
     model._build()
     return model

@@ -1,0 +1,173 @@
+"""Statistics per partition merged by tree reductions: exact merges, numpy's quantiles from
+counts, partitions checked, and a worker killed mid-fit (dask retries, or a clear error)."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import dask
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spmn import DataError
+from spmn.errors import DistributedError
+from spmn.learn import distributed as D
+from spmn.worldmodels.tabular.model import WorldModel
+
+finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=st.lists(st.one_of(finite, st.integers(-3, 3).map(float)), min_size=1, max_size=80),
+       q=st.lists(st.floats(0, 1), min_size=1, max_size=17))
+def test_quantiles_from_counts_are_numpys(x, q):
+    x, q = np.array(x), np.array(q)
+    vals, cnt = np.unique(x, return_counts=True)
+    np.testing.assert_array_equal(D.quantiles_from_counts(vals, cnt, q), np.quantile(x, q))
+
+
+@settings(max_examples=60, deadline=None)
+@given(keys=st.lists(st.integers(0, 300), max_size=200), cut=st.integers(0, 200),
+       size=st.sampled_from([None, 301]))
+def test_counts_merge_exactly_in_any_split(keys, cut, size):
+    k = np.array(keys, np.int64)
+    whole = D.count_keys(k, size)
+    parts = D.count_keys(k[:cut], size).merge(D.count_keys(k[cut:], None))
+    np.testing.assert_array_equal(parts.keys, whole.keys)
+    np.testing.assert_array_equal(parts.counts, whole.counts)
+    np.testing.assert_array_equal(whole.dense(301), np.bincount(k, minlength=301))
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), max_size=60),
+       cut=st.integers(0, 60))
+def test_distinct_rows_merge(rows, cut):
+    X = np.array(rows, np.int64).reshape(-1, 2)
+    a = D.DistinctRows.of(X[:cut]).merge(D.DistinctRows.of(X[cut:]))
+    want, cnt = np.unique(X, axis=0, return_counts=True)
+    order = np.lexsort(a.rows.T[::-1]) if a.rows.size else np.zeros(0, int)
+    np.testing.assert_array_equal(a.rows[order], want)
+    np.testing.assert_array_equal(a.counts[order], cnt)
+
+
+def test_pairs_merge_as_numpy_unique_on_columns():
+    rng = np.random.default_rng(0)
+    P = np.stack([rng.integers(0, 5, 300).astype(float), rng.integers(0, 3, 300) * 0.5])
+    u, c = D.merge_pairs(D.distinct_pairs(P[:, :100]), D.distinct_pairs(P[:, 100:]))
+    want, inv = np.unique(P, axis=1, return_inverse=True)
+    np.testing.assert_array_equal(u, want)
+    np.testing.assert_array_equal(c, np.bincount(inv.ravel()))
+
+
+def _sum_x(cols, i):
+    return {"s": np.array([cols["x"].sum()]), "n": cols["x"].size}
+
+
+def test_reduction_over_a_deep_tree_and_every_input_kind():
+    x = np.arange(1000, dtype=np.int64)
+    kinds = [dd.from_pandas(pd.DataFrame({"x": x}), npartitions=37),
+             {"x": da.from_array(x, chunks=13)},
+             da.from_array(x[:, None], chunks=(29, 1))]
+    with dask.config.set(scheduler="sync"):
+        for data in kinds:
+            parts = D.Partitions(data, columns=["x"])
+            out = D.reduce_partitions(parts, _sum_x, split_every=2)
+            assert out["s"][0] == x.sum() and out["n"] == 1000
+
+
+def test_a_partial_reduction_is_refused(monkeypatch):
+    """If a merge lost a partition's statistics, the driver sees it and makes no model."""
+    real = D._merge_many
+    monkeypatch.setattr(D, "_merge_many", lambda *s: real(*s[:-1]) if len(s) > 2 else real(*s))
+    parts = D.Partitions(dd.from_pandas(pd.DataFrame({"x": np.arange(50)}), npartitions=6))
+    with dask.config.set(scheduler="sync"), pytest.raises(DistributedError, match="partitions"):
+        D.reduce_partitions(parts, _sum_x, split_every=3)
+
+
+def test_bad_collections_are_named():
+    with pytest.raises(DataError, match="needs columns="):
+        D.Partitions(da.zeros((10, 3), chunks=5))
+    with pytest.raises(DataError, match="different lengths"):
+        D.Partitions({"a": da.zeros(10, chunks=5), "b": da.zeros(9, chunks=5)})
+    with pytest.raises(DataError, match="dask DataFrame"):
+        D.Partitions([1, 2, 3])
+    assert not D.is_dask({"a": np.zeros(3)}) and D.is_dask({"a": da.zeros(3)})
+
+
+# ---------------------------------------------------------------------------- faults
+def _slow_logs(i, n_parts, seed):
+    """Partition ``i`` of a fixed random log, read slowly (a worker can be killed meanwhile)."""
+    time.sleep(0.05)
+    rng = np.random.default_rng(seed)
+    n = 400 * n_parts
+    s, a = rng.integers(0, 8, n), rng.integers(0, 2, n)
+    df = pd.DataFrame({"s": s, "a": a, "s_next": (s + a + (rng.random(n) < 0.3)) % 8,
+                       "r": (s == 7).astype(float)})
+    return df.iloc[i * 400:(i + 1) * 400]
+
+
+def _worker_process(client, address):
+    """A worker in a process of its own (no nanny: killed, it stays dead)."""
+    proc = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                             "--no-nanny", "--nthreads", "1", "--no-dashboard", "--preload",
+                             "spmn.worldmodels.tabular.model"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client.wait_for_workers(2, timeout=120)
+    return proc
+
+
+def _fit_while_killing(client, proc, ddf, delay, model):
+    """Fit, SIGKILL the worker process ``delay`` s in; checks that the kill fell in the fit."""
+    killed = {}
+
+    def kill():
+        killed["at"] = time.monotonic()
+        os.kill(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(delay, kill)
+    start = time.monotonic()
+    timer.start()
+    try:
+        model.fit(ddf, client=client)
+    finally:
+        end = time.monotonic()
+        timer.join()
+        proc.wait(30)
+        assert start < killed["at"] < end, "the worker was not killed during the fit"
+    return model
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_fit_is_retried_or_fails_clearly():
+    """Killed with retries left: the scheduler reruns its tasks elsewhere and the model is the
+    in-memory one. Killed with none left: DistributedError, and the model stays unfitted."""
+    from distributed import Client, LocalCluster
+
+    n_parts, seed = 8, 4
+    frames = [_slow_logs(i, n_parts, seed) for i in range(n_parts)]
+    ref = WorldModel("s", "a", "r", progress=False).fit(pd.concat(frames))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        ddf = dd.from_map(_slow_logs, range(n_parts), n_parts=n_parts, seed=seed,
+                          meta=frames[0].iloc[:0])
+        proc = _worker_process(client, cluster.scheduler_address)
+        model = _fit_while_killing(client, proc, ddf, 0.3, WorldModel("s", "a", "r",
+                                                                      progress=False))
+        assert proc.returncode == -signal.SIGKILL
+        for k in ref.tables_:
+            np.testing.assert_array_equal(model.tables_[k], ref.tables_[k])
+        np.testing.assert_array_equal(model.tree_.var, ref.tree_.var)
+        client.run_on_scheduler(lambda dask_scheduler: setattr(
+            dask_scheduler, "allowed_failures", 0))
+        proc = _worker_process(client, cluster.scheduler_address)
+        failed = WorldModel("s", "a", "r", progress=False)
+        with pytest.raises(DistributedError, match="worker was lost"):
+            _fit_while_killing(client, proc, ddf, 0.3, failed)
+        assert not hasattr(failed, "tree_") and not hasattr(failed, "template_")
