@@ -13,7 +13,9 @@ kind not registered yet when a file names it is looked for by the discovery hook
 above installs (:func:`add_discovery`): ``spmn/__init__.py`` installs one that imports
 :mod:`spmn.worldmodels`. A parameter list longer than ``INLINE_MAX`` numbers is stored in the npz
 under a key and referenced as ``{"npz": key}``. Saving validates first and writes through
-temporary files renamed into place, so a failure leaves the disk as it was. Loading checks the
+temporary files renamed into place, so a failure, or a process killed at any point of a save,
+leaves a model that loads: the old one, or the new one (the old npz is kept under its checksum
+until the new JSON is in place). Loading checks the
 format, the version, the npz checksum and the model's validity.
 """
 from __future__ import annotations
@@ -162,22 +164,56 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
         raise ModelFileError(f"cannot write {path}: a parameter is not finite ({exc})") from None
     if not path.parent.exists():
         raise ModelFileError(f"cannot write {path}: folder {path.parent} does not exist")
+    backup = None
     if npz_bytes is not None:
+        backup = _keep_old_arrays(path, _npz_path(path))
         _atomic_write(_npz_path(path), npz_bytes)
     _atomic_write(path, text.encode("utf-8"))
+    if backup is not None:
+        backup.unlink(missing_ok=True)
     return path
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, flushed to disk, then rename it into place
+    (a rename within a folder is atomic: a reader sees the old file or the new one)."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _backup_name(npz: Path, sha: str) -> Path:
+    return npz.with_name(f"{npz.name}.{sha[:16]}.old")
+
+
+def _keep_old_arrays(path: Path, npz: Path) -> Path | None:
+    """Two files cannot be renamed at once: between the npz's rename and the JSON's, the old
+    JSON names the new npz. The old npz is kept under its checksum (a hard link, else a copy),
+    where :func:`load` finds it, until the new JSON is in place; then it is removed."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8")).get("arrays") or {}
+        sha = meta["sha256"]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+    if not npz.exists() or not isinstance(sha, str):
+        return None
+    backup = _backup_name(npz, sha)
+    backup.unlink(missing_ok=True)
+    try:
+        os.link(npz, backup)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(npz, backup)
+    return backup
 
 
 def load(path: str | os.PathLike) -> Any:
@@ -227,7 +263,12 @@ def _read_npz(path: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
         raise ModelFileError(f"{path}: malformed 'arrays' entry {meta!r}") from None
     except OSError:
         raise ModelFileError(f"{path}: its array file {meta.get('file')!r} is missing") from None
-    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+    sha = meta.get("sha256")
+    if hashlib.sha256(data).hexdigest() != sha and isinstance(sha, str):
+        kept = _backup_name(npz, sha)  # a save killed between its two renames
+        if kept.exists():
+            data = kept.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha:
         raise ModelFileError(f"{path}: array file {meta['file']!r} does not match its checksum "
                              "(corrupt or from another save)")
     try:
