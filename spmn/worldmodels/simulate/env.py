@@ -75,8 +75,12 @@ class ModelEnv(gym.Env):
         if not self.action_space.contains(action):
             raise InvalidActionError(f"action {action!r} is outside the action space "
                                      f"{self.action_space} of {self.dynamics.action_names}")
-        a = np.asarray(action)
-        joint = self.dynamics.joint_actions(a.reshape(1, *a.shape) if a.ndim else a.reshape(1), 1)
+        if isinstance(self.action_space, gym.spaces.Discrete):  # checked by contains above
+            joint = np.array([int(action)], np.int64)
+        else:
+            a = np.asarray(action)
+            joint = self.dynamics.joint_actions(a.reshape(1, *a.shape) if a.ndim else
+                                                a.reshape(1), 1)
         reward, term = self.dynamics.step(self._state, joint, np.zeros(1, np.bool_),
                                           self.np_random)
         self._t += 1
