@@ -152,3 +152,34 @@ class NumpyLayers:
                     s = np.add.reduceat(np.exp(a - mm[:, owner]), starts, axis=1)
                     V[:, ids] = mm + np.log(s)
         return V[:, -1]
+
+
+# ---------------------------------------------------------------------------- small circuits
+def small_spn(seed: int = 5, rows: int = 2000) -> Circuit:
+    """An SPN of 84 nodes learned by ``spmn.learn_spn`` from 16 categorical variables (2-4
+    values; two latent causes with noise): the small circuit of one rollout step."""
+    from spmn import learn_spn
+
+    rng = np.random.default_rng(seed)
+    z, z2 = rng.integers(0, 3, rows), rng.integers(0, 2, rows)
+    X = np.empty((rows, 16))
+    for i in range(16):
+        k = 2 + i % 3
+        base = z if i < 8 else z + z2
+        X[:, i] = np.where(rng.random(rows) < 0.6, base % k, rng.integers(0, k, rows))
+    return learn_spn(X, seed=0)
+
+
+def small_spmn(seed: int = 0, rows: int = 2000) -> Circuit:
+    """An SPMN of 100 nodes learned by ``spmn.learn_spmn``: two observations before a
+    three-valued decision ``d``, two outcomes and a utility after it."""
+    from spmn import learn_spmn
+
+    rng = np.random.default_rng(seed)
+    x0, x1, d = rng.integers(0, 3, rows), rng.integers(0, 2, rows), rng.integers(0, 3, rows)
+    y0 = (x0 + d + rng.integers(0, 2, rows)) % 3
+    y1 = np.where(rng.random(rows) < 0.7, x1, rng.integers(0, 2, rows))
+    u = (y0 == 2) * 5.0 + y1 * 2.0 - (d == 1) + rng.normal(0, 0.1, rows)
+    data = {"x0": x0, "x1": x1, "d": d, "y0": y0, "y1": y1, "u": u}
+    return learn_spmn(data, [["x0", "x1"], ["d"], ["y0", "y1", "u"]], decisions="d",
+                      utility="u", kinds={"u": "continuous"}, seed=0)

@@ -1,7 +1,16 @@
-"""Throughput of the inference kernels: spmn-cython, spmn-numba, SPFlow 0.0.48, plain numpy.
+"""Throughput of the inference kernels: spmn-cython, spmn-numba, SPFlow 0.0.48, the torch
+SPFlow 1.x, plain numpy; and the latency of small calls.
 
     python benchmarks/bench_inference.py [--rows 1000,10000,100000] [--threads 2]
-        [--spflow-python /work/venv-spflow/bin/python] [--quick]
+        [--spflow-python /work/venv-spflow/bin/python]
+        [--spflow1-python /work/venv-spflow1/bin/python] [--quick]
+    python benchmarks/bench_inference.py --curve [--plot benchmarks/latency_curve.png]
+
+``--curve``: rows/s of ``circuit.log_likelihood`` (the user's call: validation included) at
+batches of 1 to 100,000 rows on circuits of 83, ~3k and 36k edges, for both compiled backends
+and the reference backend, default threads; then the median latency of one-row
+``log_likelihood``, ``meu`` and ``policy`` calls (``_bench_circuits.small_spn``,
+``small_spmn``) over thousands of calls.
 
 Circuits: an SPN learned by SPFlow (LearnSPN, ``learn_parametric``) on 20,000 x 20 categorical
 rows, converted to spmn; a random layered circuit of 9,605 nodes / 36,092 edges (and the same
@@ -33,8 +42,11 @@ from _bench_circuits import (  # noqa: E402
     from_exchange,
     layered_circuit,
     random_rows,
+    small_spmn,
+    small_spn,
     to_exchange,
 )
+from _common import per_call  # noqa: E402
 
 from spmn import kernels  # noqa: E402
 from spmn.kernels._common import prepare  # noqa: E402
@@ -65,10 +77,11 @@ def numba_work_bytes(flat, rows, threads, cu=True, down=False):
     return threads * per
 
 
-def spflow(python, exchange_path, rows):
-    if not python or not os.path.exists(python):
+def spflow(python, exchange_path, rows, command="bench"):
+    """SPFlow's timings ({rows: {...}}) from ``_spflow_side.py command`` in its own venv."""
+    if not python or not os.path.exists(python) or not rows:
         return {}
-    proc = subprocess.run([python, os.path.join(HERE, "_spflow_side.py"), "bench", exchange_path,
+    proc = subprocess.run([python, os.path.join(HERE, "_spflow_side.py"), command, exchange_path,
                            *map(str, rows)], capture_output=True, text=True, check=False)
     if proc.returncode:
         print("SPFlow failed:", proc.stderr[-2000:], file=sys.stderr)
@@ -109,31 +122,60 @@ def fresh_process_latencies(threads):
     return out
 
 
+PEERS = (("SPFlow 0.0.48", "spflow_python", "bench"),
+         ("SPFlow 1.1.0 torch", "spflow1_python", "bench1"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rows", default="1000,10000,100000")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--spflow-python", default="/work/venv-spflow/bin/python")
+    ap.add_argument("--spflow1-python", default="/work/venv-spflow1/bin/python",
+                    help="a venv with the torch SPFlow 1.x (spflow 1.1.0, CPU torch)")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "spmn-bench"))
     ap.add_argument("--quick", action="store_true", help="fewer repeats, no fresh processes")
+    ap.add_argument("--curve", action="store_true",
+                    help="only the latency / throughput curve and the one-row latencies")
+    ap.add_argument("--curve-rows", default="1,10,100,1000,10000,100000")
+    ap.add_argument("--plot", default=None, help="write the curve as a PNG here")
     args = ap.parse_args()
     os.makedirs(args.cache, exist_ok=True)
     batches = [int(r) for r in args.rows.split(",")]
     T = args.threads
     built = [b for b in ("cython", "numba") if b in kernels.available()]
+    print(f"load average at start: {os.getloadavg()}")
 
     spn, spn_path = learned_spn(args.spflow_python, args.cache)
+    if args.curve:
+        small = small_spn()
+        circuits = [("learned SPN, 16 vars", small), ("SPFlow-learned SPN", spn),
+                    ("random layered", layered_circuit())]
+        curve(circuits, [int(r) for r in args.curve_rows.split(",")], built, args.plot,
+              args.quick)
+        one_row_latency(built, args.quick)
+        print(f"load average at end: {os.getloadavg()}")
+        return
+    small = small_spn()
+    small_path = os.path.join(args.cache, "small_spn.json")
+    with open(small_path, "w") as fh:
+        json.dump(to_exchange(small), fh)
     layered = layered_circuit()
     lay_path = os.path.join(args.cache, "layered.json")
     with open(lay_path, "w") as fh:
         json.dump(to_exchange(layered), fh)
-    circuits = [("SPFlow-learned SPN", spn, spn_path, batches),
-                ("random layered", layered, lay_path, [b for b in batches if b <= 10_000])]
+    circuits = [("learned SPN, 16 vars", small, small_path, batches, batches),
+                ("SPFlow-learned SPN", spn, spn_path, batches, batches),
+                ("random layered", layered, lay_path, [b for b in batches if b <= 10_000],
+                 [b for b in batches if b <= 1000])]
     rows_out = []
-    for cname, circuit, path, spflow_batches in circuits:
+    agree = []
+    for cname, circuit, path, spflow_batches, torch_batches in circuits:
         flat = circuit.compile()
         E = flat.n_edges
-        sp = spflow(args.spflow_python, path, spflow_batches)
+        peers = {name: spflow(getattr(args, attr), path,
+                              spflow_batches if cmd == "bench" else torch_batches, cmd)
+                 for name, attr, cmd in PEERS}
         npl = NumpyLayers(flat)
         for rows in batches:
             X = random_rows(flat, rows, seed=rows)
@@ -150,10 +192,14 @@ def main() -> None:
             first, steady, peak = measure(lambda: npl.log_likelihood(X), 0 if rows * E > 1e9 else 1)
             rows_out.append((cname, flat, rows, "numpy layers", "log-likelihood", first,
                              steady if rows * E <= 1e9 else first, peak))
-            if str(rows) in sp:
-                r = sp[str(rows)]
-                rows_out.append((cname, flat, rows, "SPFlow 0.0.48", "log-likelihood",
-                                 r["first_s"], r["steady_s"], r["peak_bytes"]))
+            ours = kernels.get(built[0]).log_likelihood(flat, X[:5], threads=1)
+            for name, got in peers.items():
+                if str(rows) in got:
+                    r = got[str(rows)]
+                    rows_out.append((cname, flat, rows, name, "log-likelihood",
+                                     r["first_s"], r["steady_s"], r["peak_bytes"]))
+                    agree.append((cname, rows, r.get("version", name),
+                                  float(np.max(np.abs(np.array(r["ll_head"]) - ours)))))
     util = layered_circuit(utility=True).compile()
     for rows in batches:
         X = random_rows(util, rows, seed=rows)
@@ -168,10 +214,102 @@ def main() -> None:
                 rows_out.append(("layered + utility", util, rows, f"spmn-{impl}", pname, first,
                                  steady, peak))
     print_table(rows_out, T)
+    print("\nSame rows on both sides: max |log p(peer) - log p(spmn)| over the first 5 rows")
+    for cname, rows, version, err in agree:
+        print(f"  {cname:22s} {rows:7d} {version:45s} {err:.1e}")
     if not args.quick:
         print("\nFresh-process latencies (seconds):")
         for k, v in fresh_process_latencies(T).items():
             print(f"  {k:45s} {v if v is None else round(v, 3)}")
+    print(f"load average at end: {os.getloadavg()}")
+
+
+def median_call(fn, calls: int) -> float:
+    """Median seconds of ``calls`` single calls of ``fn`` (after one warm-up call)."""
+    fn()
+    times = np.empty(calls)
+    for i in range(calls):
+        t = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - t
+    return float(np.median(times))
+
+
+def curve(circuits, batches, built, plot, quick) -> None:
+    """rows/s of circuit.log_likelihood per batch size, backend and circuit; the reference
+    backend up to 2e8 edges x rows per call."""
+    impls = [*built, "reference"]
+    print("\nlatency / throughput: circuit.log_likelihood(X, backend=...) (validation "
+          "included, default threads), median seconds per call")
+    head = (f"{'circuit':22s} {'edges':>6s} {'rows':>7s} " +
+            " ".join(f"{i + ' s':>12s} {i + ' rows/s':>14s}" for i in impls) +
+            f" {'cython/ref':>10s} {'numba/cython':>12s}")
+    print(head)
+    print("-" * len(head))
+    points = {}
+    for cname, c in circuits:
+        flat = c.compile()
+        for rows in batches:
+            X = random_rows(flat, rows, seed=rows)
+            t = {}
+            for impl in impls:
+                cells = rows * flat.n_edges
+                if impl == "reference" and cells > 2e8:
+                    continue
+                c.log_likelihood(X, backend=impl)  # plan and tables built: not part of a call
+                if rows == 1 and impl != "reference":
+                    t[impl] = median_call(lambda: c.log_likelihood(X, backend=impl),
+                                          300 if quick else 3000)
+                else:
+                    t[impl], _ = per_call(lambda: c.log_likelihood(X, backend=impl),
+                                          repeats=1 if quick or cells > 4e9 else 5,
+                                          min_time=0.0 if impl == "reference" else 0.05)
+                points.setdefault((cname, flat.n_edges, impl), []).append((rows, rows / t[impl]))
+            cells = " ".join(f"{t[i]:12.3e} {rows / t[i]:14.3e}" if i in t else f"{'-':>12s} {'-':>14s}"
+                             for i in impls)
+            ratio = f"{t['reference'] / t['cython']:10.1f}" if "reference" in t and "cython" in t \
+                else f"{'-':>10s}"
+            nc = f"{t['numba'] / t['cython']:12.2f}" if "numba" in t and "cython" in t else ""
+            print(f"{cname:22s} {flat.n_edges:6d} {rows:7d} {cells} {ratio}x {nc}", flush=True)
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        styles = {"cython": "-", "numba": "--", "reference": ":"}
+        for (cname, E, impl), pts in points.items():
+            r, v = zip(*pts)
+            ax.loglog(r, v, styles[impl], marker="o", ms=3, label=f"{impl}, {E} edges")
+        ax.set_xlabel("rows per call")
+        ax.set_ylabel("rows / s (circuit.log_likelihood)")
+        ax.set_title("spmn log-likelihood: throughput by batch size")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, ncol=3)
+        fig.tight_layout()
+        fig.savefig(plot, dpi=120)
+        print(f"plot: {plot}")
+
+
+def one_row_latency(built, quick) -> None:
+    """Median latency of one-row calls through the circuit API (what a rollout step pays)."""
+    spn, dec = small_spn(), small_spmn()
+    x = random_rows(spn.compile(), 1, seed=1)
+    e = np.array([[1.0, 0.0, np.nan, np.nan, np.nan, np.nan]])  # observed before the decision
+    n = 300 if quick else 3000
+    print(f"\none-row latency, median of {n} calls (microseconds); circuits: "
+          f"log_likelihood on {spn.summary().n_nodes} nodes, meu / policy on "
+          f"{dec.summary().n_nodes} nodes")
+    print(f"{'backend':10s} {'log_likelihood':>15s} {'meu':>8s} {'policy':>8s} {'meu()':>8s}")
+    for impl in [*built, "reference"]:
+        m = n if impl != "reference" else max(30, n // 20)
+        ll = median_call(lambda: spn.log_likelihood(x, backend=impl), m)
+        meu = median_call(lambda: dec.meu(e, backend=impl), m)
+        pol = median_call(lambda: dec.policy(e, backend=impl), m)
+        meu0 = median_call(lambda: dec.meu(backend=impl), m)
+        print(f"{impl:10s} {ll * 1e6:15.1f} {meu * 1e6:8.1f} {pol * 1e6:8.1f} {meu0 * 1e6:8.1f}",
+              flush=True)
 
 
 def print_table(rows_out, T) -> None:

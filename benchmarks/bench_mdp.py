@@ -11,6 +11,13 @@ Transition kinds: dense (every successor), sparse (max(10, S/100) random success
     python benchmarks/bench_mdp.py            # S = 100, 1000, 5000 (~25 min, nearly all pymdptoolbox)
     python benchmarks/bench_mdp.py --quick    # S = 100, 1000, one repeat
     python benchmarks/bench_mdp.py --markdown benchmarks/README_mdp_table.md
+    python benchmarks/bench_mdp.py --small-only   # S = 500, A = 4: one sweep and the full solve
+
+The small section (always run first; ``--small-only`` runs nothing else) times, at S = 500, A = 4,
+γ = 0.95 and each transition kind, one Bellman sweep (ours: ``TabularMDP.q_values(V, γ).max(0)``;
+pymdptoolbox: ``MDP._bellmanOperator(V)``, the body of its value-iteration loop) and the full exact
+solve (model construction + policy iteration on both sides), medians of many interleaved calls,
+with the load average printed beside the table.
 """
 from __future__ import annotations
 
@@ -112,6 +119,56 @@ def run_case(S, A, gamma, kind, args):
     return row
 
 
+SMALL_HEADER = ("| S | A | γ | P | ours sweep | toolbox sweep | sweep ratio | ours solve (it) | "
+                "toolbox PI (it) | solve ratio | ours err | same policy |")
+
+
+def small_case(S, A, gamma, kind, args):
+    """One sweep and the full exact solve at a small size, ours against pymdptoolbox (ratio > 1:
+    ours faster); medians of interleaved repeats (``--small-repeats``)."""
+    import mdptoolbox.mdp as tb
+
+    P_ours, P_tool, R = make_case(S, A, kind, args.seed)
+    mdp = TabularMDP(P_ours, R)
+    V = np.random.default_rng(args.seed).random(S)
+    vi = tb.ValueIteration(P_tool, R.T, gamma)
+    ours_q = mdp.q_values(V, gamma).max(axis=0)
+    theirs_q = np.asarray(vi._bellmanOperator(V)[1]).ravel()
+    if not np.allclose(ours_q, theirs_q, rtol=1e-12, atol=1e-12):
+        raise RuntimeError("sweeps disagree")
+    n = args.small_repeats
+    t_sw, _, t_tsw, _, _ = timed_pair(lambda: [mdp.q_values(V, gamma).max(axis=0) for _ in range(20)],
+                                      lambda: [vi._bellmanOperator(V) for _ in range(20)], n, 1e9)
+
+    def tool_pi():
+        m = tb.PolicyIteration(P_tool, R.T, gamma)
+        m.run()
+        return m
+
+    t_pi, pi, t_tpi, tpi, _ = timed_pair(lambda: TabularMDP(P_ours, R).policy_iteration(gamma),
+                                         tool_pi, n, 1e9)
+    V_ex, _ = exact_values(P_ours, R, pi.policy, gamma)
+    return (f"| {S} | {A} | {gamma} | {kind} | {t_sw / 20 * 1e6:.1f} µs | {t_tsw / 20 * 1e6:.1f} µs "
+            f"| {t_tsw / t_sw:.2f}× | {t_pi * 1e3:.2f} ms ({pi.iterations}) | {t_tpi * 1e3:.2f} ms "
+            f"({tpi.iter}) | {t_tpi / t_pi:.1f}× | {np.abs(pi.values - V_ex).max():.1e} "
+            f"| {np.array_equal(pi.policy, np.asarray(tpi.policy))} |")
+
+
+def small_section(args):
+    lines = [f"small section: 1-min load {os.getloadavg()[0]:.1f} at start; "
+             f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "
+             f"medians of {args.small_repeats} interleaved repeats (a sweep timed over 20 calls)",
+             "", SMALL_HEADER, "|" + "---|" * (SMALL_HEADER.count("|") - 1)]
+    for line in lines:
+        print(line, flush=True)
+    for kind in args.kinds:
+        lines.append(small_case(args.small_size, 4, 0.95, kind, args))
+        print(lines[-1], flush=True)
+    lines.append(f"\n1-min load {os.getloadavg()[0]:.1f} at the end of the small section")
+    print(lines[-1], flush=True)
+    return lines
+
+
 HEADER = ("| S | A | γ | P | ours VI s (it) | ours VI err | toolbox VI s (it) | toolbox VI err | VI ratio "
           "| ours PI s (it) | ours PI err | toolbox PI s (it) | toolbox PI err | PI ratio |")
 
@@ -144,6 +201,9 @@ def main(argv=None):
                     help="pymdptoolbox VI epsilon (its default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--small-only", action="store_true", help="only the S = 500 section")
+    ap.add_argument("--small-size", type=int, default=500)
+    ap.add_argument("--small-repeats", type=int, default=15)
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes = [s for s in args.sizes if s <= 1000] or [100]
@@ -156,9 +216,15 @@ def main(argv=None):
             f"pymdptoolbox {getattr(mdptoolbox, '__version__', '4.0b3')}; repeats {args.repeats}, "
             f"VI tol {args.tol:g}, "
             f"toolbox VI epsilon {args.toolbox_epsilon:g}")
-    lines = [info, "", HEADER, "|" + "---|" * (HEADER.count("|") - 1)]
-    print(lines[0], "\n", flush=True)
-    print(lines[2], "\n" + lines[3], flush=True)
+    print(info, "\n", flush=True)
+    small = small_section(args)
+    if args.small_only:
+        if args.markdown:
+            with open(args.markdown, "w") as fh:
+                fh.write("\n".join([info, ""] + small) + "\n")
+        return small
+    lines = [info, "", *small, "", HEADER, "|" + "---|" * (HEADER.count("|") - 1)]
+    print("\n" + HEADER + "\n" + "|" + "---|" * (HEADER.count("|") - 1), flush=True)
     rows = []
     for S in args.sizes:
         for A in args.actions:

@@ -216,16 +216,17 @@ class Schema:
 
     # ------------------------------------------------------------------ data
     def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-        """Per-column bounds of an observed value, built once per schema: ``lo`` (0 for a
-        discrete column, the most negative finite double otherwise), ``hi`` (k, or +inf: an
-        observed value must be < hi), ``cont`` (True for a continuous column: no integrality
-        test) and whether every column is discrete."""
+        """Per-column bounds of an observed value, built once per schema: ``lo`` and ``top``
+        (0 and k - 1 for a discrete column, the most negative and most positive finite doubles
+        otherwise), ``cont`` (True for a continuous column: no integrality test) and whether
+        every column is discrete."""
         got = self.__dict__.get("_bounds")
         if got is None:
             disc = np.array([v.is_discrete for v in self.variables])
-            lo = np.where(disc, 0.0, -np.finfo(np.float64).max)
-            hi = np.where(disc, self.cardinalities.astype(np.float64), np.inf)
-            got = self._bounds = (lo, hi, ~disc, bool(disc.all()))
+            big = np.finfo(np.float64).max
+            lo = np.where(disc, 0.0, -big)
+            top = np.where(disc, self.cardinalities.astype(np.float64) - 1.0, big)
+            got = self._bounds = (lo, top, ~disc, bool(disc.all()))
         return got
 
     def _nan_mask(self, allow_nan: bool | Sequence[str]) -> np.ndarray | None:
@@ -243,10 +244,18 @@ class Schema:
     def valid_values(self, X: np.ndarray, allow_nan: bool | Sequence[str] = True) -> bool:
         """One vectorized pass over a float64 (rows x variables) array: True when every
         observed entry is finite and every discrete one an integer code in 0..k-1, and NaN
-        appears only where ``allow_nan`` permits. The fast twin of :meth:`_check_columns`."""
-        lo, hi, cont, all_disc = self._tables()
-        ok = (X >= lo) & (X < hi)  # NaN and +-inf fail here (comparisons never warn)
-        ok &= (X == np.floor(X)) if all_disc else ((X == np.floor(X)) | cont)
+        appears only where ``allow_nan`` permits. The fast twin of :meth:`_check_columns`.
+
+        An entry is valid when it equals itself rounded down (discrete columns only) and
+        clamped to its column's ``[lo, top]``: NaN never equals anything, an infinite value is
+        clamped to a finite one, a fraction or an out-of-range code moves."""
+        lo, top, cont, all_disc = self._tables()
+        t = np.floor(X)
+        if not all_disc:
+            np.copyto(t, X, where=cont)
+        np.maximum(t, lo, out=t)
+        np.minimum(t, top, out=t)
+        ok = t == X
         if ok.all():
             return True
         nan = np.isnan(X)

@@ -53,7 +53,7 @@ BLOCK_CELLS = 1 << 28
 #: Edge x rows of work a thread must get before a pass starts another one (a smaller batch
 #: runs on the calling thread: waking a team costs more than the work, and far more on a loaded
 #: machine; no result depends on the thread count).
-THREAD_CELLS = 1 << 18
+THREAD_CELLS = 1 << 20
 
 
 @dataclass(frozen=True, eq=False)

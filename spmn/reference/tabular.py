@@ -16,8 +16,14 @@ from numpy.typing import ArrayLike
 
 from spmn.errors import DataError, SolverError
 from spmn.reference._linsolve import (
+    BANDED_MAX_BW,
+    DENSE_DIRECT_MAX,
     METHODS,
     RESIDUAL_RTOL,
+    _gmres_cycle,
+    _norm,
+    _target,
+    bandwidth,
     is_exact,
     solve_policy_system,
 )
@@ -65,6 +71,45 @@ def _greedy(Q: np.ndarray) -> np.ndarray:
     qmax = Q.max(axis=0)
     atol = TIE_RTOL * max(1.0, float(np.abs(qmax).max(initial=0.0)))
     return np.argmax(Q >= qmax - atol, axis=0).astype(np.int64)
+
+
+#: GMRES cycles tried on a small dense policy system before its LU factorisation (see
+#: :func:`evaluate_policy`): two cycles cost about one LU at S = 500, and a mixing P_π
+#: (a random dense MDP's) converges in the first few steps of the first.
+KRYLOV_FIRST_CYCLES = 2
+
+
+def evaluate_policy(Ppi: Any, b: np.ndarray, gamma: float, x0: np.ndarray | None = None,
+                    method: str = "auto", res0: np.ndarray | None = None,
+                    rtol: float = RESIDUAL_RTOL) -> tuple[np.ndarray, int, np.ndarray]:
+    """:func:`~spmn.reference._linsolve.solve_policy_system`, except that a system the solver
+    would factorise densely (``method="auto"``, 64 <= S <= ``DENSE_DIRECT_MAX``, dense or sparse
+    but not banded) first gets at most :data:`KRYLOV_FIRST_CYCLES` GMRES cycles from ``x0``
+    (each checked by its true residual ``b - (I - γ P_π) x``); the LU runs only if they miss the
+    residual target. A factorisation costs S³/3 flops whatever P_π; a matrix-vector product S²
+    (nnz when sparse), and on a P_π that mixes fast a few of them reach 1e-12. Returns
+    (x, iterations, b + γ P_π x - x) as the solver does."""
+    S = b.shape[0]
+    dense = isinstance(Ppi, np.ndarray)
+    if (method != "auto" or S > DENSE_DIRECT_MAX or S < 64
+            or (not dense and bandwidth(Ppi) <= BANDED_MAX_BW)):
+        return solve_policy_system(Ppi, b, gamma, x0, method, res0, rtol)
+    x = np.zeros(S) if x0 is None else np.array(x0, dtype=np.float64)
+    res = (b - (x - gamma * (Ppi @ x))) if res0 is None or x0 is None else res0
+    count = 0
+    for _ in range(KRYLOV_FIRST_CYCLES):
+        if _norm(res) <= _target(b, x, rtol):
+            return x, count, res
+        d = _gmres_cycle(lambda z: z - gamma * (Ppi @ z), res, 0.5 * _target(b, x, rtol),
+                         min(40, S))
+        if not np.all(np.isfinite(d)):
+            break
+        x = x + d
+        res = b - (x - gamma * (Ppi @ x))
+        count += 1
+    if _norm(res) <= _target(b, x, rtol):
+        return x, count, res
+    return solve_policy_system(Ppi, b, gamma, None, "direct", None, rtol)
 
 
 def _rows_stack(P: Any) -> tuple[Any, int, int]:
@@ -185,6 +230,7 @@ class TabularMDP:
         flat, A, S = _rows_stack(P)
         self.n_actions, self.n_states = A, S
         self.terminal = self._parse_terminal(terminal, S)
+        self._any_terminal = bool(self.terminal.any())
         _check_stochastic(flat, A, S, self.terminal)
         self._Pf = flat
         r, self._R_kind, self._R = _reward(R, flat, A, S)
@@ -282,9 +328,11 @@ class TabularMDP:
 
     # ------------------------------------------------------------------ Bellman operators
     def _q(self, V: np.ndarray, gamma: float) -> np.ndarray:
-        PV = np.asarray(self._Pf @ V).reshape(self.n_actions, self.n_states)
-        Q = self._r + gamma * PV
-        Q[:, self.terminal] = 0.0
+        Q = np.asarray(self._Pf @ V).reshape(self.n_actions, self.n_states)
+        Q *= gamma
+        Q += self._r
+        if self._any_terminal:
+            Q[:, self.terminal] = 0.0
         return Q
 
     def q_values(self, V: ArrayLike, gamma: float) -> np.ndarray:
@@ -388,7 +436,7 @@ class TabularMDP:
             raise SolverError(f"method={method!r} is not one of {METHODS}")
         pi = self._check_policy(policy)
         Ppi, b = self._policy_system(pi)
-        V, iters, res = solve_policy_system(Ppi, b, g, v0, method)
+        V, iters, res = evaluate_policy(Ppi, b, g, v0, method)
         V[self.terminal] = 0.0
         residual = float(np.abs(res).max(initial=0.0))
         det = pi if pi.ndim == 1 else np.argmax(pi, axis=1).astype(np.int64)
@@ -431,8 +479,8 @@ class TabularMDP:
                 b = self._r[pi, ar]
             else:
                 Ppi, b = self._policy_system(pi)
-            V_new, _, res = solve_policy_system(Ppi, b, g, V, method, res0,
-                                                RESIDUAL_RTOL if precise else LOOSE_RTOL)
+            V_new, _, res = evaluate_policy(Ppi, b, g, V, method, res0,
+                                            RESIDUAL_RTOL if precise else LOOSE_RTOL)
             precise = True
             V_new[self.terminal] = 0.0
             cur = V_new + res  # exact Q[π(s), s] = r_π + γ P_π V
