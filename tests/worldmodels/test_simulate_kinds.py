@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import chi2
 
 import spmn
-from spmn import DataError, kernels
+from spmn import DataError, SolverError, kernels
 from spmn.worldmodels import EncodedWorldModel, FactoredWorldModel, GaussianWorldModel
 from spmn.worldmodels.simulate import InvalidActionError, dynamics_for, to_env
 
@@ -110,6 +110,8 @@ def test_gaussian_env_passes_check_env(gaussian):
     venv.reset(seed=0)
     with pytest.raises(InvalidActionError, match=r"shape \(4, 1\)"):
         venv.step(np.zeros((4, 2)))
+    with pytest.raises(SolverError, match="environment 0 overflowed"):  # never NaN
+        venv.step(np.full((4, 1), 1e308))
 
 
 def test_gaussian_steps_follow_the_conditional_gaussian(gaussian):

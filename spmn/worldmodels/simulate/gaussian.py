@@ -7,7 +7,8 @@ picks its component by the posterior given (x, u), a Gaussian leaf draws x' from
 conditional ``N(A x + B u + f, W)``. The draws (uniforms per node, standard normals per draw
 column) come from the environment's generator, so every backend gives the same states for a
 seed. The reward is the model's quadratic ``r(x, u)``; episodes never terminate (pass
-``max_episode_steps`` to truncate them).
+``max_episode_steps`` to truncate them); a state that overflows (unstable dynamics) raises a
+:class:`~spmn.errors.SolverError` naming the environment instead of going on as NaN.
 """
 from __future__ import annotations
 
@@ -96,6 +97,14 @@ class GaussianDynamics:
         if live.any():
             reward[live] = self.reward(np.hstack([X[live], U[live]]))
             X[live] = self.sample_next(X[live], U[live], rng)
+            bad = ~(np.isfinite(X[live]).all(axis=1) & np.isfinite(reward[live]))
+            if bad.any():
+                i = int(np.flatnonzero(live)[np.argmax(bad)])
+                raise SolverError(f"the state {self.state_names} or reward of environment {i} "
+                                  "overflowed "
+                                  "(the learned dynamics diverge under these actions): "
+                                  "truncate episodes with max_episode_steps, or use a "
+                                  "stabilizing policy")
         if done.any():
             X[done] = self.start_states[pick(self.start_cum, ustart[done])]
         return reward, np.zeros(N, np.bool_)
