@@ -1,0 +1,152 @@
+"""Leaves of the continuous world model per (region, action), and the exact probability of
+landing in each region.
+
+Per region k and action a, from the logged rows (k, a): the episode-end probability
+``p_end = n_end / n`` (counts), the mean reward (its expectation is exact), and, from the rows
+that did not end, one leaf per next-state variable: a Gaussian ``N(μ, σ²)`` (ML moments, σ at
+least ``min_std`` x the variable's logged spread) for a continuous variable, a categorical over
+its codes for a discrete one. The next-state variables are independent given (k, a), so the
+probability of landing in region j, a box ``(lo, hi]``, is a product of one-dimensional masses
+in closed form: ``P(j | k, a) = Π_d [F_d(hi_d) − F_d(lo_d)]`` with F the leaf's CDF (Φ for a
+Gaussian, a cumulative sum for a categorical). Upper tails use the survival function, so a
+small mass far from the mean keeps its relative precision. The boxes partition the space, so
+``Σ_j P(j | k, a) = 1`` up to rounding.
+
+Documented fallback: a (region, action) pair with no logged row uses the region's leaves pooled
+over actions (``fallback`` marks it; the model warns when the greedy policy uses one).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import ndtr
+
+
+@dataclass(eq=False)
+class Leaves:
+    """Parameters per (region, action); arrays are regions x actions (x variables)."""
+
+    count: np.ndarray     # logged rows (K, A)
+    p_end: np.ndarray     # episode-end probability (K, A)
+    reward: np.ndarray    # mean reward (K, A)
+    mean: np.ndarray      # next-state mean per variable (K, A, d); the code mean when discrete
+    std: np.ndarray       # next-state std per variable (K, A, d); 0 for discrete variables
+    cat: np.ndarray       # categorical next-state probabilities (K, A, d_discrete, k_max)
+    fallback: np.ndarray  # pair never logged: pooled over the region's actions (K, A) bool
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in ("count", "p_end", "reward", "mean", "std", "cat",
+                                              "fallback")}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Leaves":
+        out = {k: np.asarray(v, float) for k, v in arrays.items()}
+        out["fallback"] = out["fallback"].astype(bool)
+        return cls(**out)
+
+
+def fit_leaves(k: np.ndarray, a: np.ndarray, r: np.ndarray, Sn: np.ndarray, end: np.ndarray,
+               K: int, A: int, discrete: np.ndarray, cards: np.ndarray, scale: np.ndarray,
+               min_std: float) -> Leaves:
+    """ML leaves per (region, action) from rows (region k, action a, reward r, next state Sn,
+    end flag); ``discrete`` marks the discrete variables (codes < ``cards``)."""
+    d = Sn.shape[1]
+    key = k * A + a
+    n = np.bincount(key, minlength=K * A).astype(float)
+    n_end = np.bincount(key, weights=end.astype(float), minlength=K * A)
+    rsum = np.bincount(key, weights=r, minlength=K * A)
+    live = ~end
+    kl = key[live]
+    nl = np.bincount(kl, minlength=K * A).astype(float)
+    S1 = np.stack([np.bincount(kl, weights=Sn[live, j], minlength=K * A) for j in range(d)], 1)
+    S2 = np.stack([np.bincount(kl, weights=Sn[live, j] ** 2, minlength=K * A)
+                   for j in range(d)], 1)
+    dis = np.flatnonzero(discrete)
+    kmax = int(max(cards[dis].max(), 1)) if dis.size else 1
+    C = np.zeros((K * A, dis.size, kmax))
+    for i, j in enumerate(dis):
+        np.add.at(C, (kl, i, Sn[live, j].astype(np.int64)), 1.0)
+    # fallback for never-logged pairs: the region pooled over its actions
+    fallback = n == 0
+    if fallback.any():
+        pool = lambda v: np.repeat(v.reshape(K, A, *v.shape[1:]).sum(axis=1), A, axis=0)  # noqa: E731
+        n, n_end, rsum, nl = (np.where(fallback, pool(v), v) for v in (n, n_end, rsum, nl))
+        f = fallback[:, None]
+        S1, S2 = np.where(f, pool(S1), S1), np.where(f, pool(S2), S2)
+        C = np.where(fallback[:, None, None], pool(C), C)
+    p_end = n_end / n
+    reward = rsum / n
+    m = np.maximum(nl, 1.0)[:, None]
+    mean = S1 / m
+    var = np.maximum(S2 / m - mean ** 2, 0.0)
+    std = np.maximum(np.sqrt(var), min_std * scale[None, :])
+    none = nl == 0  # every logged row ended: the leaf is never used; keep it finite
+    mean[none] = 0.0
+    std[none] = scale
+    std[:, dis] = 0.0
+    if dis.size:
+        tot = C.sum(axis=2, keepdims=True)
+        C = np.where(tot > 0, C / np.maximum(tot, 1.0), 0.0)
+        C[none, :, 0] = 1.0
+    return Leaves(n.reshape(K, A), p_end.reshape(K, A), reward.reshape(K, A),
+                  mean.reshape(K, A, d), std.reshape(K, A, d), C.reshape(K, A, dis.size, kmax),
+                  fallback.reshape(K, A))
+
+
+def box_masses(mu: np.ndarray, sd: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Gaussian mass of ``(lo, hi]`` for rows of (mu, sd) against columns of boxes: rows x
+    boxes, stable in both tails (module docstring)."""
+    zl = (lo[None, :] - mu[:, None]) / sd[:, None]
+    zh = (hi[None, :] - mu[:, None]) / sd[:, None]
+    upper = zl > 0  # the whole box lies above the mean: survival function difference
+    return np.where(upper, ndtr(-zl) - ndtr(-zh), ndtr(zh) - ndtr(zl))
+
+
+def cat_masses(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Categorical mass of codes c with ``lo < c <= hi``: rows of p (rows x k) x boxes."""
+    k = p.shape[1]
+    c = np.arange(k)
+    inside = (c[None, :] > lo[:, None]) & (c[None, :] <= hi[:, None])  # boxes x k
+    return p @ inside.T.astype(float)
+
+
+def _gaussian_edges(mu: np.ndarray, sd: np.ndarray, edges: np.ndarray):
+    """``(z, F, S)`` at every edge: standardized edge, CDF and survival function (rows x edges)."""
+    z = (edges[None, :] - mu[:, None]) / sd[:, None]
+    return z, ndtr(z), ndtr(-z)
+
+
+def landing(leaves: Leaves, lo: np.ndarray, hi: np.ndarray, discrete: np.ndarray,
+            chunk: int = 512) -> list[sp.csr_matrix]:
+    """``P[a][k, j] = P(next state in region j | region k, action a)`` for every action (sparse,
+    exact zeros dropped; module docstring): a list of K x K CSR matrices.
+
+    Per variable the CDF is evaluated once per distinct box edge, then gathered per box:
+    ``F(hi) − F(lo)``, or ``S(lo) − S(hi)`` (S = 1 − F from Φ(−z)) where the box lies above the
+    mean, as :func:`box_masses` computes it."""
+    K, A, d = leaves.mean.shape
+    dis = {int(j): i for i, j in enumerate(np.flatnonzero(discrete))}
+    cols = []
+    for j in range(d):
+        edges, inv = np.unique(np.concatenate([lo[:, j], hi[:, j]]), return_inverse=True)
+        cols.append((edges, inv[:K], inv[K:]))
+    out = []
+    for a in range(A):
+        parts = []
+        for s in range(0, K, chunk):
+            e = min(K, s + chunk)
+            P = np.ones((e - s, K))
+            for j in range(d):
+                edges, il, ih = cols[j]
+                if j in dis:
+                    c = np.arange(leaves.cat.shape[3])
+                    F = leaves.cat[s:e, a, dis[j]] @ (c[:, None] <= edges[None, :]).astype(float)
+                    P *= np.maximum(F[:, ih] - F[:, il], 0.0)
+                    continue
+                z, F, S = _gaussian_edges(leaves.mean[s:e, a, j], leaves.std[s:e, a, j], edges)
+                P *= np.where(z[:, il] > 0, S[:, il] - S[:, ih], F[:, ih] - F[:, il])
+            parts.append(sp.csr_matrix(P))
+        out.append(sp.vstack(parts, format="csr"))
+    return out
