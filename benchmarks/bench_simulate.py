@@ -34,9 +34,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from _common import Report, machine  # noqa: E402
-
 import gymnasium as gym  # noqa: E402
+from _common import Report, machine  # noqa: E402
 
 from spmn import kernels  # noqa: E402
 from spmn.cli.demo import frozenlake_mdp  # noqa: E402

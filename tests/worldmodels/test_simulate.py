@@ -14,7 +14,7 @@ from scipy.stats import chi2
 from spmn import DataError, SolverError
 from spmn.cli.demo import frozenlake_mdp
 from spmn.worldmodels import WorldModel
-from spmn.worldmodels.simulate import InvalidActionError, dynamics_for, rollout, to_env
+from spmn.worldmodels.simulate import InvalidActionError, dynamics_for, to_env
 
 gym = pytest.importorskip("gymnasium")
 from gymnasium.utils.env_checker import check_env  # noqa: E402
@@ -160,7 +160,13 @@ def test_vector_env_autoresets_on_the_next_step(frozen):
         assert not (term & trunc).any()
         prev_end = term | trunc
     assert prev_end.any()
-    obs, _ = env.reset(options={"reset_mask": np.arange(64) < 3})
+    before = env.step(np.full(64, 2))[0]
+    mask = np.arange(64) < 3
+    obs, _ = env.reset(options={"reset_mask": mask})
+    np.testing.assert_array_equal(obs[~mask], before[~mask])  # the others keep their states
+    assert set(obs[mask].tolist()) <= {0, 14}
+    with pytest.raises(DataError, match="reset_mask"):
+        env.reset(options={"reset_mask": np.ones(3, bool)})
     assert env.render() is None
 
 

@@ -27,8 +27,16 @@ from .rollout import Rollout
 from .rollout import rollout as _rollout
 from .tabular import TabularDynamics
 
-__all__ = ["to_env", "rollout", "dynamics_for", "Rollout", "InvalidActionError",
-           "TabularDynamics", "FactoredDynamics", "GaussianDynamics"]
+__all__ = [
+    "FactoredDynamics",
+    "GaussianDynamics",
+    "InvalidActionError",
+    "Rollout",
+    "TabularDynamics",
+    "dynamics_for",
+    "rollout",
+    "to_env",
+]
 
 
 def dynamics_for(model: Any, start: Any = None, start_probs: Any = None,

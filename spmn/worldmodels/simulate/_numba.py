@@ -7,7 +7,6 @@ bit for bit.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
 

@@ -90,7 +90,8 @@ def rollout(dyn: Any, policy: Any = "random", n_episodes: int = 100, horizon: in
     rng = np.random.default_rng(seed)
     act = policy_function(dyn, policy, n, rng)
     state = dyn.new_state(n)
-    joint0 = dyn.random_actions(rng, n) * 0
+    joint0 = np.zeros((n, len(dyn.action_names))) if dyn.kind == "gaussian" else \
+        np.zeros(n, np.int64)  # ignored: every copy starts
     dyn.step(state, joint0, np.ones(n, np.bool_), rng)
     alive = np.ones(n, np.bool_)
     returns, lengths = np.zeros(n), np.zeros(n, np.int64)

@@ -21,7 +21,13 @@ import numpy as np
 
 from ...errors import BackendError, DataError, SolverError
 from ..tabular import build, coverage
-from .dynamics import InvalidActionError, cdf, check_discrete_actions, pick, start_weights
+from .dynamics import (
+    InvalidActionError,
+    cdf,
+    check_discrete_actions,
+    pick,
+    start_weights,
+)
 
 BACKENDS = ("numba", "reference")
 
