@@ -264,3 +264,14 @@ def test_bad_start_distributions_say_the_figures(frozen):
         to_env(object())
     with pytest.raises(Exception, match="not fitted"):
         WorldModel("s", "a").to_env()
+
+
+def test_a_saved_model_simulates_the_same(frozen, tmp_path):
+    import spmn
+
+    spmn.save(frozen, tmp_path / "m.json")
+    back = spmn.load(tmp_path / "m.json")
+    a = frozen.rollout("random", 40, 30, seed=9)
+    b = back.rollout("random", 40, 30, seed=9)
+    for k in a.columns:
+        np.testing.assert_array_equal(a.columns[k], b.columns[k])
