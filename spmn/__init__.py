@@ -59,6 +59,7 @@ _LAZY = {
     "GaussianWorldModel": "spmn.worldmodels.gaussian.model", "Quadratic": "spmn.circuit.quadratic",
     "EncodedWorldModel": "spmn.worldmodels.encoded",
     "FactoredWorldModel": "spmn.worldmodels.factored.model",
+    "ContinuousWorldModel": "spmn.worldmodels.continuous.model",
 }
 
 __all__ = [

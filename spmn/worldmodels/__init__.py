@@ -5,6 +5,7 @@ import line per kind below: a new kind is a new module plus one line here).
 """
 from __future__ import annotations
 
+from .continuous import ContinuousSolution, ContinuousWorldModel
 from .encoded import EncodedWorldModel
 from .factored import FactoredWorldModel
 from .gaussian import GaussianSolution, GaussianWorldModel
@@ -14,4 +15,4 @@ from .tabular import Solution, WorldModel, compile_mdp
 
 __all__ = ["WorldModel", "Solution", "GaussianWorldModel", "GaussianSolution",
            "EncodedWorldModel", "Template", "RecurrentSolution", "compile_mdp",
-           "SolutionProtocol", "FactoredWorldModel"]
+           "SolutionProtocol", "FactoredWorldModel", "ContinuousWorldModel", "ContinuousSolution"]

@@ -10,6 +10,7 @@ import spmn
 from spmn import DataError, SolverError
 from spmn.cli.demo import frozenlake_mdp
 from spmn.worldmodels import (
+    ContinuousWorldModel,
     EncodedWorldModel,
     FactoredWorldModel,
     GaussianWorldModel,
@@ -75,6 +76,18 @@ def _encoded():
     return sol, names, codes
 
 
+def _continuous(horizon):
+    rng = np.random.default_rng(0)
+    n = 3000
+    x, y, a = rng.uniform(-1, 1, n), rng.integers(0, 2, n), rng.integers(0, 2, n)
+    logs = {"x": x, "y": y, "a": a, "r": -x ** 2 + y, "y_next": rng.integers(0, 2, n),
+            "x_next": 0.9 * x + np.where(a == 1, 0.1, -0.1) + 0.05 * rng.normal(size=n)}
+    model = ContinuousWorldModel(["x", "y"], "a", discrete=["y"], max_regions=12,
+                                 progress=False).fit(logs)
+    return model.solve(0.9, horizon=horizon, warn=False), ["x", "y"], \
+        np.array([[-0.5, 0], [0.1, 1], [0.8, 0]])
+
+
 KINDS = {
     "tabular": lambda: _tabular(None),
     "tabular-finite": lambda: _tabular(4),
@@ -85,6 +98,8 @@ KINDS = {
     "encoded": _encoded,
     "factored": lambda: _factored(None),
     "factored-finite": lambda: _factored(3),
+    "continuous": lambda: _continuous(None),
+    "continuous-finite": lambda: _continuous(3),
 }
 
 
@@ -106,7 +121,7 @@ def test_every_kind_answers_the_same_calls(solved):
         Q = sol.q(X, t=t)
         assert V.shape == (X.shape[0],) and np.all(np.isfinite(V))
         assert len(pol) == X.shape[0] and Q.shape[0] == X.shape[0] and np.all(np.isfinite(Q))
-        if kind.startswith(("tabular", "factored")) or kind == "encoded":
+        if kind.startswith(("tabular", "factored", "continuous")) or kind == "encoded":
             # V = max_a Q and the policy takes the maximum (exact for the learned model)
             np.testing.assert_allclose(V, Q.max(axis=1), rtol=1e-12, atol=1e-12)
             joint = pol if np.ndim(pol) == 1 else sol.joint_policy(X, t=t)  # action columns

@@ -235,6 +235,7 @@ class ContinuousWorldModel:
                                     self.action_table_.shape[0], self.discrete_, self.cards_,
                                     self.scale_, self.min_std)
         self._landing = None
+        self._circuit = None
 
     def refine(self, gamma: float = 0.99, fraction: float = 0.25) -> "ContinuousWorldModel":
         """One round of value-directed refinement: solve, then split the ``fraction`` of the
@@ -381,6 +382,14 @@ class ContinuousWorldModel:
         self._check_fitted()
         return build_circuit(self)
 
+    @property
+    def circuit_(self):
+        """:meth:`to_circuit`, built on first use and cached (``spmn show`` reads it)."""
+        self._check_fitted()
+        if getattr(self, "_circuit", None) is None:
+            self._circuit = self.to_circuit()
+        return self._circuit
+
     def validate(self) -> "ContinuousWorldModel":
         """Check the leaves: probabilities in [0, 1] summing to one, σ > 0, finite rewards."""
         self._check_fitted()
@@ -444,7 +453,7 @@ def from_payload(doc: dict[str, Any], arrays) -> ContinuousWorldModel:
     m.tree_ = RegionTree.from_arrays({k: get(e) for k, e in doc["tree"].items()},
                                      len(m.states))
     m.leaves_ = L.Leaves.from_arrays({k: get(e) for k, e in doc["leaves"].items()})
-    m._landing, m._data = None, None
+    m._landing, m._data, m._circuit = None, None, None
     return m.validate()
 
 
