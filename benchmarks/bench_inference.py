@@ -65,7 +65,7 @@ def measure(fn, reps: int):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return first, float(np.median(times)), peak
+    return first, float(np.median(times)) if times else first, peak
 
 
 def numba_work_bytes(flat, rows, threads, cu=True, down=False):
@@ -313,19 +313,23 @@ def one_row_latency(built, quick) -> None:
 
 
 def print_table(rows_out, T) -> None:
-    spflow_rate = {(c, r): f.n_edges * r / s for c, f, r, impl, p, _, s, _ in rows_out
-                   if impl.startswith("SPFlow")}
-    print(f"\nthreads={T}; rate = edges x rows / s (steady); ratio = rate / SPFlow's rate")
-    head = (f"{'circuit':19s} {'nodes/edges':>12s} {'rows':>7s} {'impl':15s} {'pass':15s} "
-            f"{'first s':>8s} {'steady s':>9s} {'rate':>9s} {'peak MB':>8s} {'vs SPFlow':>9s}")
+    """The table; the last two columns: our rate over each SPFlow's rate on the same rows."""
+    peer_rate = {(impl, c, r): f.n_edges * r / s for c, f, r, impl, p, _, s, _ in rows_out
+                 if impl.startswith("SPFlow")}
+    print(f"\nthreads={T}; rate = edges x rows / s (steady); ratio = rate / the peer's rate")
+    head = (f"{'circuit':20s} {'nodes/edges':>12s} {'rows':>7s} {'impl':18s} {'pass':15s} "
+            f"{'first s':>8s} {'steady s':>9s} {'rate':>9s} {'peak MB':>8s} {'vs 0.0.48':>9s} "
+            f"{'vs torch':>9s}")
     print(head)
     print("-" * len(head))
     for c, f, r, impl, p, first, steady, peak in rows_out:
         rate = f.n_edges * r / steady
-        ref = spflow_rate.get((c, r))
-        ratio = f"{rate / ref:8.1f}x" if ref and p == "log-likelihood" else f"{'':9s}"
-        print(f"{c:19s} {f'{f.n_nodes}/{f.n_edges}':>12s} {r:7d} {impl:15s} {p:15s} "
-              f"{first:8.4f} {steady:9.4f} {rate:9.2e} {peak / 2**20:8.1f} {ratio}")
+        cells = []
+        for peer in ("SPFlow 0.0.48", "SPFlow 1.1.0 torch"):
+            ref = peer_rate.get((peer, c, r))
+            cells.append(f"{rate / ref:8.1f}x" if ref and p == "log-likelihood" else f"{'':9s}")
+        print(f"{c:20s} {f'{f.n_nodes}/{f.n_edges}':>12s} {r:7d} {impl:18s} {p:15s} "
+              f"{first:8.4f} {steady:9.4f} {rate:9.2e} {peak / 2**20:8.1f} {' '.join(cells)}")
 
 
 if __name__ == "__main__":

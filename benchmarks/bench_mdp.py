@@ -14,7 +14,8 @@ Transition kinds: dense (every successor), sparse (max(10, S/100) random success
     python benchmarks/bench_mdp.py --small-only   # S = 500, A = 4: one sweep and the full solve
 
 The small section (always run first; ``--small-only`` runs nothing else) times, at S = 500, A = 4,
-γ = 0.95 and each transition kind, one Bellman sweep (ours: ``TabularMDP.q_values(V, γ).max(0)``;
+γ = 0.95 and each transition kind, one Bellman sweep (ours: ``TabularMDP.q_values(V, γ).max(0)``, and with ``--template`` the compiled template's
+``Template.bellman``, one kernel pass;
 pymdptoolbox: ``MDP._bellmanOperator(V)``, the body of its value-iteration loop) and the full exact
 solve (model construction + policy iteration on both sides), medians of many interleaved calls,
 with the load average printed beside the table.
@@ -148,10 +149,32 @@ def small_case(S, A, gamma, kind, args):
     t_pi, pi, t_tpi, tpi, _ = timed_pair(lambda: TabularMDP(P_ours, R).policy_iteration(gamma),
                                          tool_pi, n, 1e9)
     V_ex, _ = exact_values(P_ours, R, pi.policy, gamma)
-    return (f"| {S} | {A} | {gamma} | {kind} | {t_sw / 20 * 1e6:.1f} µs | {t_tsw / 20 * 1e6:.1f} µs "
+    rows = [f"| {S} | {A} | {gamma} | {kind} | {t_sw / 20 * 1e6:.1f} µs | {t_tsw / 20 * 1e6:.1f} µs "
             f"| {t_tsw / t_sw:.2f}× | {t_pi * 1e3:.2f} ms ({pi.iterations}) | {t_tpi * 1e3:.2f} ms "
             f"({tpi.iter}) | {t_tpi / t_pi:.1f}× | {np.abs(pi.values - V_ex).max():.1e} "
-            f"| {np.array_equal(pi.policy, np.asarray(tpi.policy))} |")
+            f"| {np.array_equal(pi.policy, np.asarray(tpi.policy))} |"]
+    if kind != "dense" and args.template:  # the compiled template: one kernel pass per sweep
+        from spmn import kernels
+        from spmn.worldmodels.tabular.compile_mdp import compile_mdp
+
+        t0 = time.perf_counter()
+        T = compile_mdp(mdp)
+        t_compile = time.perf_counter() - t0
+        for be in [b for b in ("cython", "numba") if b in kernels.available()]:
+            T.backend = be
+            tv, tp = T.bellman(V, gamma)[0], T.policy_iteration(gamma)
+            assert np.allclose(tv, ours_q, rtol=1e-12, atol=1e-12)
+            t_tsw2, _, t_tsw, _, _ = timed_pair(lambda: [T.bellman(V, gamma) for _ in range(20)],
+                                                lambda: [vi._bellmanOperator(V) for _ in range(20)],
+                                                n, 1e9)
+            t_tpi2, _, t_tpi, _, _ = timed_pair(lambda: T.policy_iteration(gamma), tool_pi, n, 1e9)
+            rows.append(f"| {S} | {A} | {gamma} | {kind}, template ({be}, compile "
+                        f"{t_compile:.2f} s) | {t_tsw2 / 20 * 1e6:.1f} µs | {t_tsw / 20 * 1e6:.1f} µs "
+                        f"| {t_tsw / t_tsw2:.2f}× | {t_tpi2 * 1e3:.2f} ms ({tp.iterations}) | "
+                        f"{t_tpi * 1e3:.2f} ms ({tpi.iter}) | {t_tpi / t_tpi2:.1f}× | "
+                        f"{np.abs(tp.values - V_ex).max():.1e} | "
+                        f"{np.array_equal(tp.policy, np.asarray(tpi.policy))} |")
+    return "\n".join(rows)
 
 
 def small_section(args):
@@ -204,6 +227,8 @@ def main(argv=None):
     ap.add_argument("--small-only", action="store_true", help="only the S = 500 section")
     ap.add_argument("--small-size", type=int, default=500)
     ap.add_argument("--small-repeats", type=int, default=15)
+    ap.add_argument("--template", action="store_true",
+                    help="small section: also the compile_mdp template (sparse and banded)")
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes = [s for s in args.sizes if s <= 1000] or [100]

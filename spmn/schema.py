@@ -6,6 +6,7 @@ integer codes ``0..k-1`` stored as floats.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -14,6 +15,9 @@ import numpy as np
 from .errors import DataError, SchemaError
 
 ROLES = ("chance", "decision", "utility")
+#: Evidence of at most this many cells is checked by a loop over Python floats
+#: (:meth:`Schema._valid_small`), larger evidence by numpy passes over the whole array.
+SMALL_CELLS = 64
 KINDS = ("discrete", "continuous")
 
 
@@ -197,8 +201,11 @@ class Schema:
 
     def ordered_decisions(self) -> tuple[str, ...]:
         """Decision names in the order they are taken (partial order; schema order if none)."""
-        names = [v.name for v in self.decisions]
-        return tuple(sorted(names, key=lambda n: (self.rank(n), self.index(n))))
+        got = self.__dict__.get("_ordered")
+        if got is None:  # variables and order are fixed at construction: sort once
+            names = [v.name for v in self.decisions]
+            got = self._ordered = tuple(sorted(names, key=lambda n: (self.rank(n), self.index(n))))
+        return got
 
     def rank(self, name: str) -> int:
         """Position of ``name``'s information set (0 = known first); 0 when no order is set."""
@@ -242,13 +249,20 @@ class Schema:
         return got
 
     def valid_values(self, X: np.ndarray, allow_nan: bool | Sequence[str] = True) -> bool:
-        """One vectorized pass over a float64 (rows x variables) array: True when every
-        observed entry is finite and every discrete one an integer code in 0..k-1, and NaN
-        appears only where ``allow_nan`` permits. The fast twin of :meth:`_check_columns`.
+        """One pass over a float64 (rows x variables) array: True when every observed entry is
+        finite and every discrete one an integer code in 0..k-1, and NaN appears only where
+        ``allow_nan`` permits. The fast twin of :meth:`_check_columns`: numpy passes over the
+        whole array, or a loop over Python floats for at most :data:`SMALL_CELLS` cells.
 
         An entry is valid when it equals itself rounded down (discrete columns only) and
         clamped to its column's ``[lo, top]``: NaN never equals anything, an infinite value is
         clamped to a finite one, a fraction or an out-of-range code moves."""
+        if X.size <= SMALL_CELLS:
+            return self._valid_small(X, allow_nan)
+        return self._valid_vector(X, allow_nan)
+
+    def _valid_vector(self, X: np.ndarray, allow_nan: bool | Sequence[str] = True) -> bool:
+        """:meth:`valid_values` by numpy passes over the whole array (see there)."""
         lo, top, cont, all_disc = self._tables()
         t = np.floor(X)
         if not all_disc:
@@ -263,6 +277,24 @@ class Schema:
         if may is not None:
             nan &= may
         return bool((ok | nan).all())
+
+    def _valid_small(self, X: np.ndarray, allow_nan: bool | Sequence[str] = True) -> bool:
+        """:meth:`valid_values` for a few cells (one row of a rollout step), as a loop over
+        Python floats: cheaper than the numpy calls' fixed costs there; the same decision."""
+        lo, top, cont, _ = self._tables()
+        may = self._nan_mask(allow_nan)
+        cols = self.__dict__.get("_cols")
+        if cols is None:
+            cols = self._cols = tuple(zip(lo.tolist(), top.tolist(), cont.tolist()))
+        nan_ok = [True] * len(cols) if may is None else may.tolist()
+        for row in X.tolist():
+            for x, (a, b, c), ok_nan in zip(row, cols, nan_ok):
+                if x != x:
+                    if not ok_nan:
+                        return False
+                elif not (a <= x <= b) or (not c and x != math.floor(x)):
+                    return False
+        return True
 
     def _check_columns(self, X: np.ndarray, allow_nan: bool | Sequence[str], what: str) -> None:
         """The per-variable checks (the slow reference of :meth:`valid_values`): raise

@@ -104,8 +104,9 @@ def _schema_and_rows(draw):
 @settings(max_examples=400, deadline=None)
 @given(_schema_and_rows())
 def test_one_pass_validation_accepts_exactly_what_the_per_variable_checks_accept(case):
-    """The vectorized pass (valid_values) and the per-variable reference (_check_columns)
-    accept and reject the same arrays, and validate_data raises the reference's message."""
+    """The one-pass checks (valid_values: numpy passes, or a loop for a few cells) and the
+    per-variable reference (_check_columns) accept and reject the same arrays, and
+    validate_data raises the reference's message."""
     s, X, allow = case
     try:
         s._check_columns(X, allow, "evidence")
@@ -113,6 +114,9 @@ def test_one_pass_validation_accepts_exactly_what_the_per_variable_checks_accept
     except DataError as exc:
         ref = str(exc)
     assert s.valid_values(X, allow) == (ref is None)
+    assert s._valid_small(X, allow) == s._valid_vector(X, allow) == (ref is None)
+    big = np.repeat(X, 70 // max(1, X.size) + 1, axis=0)  # the same cells, past SMALL_CELLS
+    assert s.valid_values(big, allow) == (ref is None)
     if ref is None:
         np.testing.assert_array_equal(s.validate_data(X, allow_nan=allow), X)
     else:

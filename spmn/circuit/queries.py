@@ -80,8 +80,10 @@ def policy(circuit: Structure, X: Any = None, *, decision: str | None = None,
     Xa, single = _evidence(circuit, X)
     dec = kernels.get(backend).plan(circuit.compile(), "policy")(Xa,
                                                                  _values(circuit, interface_values))
-    out = np.where(np.isnan(dec[:, col]), -1, dec[:, col]).astype(np.int64)
-    return int(out[0]) if single else out
+    if single:
+        v = dec[0, col]
+        return -1 if v != v else int(v)
+    return np.where(np.isnan(dec[:, col]), -1, dec[:, col]).astype(np.int64)
 
 
 def mpe(circuit: Structure, X: Any = None, *, return_log_prob: bool = False, backend=None):

@@ -541,6 +541,7 @@ class Kernels:
         return got
 
     def _make_plan(self, flat: FlatCircuit, prep: Prepared, query: str):
+        # (T, R) as split_rows gives them; a batch of <= 16 rows is one chunk of its own size
         raw, circ, cost = self.raw, self._circ(prep), prep.cost
         zeros = np.zeros(flat.n_interface)
         root = np.array([flat.root], np.int64)
@@ -556,7 +557,7 @@ class Kernels:
 
             def run(X, values=None):
                 rows = X.shape[0]
-                T, R = split_rows(prep, rows)
+                T, R = (1, max(rows, 1)) if rows <= 16 else split_rows(prep, rows)
                 v = zeros if values is None else values
                 out = np.empty((rows, 1))
                 for lo, hi in blocks(rows, R):
@@ -569,7 +570,7 @@ class Kernels:
         elif query == "policy":
             def run(X, values=None):
                 rows = X.shape[0]
-                T, R = split_rows(prep, rows)
+                T, R = (1, max(rows, 1)) if rows <= 16 else split_rows(prep, rows)
                 v = zeros if values is None else values
                 out = np.full(X.shape, np.nan)
                 for lo, hi in blocks(rows, R):
@@ -578,7 +579,7 @@ class Kernels:
         elif query == "mpe":
             def run(X, values=None):
                 rows = X.shape[0]
-                T, R = split_rows(prep, rows)
+                T, R = (1, max(rows, 1)) if rows <= 16 else split_rows(prep, rows)
                 out = X.copy()
                 logp = np.empty(rows)
                 for lo, hi in blocks(rows, R):

@@ -88,27 +88,31 @@ def evaluate_policy(Ppi: Any, b: np.ndarray, gamma: float, x0: np.ndarray | None
     (each checked by its true residual ``b - (I - γ P_π) x``); the LU runs only if they miss the
     residual target. A factorisation costs S³/3 flops whatever P_π; a matrix-vector product S²
     (nnz when sparse), and on a P_π that mixes fast a few of them reach 1e-12. Returns
-    (x, iterations, b + γ P_π x - x) as the solver does."""
+    (x, iterations, b + γ P_π x - x) as the solver does (iterations: the matrix-vector products
+    when the Krylov cycles answer, 1 for a factorisation)."""
     S = b.shape[0]
     dense = isinstance(Ppi, np.ndarray)
     if (method != "auto" or S > DENSE_DIRECT_MAX or S < 64
             or (not dense and bandwidth(Ppi) <= BANDED_MAX_BW)):
         return solve_policy_system(Ppi, b, gamma, x0, method, res0, rtol)
+    count = [0]
+
+    def matvec(z: np.ndarray) -> np.ndarray:
+        count[0] += 1
+        return z - gamma * (Ppi @ z)
+
     x = np.zeros(S) if x0 is None else np.array(x0, dtype=np.float64)
-    res = (b - (x - gamma * (Ppi @ x))) if res0 is None or x0 is None else res0
-    count = 0
+    res = b - matvec(x) if res0 is None or x0 is None else res0
     for _ in range(KRYLOV_FIRST_CYCLES):
         if _norm(res) <= _target(b, x, rtol):
-            return x, count, res
-        d = _gmres_cycle(lambda z: z - gamma * (Ppi @ z), res, 0.5 * _target(b, x, rtol),
-                         min(40, S))
+            return x, count[0], res
+        d = _gmres_cycle(matvec, res, 0.5 * _target(b, x, rtol), min(40, S))
         if not np.all(np.isfinite(d)):
             break
         x = x + d
-        res = b - (x - gamma * (Ppi @ x))
-        count += 1
+        res = b - matvec(x)
     if _norm(res) <= _target(b, x, rtol):
-        return x, count, res
+        return x, count[0], res
     return solve_policy_system(Ppi, b, gamma, None, "direct", None, rtol)
 
 

@@ -368,3 +368,28 @@ def test_bad_input_raises_clear_errors():
         TabularMDP.from_gymnasium("Taxi-v4", fickle_passenger=True)
     with pytest.raises(SpmnError, match="no tabular model"):
         TabularMDP.from_gymnasium("CartPole-v1")
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "chain"])
+def test_krylov_first_evaluation_is_exact_or_falls_back_to_lu(kind):
+    """evaluate_policy's GMRES cycles before the LU of a small system: on a fast-mixing dense
+    or sparse P_π they meet the residual target (no LU); on a slowly mixing chain (a dense
+    array that is nearly a cycle) they may not, and the LU answers. Exact either way."""
+    from spmn.reference._linsolve import is_exact
+    from spmn.reference.tabular import evaluate_policy
+
+    S, g = 200, 0.99
+    rng = np.random.default_rng(3)
+    if kind == "chain":
+        P = np.roll(np.eye(S), 1, axis=1) * 0.999 + 0.001 / S
+        P /= P.sum(axis=1, keepdims=True)
+    else:
+        mdp = random_mdp(S, 1, 1.0 if kind == "dense" else 10 / S, 0, sparse=kind == "sparse")
+        P = mdp.P[0]
+    b = rng.random(S)
+    x, iters, res = evaluate_policy(P, b, g)
+    want = np.linalg.solve(np.eye(S) - g * (P.toarray() if sp.issparse(P) else P), b)
+    np.testing.assert_allclose(x, want, rtol=1e-10, atol=1e-10)
+    assert is_exact(b, x, res)
+    if kind != "chain":
+        assert 2 <= iters <= 2 * 41  # matrix-vector products: the Krylov cycles answered

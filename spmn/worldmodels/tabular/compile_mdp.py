@@ -4,12 +4,16 @@ Variables ``s`` (state), ``a`` (action), ``r`` (reward), ``s_next``; partial ord
 ``{s} < {a} < {r, s_next}``. Template::
 
     root = Σ_s (1/S) [s = s] ⊗ ir_s                      (deterministic on s)
-    ir_s = max_a  Σ_{s'} P(s'|s,a) ( U_r = R(s,a,s') ⊗ [s_next = s'] ⊗ l_{s'} )
+    ir_s = max_a  U_r = R(s,a) ⊗ Σ_{s'} P(s'|s,a) n_{s'}   (R(s,a,s') equal over the row)
+    ir_s = max_a  Σ_{s'} P(s'|s,a) ( U_r = R(s,a,s') ⊗ n_{s'} )   (otherwise)
     ir_s = max_a  U_r = 0                                  (terminal s: value 0)
+    n_{s'} = [s_next = s'] ⊗ l_{s'}                        (one per state, shared)
 
-so one Bellman pass gives ``Q(s,a) = Σ_s' P(s'|s,a) (R(s,a,s') + γ V(s'))`` exactly. Leaves are
-shared (one indicator and one latent leaf per state, one utility leaf per distinct reward), so
-the template has O(nnz(P)) nodes.
+so one Bellman pass gives ``Q(s,a) = Σ_s' P(s'|s,a) (R(s,a,s') + γ V(s'))`` exactly (utilities
+add in a product; a sum weighs its children's). Leaves and the products ``n_{s'}`` are shared
+(one indicator, latent leaf and ``n`` per state, one utility leaf per distinct reward), so the
+template has O(nnz(P)) edges: one per nonzero of P when rewards depend on (s, a) only, three
+per nonzero otherwise.
 """
 from __future__ import annotations
 
@@ -20,8 +24,27 @@ import scipy.sparse as sp
 
 from ...circuit import nodes as N
 from ...circuit.circuit import Circuit
+from ...errors import SolverError
+from ...reference.tabular import evaluate_policy
 from ...schema import Schema, Variable
-from ..recurrent import Template
+from ..recurrent import Template, check_gamma
+
+
+class MDPTemplate(Template):
+    """The :class:`Template` of a tabular MDP: the same passes, with each policy's linear
+    system solved by :func:`spmn.reference.tabular.evaluate_policy` (residual-checked GMRES
+    cycles before a dense LU when the system is small and not banded, as the reference's own
+    policy iteration does), so a small exact solve is not one LU per policy."""
+
+    def policy_evaluation(self, policy: np.ndarray, gamma: float,
+                          values0: np.ndarray | None = None) -> np.ndarray:
+        gamma = check_gamma(gamma, None)
+        M, r = self.policy_system(policy)
+        V, _, _ = evaluate_policy(sp.csr_array(M), r, gamma, values0)
+        V = np.asarray(V, dtype=np.float64)
+        if not np.all(np.isfinite(V)):
+            raise SolverError("policy evaluation failed: singular system")
+        return V
 
 
 def _reward_rows(mdp: Any):
@@ -39,7 +62,7 @@ def _reward_rows(mdp: Any):
     return sparse_row
 
 
-def compile_mdp(mdp: Any, *, backend: str | None = None) -> Template:
+def compile_mdp(mdp: Any, *, backend: str | None = None) -> MDPTemplate:
     """Exact template of a :class:`spmn.reference.TabularMDP` (P[a, s, s'], R[a, s] or
     R[a, s, s'], terminal states absorbing with value 0)."""
     A, S = int(mdp.n_actions), int(mdp.n_states)
@@ -53,6 +76,14 @@ def compile_mdp(mdp: Any, *, backend: str | None = None) -> Template:
     nxt = [N.Categorical("s_next", np.eye(1, S, j).ravel(), label=f"s'={j}") for j in range(S)]
     latent = [N.Interface(j) for j in range(S)]
     utils: dict[float, N.Utility] = {}
+    steps: dict[int, N.Product] = {}
+
+    def step(j: int) -> N.Product:
+        """n_j = [s_next = j] ⊗ l_j, shared by every row that reaches j."""
+        j = int(j)
+        if j not in steps:
+            steps[j] = N.Product([nxt[j], latent[j]], label=f"n_{j}")
+        return steps[j]
 
     def util(x: float) -> N.Utility:
         x = float(x)
@@ -74,10 +105,15 @@ def compile_mdp(mdp: Any, *, backend: str | None = None) -> Template:
             keep = probs > 0
             cols, probs = cols[keep], probs[keep]
             rew = reward(a, s, cols)
-            kids = [N.Product([util(x), nxt[j], latent[j]]) for j, x in zip(cols, rew)]
-            branches.append(N.Sum(kids, probs / probs.sum(), label=f"P(.|s={s},a={a})"))
+            w = probs / probs.sum()
+            if rew.size and np.all(rew == rew[0]):  # one reward for the row: factor it out
+                succ = N.Sum([step(j) for j in cols], w, label=f"P(.|s={s},a={a})")
+                branches.append(N.Product([util(rew[0]), succ], label=f"Q(s={s},a={a})"))
+            else:
+                kids = [N.Product([util(x), nxt[j], latent[j]]) for j, x in zip(cols, rew)]
+                branches.append(N.Sum(kids, w, label=f"P(.|s={s},a={a})"))
         roots.append(N.Max("a", branches, label=f"ir_{s}"))
     top = N.Sum([N.Product([N.Categorical("s", np.eye(1, S, s).ravel()), roots[s]])
                  for s in range(S)], np.full(S, 1.0 / S), label="state")
-    return Template(Circuit(top, schema), roots, state_vars=["s"], next_vars=["s_next"],
-                    backend=backend)
+    return MDPTemplate(Circuit(top, schema), roots, state_vars=["s"], next_vars=["s_next"],
+                       backend=backend)
