@@ -332,7 +332,13 @@ class TabularMDP:
 
     # ------------------------------------------------------------------ Bellman operators
     def _q(self, V: np.ndarray, gamma: float) -> np.ndarray:
-        Q = np.asarray(self._Pf @ V).reshape(self.n_actions, self.n_states)
+        A, S = self.n_actions, self.n_states
+        if self.is_sparse:
+            Q = np.asarray(self._Pf @ V).reshape(A, S)
+        else:  # one (S, S) product per action: BLAS would thread a long (A*S, S) one, and a
+            Q = np.empty((A, S))  # thread team costs more than this memory-bound product gains
+            for a in range(A):
+                np.dot(self._Pf[a * S:(a + 1) * S], V, out=Q[a])
         Q *= gamma
         Q += self._r
         if self._any_terminal:
