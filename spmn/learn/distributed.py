@@ -195,8 +195,9 @@ def _void(X: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DistinctRows:
-    """The distinct rows of a 2-D array with their multiplicities (``rows`` in the byte order
-    of :func:`numpy.unique` on void rows; any order merges to the same set)."""
+    """The distinct rows of a 2-D array with their multiplicities (rows of small non-negative
+    codes in lexicographic order, others in the byte order of :func:`numpy.unique` on void
+    rows; any order merges to the same set)."""
 
     rows: np.ndarray
     counts: np.ndarray
@@ -207,6 +208,19 @@ class DistinctRows:
         if X.shape[0] == 0:
             return cls(X.reshape(0, X.shape[1]), np.zeros(0, np.int64))
         w = np.ones(X.shape[0], np.int64) if counts is None else np.asarray(counts, np.int64)
+        if X.dtype.kind in "iu" and X.shape[1] and X.min() >= 0:
+            dims = X.max(axis=0).astype(np.int64) + 1
+            if float(np.prod(dims.astype(np.float64))) < 2.0 ** 62:  # small codes: one int key
+                key = np.ravel_multi_index(tuple(X.T.astype(np.int64)), tuple(dims))
+                size = int(np.prod(dims))
+                if counts is None:
+                    kc = count_keys(key, size)
+                    uk, cnt = kc.keys, kc.counts
+                else:
+                    uk, inv = np.unique(key, return_inverse=True)
+                    cnt = np.rint(np.bincount(inv.ravel(), w.astype(np.float64))).astype(np.int64)
+                rows = np.stack(np.unravel_index(uk, tuple(dims)), axis=1).astype(X.dtype)
+                return cls(rows, cnt)
         _, first, inv = np.unique(_void(X), return_index=True, return_inverse=True)
         cnt = np.bincount(inv.ravel(), w.astype(np.float64), minlength=first.size)
         return cls(X[first], np.rint(cnt).astype(np.int64))
@@ -249,6 +263,14 @@ def distinct_pairs(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``axis=1`` sorts them, and their counts)."""
     if P.shape[1] == 0:
         return P, np.zeros(0, np.int64)
+    key = P[0]
+    if np.all(key >= 0) and np.all(key == np.rint(key)) and key.max() < 2 ** 40:
+        # integer first row: code the second by its sorted distinct values, count one int key
+        vals, code = np.unique(P[1], return_inverse=True)
+        k = key.astype(np.int64) * vals.size + code.ravel()
+        kc = count_keys(k, int(key.max() + 1) * vals.size)
+        first, second = np.divmod(kc.keys, vals.size)
+        return np.stack([first.astype(np.float64), vals[second]]), kc.counts
     u, inv = np.unique(P, axis=1, return_inverse=True)
     return u, np.bincount(inv.ravel(), minlength=u.shape[1]).astype(np.int64)
 

@@ -45,16 +45,31 @@ def test_counts_merge_exactly_in_any_split(keys, cut, size):
     np.testing.assert_array_equal(whole.dense(301), np.bincount(k, minlength=301))
 
 
-@settings(max_examples=40, deadline=None)
-@given(rows=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), max_size=60),
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(-1, 3), st.integers(0, 2)), max_size=60),
        cut=st.integers(0, 60))
 def test_distinct_rows_merge(rows, cut):
+    """Both paths: small non-negative codes (one int key) and any rows (void sort)."""
     X = np.array(rows, np.int64).reshape(-1, 2)
     a = D.DistinctRows.of(X[:cut]).merge(D.DistinctRows.of(X[cut:]))
     want, cnt = np.unique(X, axis=0, return_counts=True)
     order = np.lexsort(a.rows.T[::-1]) if a.rows.size else np.zeros(0, int)
     np.testing.assert_array_equal(a.rows[order], want)
     np.testing.assert_array_equal(a.counts[order], cnt)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pairs=st.lists(st.tuples(st.integers(0, 40), st.one_of(finite, st.integers(-2, 2).map(
+    float))), min_size=1, max_size=60), negative=st.booleans())
+def test_distinct_pairs_are_numpy_unique_on_columns(pairs, negative):
+    """The int-key fast path (and, with a negative key, numpy's own) equal np.unique(axis=1)."""
+    P = np.array(pairs, np.float64).T.copy()
+    if negative:
+        P[0, 0] = -1.0
+    u, c = D.distinct_pairs(P)
+    want, inv = np.unique(P, axis=1, return_inverse=True)
+    np.testing.assert_array_equal(u, want)
+    np.testing.assert_array_equal(c, np.bincount(inv.ravel()))
 
 
 def test_pairs_merge_as_numpy_unique_on_columns():

@@ -1,0 +1,194 @@
+"""Out-of-core fit of the tabular world model: transitions streamed from Parquet through dask.
+
+Writes ``--rows`` FrozenLake 8x8 transitions (slippery; random exploration) as
+Parquet files of ``--part-rows`` rows each into a temporary folder (generated chunk by chunk,
+never all in memory), then fits ``WorldModel("s", "a", "r", "terminated")`` from
+``dask.dataframe.read_parquet`` on a ``distributed.LocalCluster`` of 1 and of 2 workers (one
+thread each, in the process: its peak RSS is the fit's). Each fit runs in a fresh subprocess so
+the peak RSS (``ru_maxrss``) is that fit's alone. The peer is the in-memory fit of the same
+rows (``WorldModel.fit`` on a pandas DataFrame read from the same files), run up to
+``--peer-rows`` rows; there the two models are compared (same tree, equal count tables).
+
+    python benchmarks/bench_out_of_core.py --rows 20000000 --workers 1,2 --peer-rows 3000000
+
+Prints rows/s (transitions fitted per second of wall time), the passes over the data, the
+peak RSS and the ratio to the in-memory peer. The machine is shared and loaded: one repeat
+per configuration at 20M rows (minutes each), medians of ``--repeats`` below that.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def frozenlake_8x8():
+    """(P[a, s, s'], R[a, s, s'], done[a, s, s'], terminal states) read from Gymnasium's table."""
+    import gymnasium as gym
+
+    env = gym.make("FrozenLake-v1", map_name="8x8", is_slippery=True).unwrapped
+    S, A = env.observation_space.n, env.action_space.n
+    P, R, D = np.zeros((A, S, S)), np.zeros((A, S, S)), np.zeros((A, S, S), bool)
+    for s in range(S):
+        for a in range(A):
+            for p, sn, r, done in env.P[s][a]:
+                P[a, s, sn] += p
+                R[a, s, sn] = r
+                D[a, s, sn] = done
+    holes_goal = np.array([c in b"HG" for c in env.desc.ravel()])
+    return P, R, D, holes_goal
+
+
+def generate(folder: str, rows: int, part_rows: int, seed: int = 0) -> list[str]:
+    """Random-exploration logs of FrozenLake 8x8 (state uniform over the non-terminal states,
+    action uniform, next state from the true dynamics) as Parquet files of ``part_rows`` rows,
+    chunk by chunk (vectorized; never all in memory)."""
+    import pandas as pd
+
+    P, R, D, term_state = frozenlake_8x8()
+    A, S = P.shape[:2]
+    live = np.flatnonzero(~term_state)
+    rng = np.random.default_rng(seed)
+    files = []
+    for i, start in enumerate(range(0, rows, part_rows)):
+        n = min(part_rows, rows - start)
+        s = live[rng.integers(live.size, size=n)]
+        a = rng.integers(A, size=n)
+        sn = np.empty(n, np.int64)
+        key = a * S + s
+        order = np.argsort(key, kind="stable")
+        bounds = np.searchsorted(key[order], np.arange(A * S + 1))
+        for k in range(A * S):
+            idx = order[bounds[k]:bounds[k + 1]]
+            if idx.size:
+                sn[idx] = rng.choice(S, size=idx.size, p=P[k // S, k % S])
+        df = pd.DataFrame({"s": s.astype(np.int16), "a": a.astype(np.int8),
+                           "r": R[a, s, sn], "s_next": sn.astype(np.int16),
+                           "terminated": D[a, s, sn]})
+        path = os.path.join(folder, f"part{i:05d}.parquet")
+        df.to_parquet(path, index=False)
+        files.append(path)
+    return files
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child(args) -> dict:
+    """One fit in this fresh process: ``dask`` (on a LocalCluster) or ``memory``."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from spmn.worldmodels.tabular import counts
+    from spmn.worldmodels.tabular.model import WorldModel
+
+    files = sorted(os.path.join(args.folder, f) for f in os.listdir(args.folder))
+    files = files[:args.files]
+    passes = [0]
+    real = counts.reduce_partitions
+
+    def counting(*a, **k):
+        passes[0] += 1
+        return real(*a, **k)
+
+    counts.reduce_partitions = counting
+    base = peak_rss_mb()
+    if args.mode == "memory":
+        t0 = time.perf_counter()
+        df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        m = WorldModel("s", "a", "r", "terminated", progress=False).fit(df)
+        wall = time.perf_counter() - t0
+        out = {"rows": len(df)}
+        if args.compare:
+            import dask
+            with dask.config.set(scheduler="threads", num_workers=2):
+                m2 = WorldModel("s", "a", "r", "terminated", progress=False).fit(
+                    dd.read_parquet(files))
+            same = all(np.array_equal(m.tables_[k], m2.tables_[k]) for k in m.tables_) and \
+                np.array_equal(m.tree_.var, m2.tree_.var)
+            out["same_model"] = bool(same)
+    else:
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=args.n_workers, threads_per_worker=1, processes=False,
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
+            t0 = time.perf_counter()
+            m = WorldModel("s", "a", "r", "terminated", progress=False).fit(
+                dd.read_parquet(files), client=client)
+            wall = time.perf_counter() - t0
+        out = {"rows": m.n_transitions_}
+    out.update(wall=wall, passes=passes[0], regions=m.n_regions_, rss_mb=peak_rss_mb(),
+               rss_before_mb=base, value0=float(m.solve(0.95).value(0)))
+    return out
+
+
+def run_child(folder, files, mode, n_workers=1, compare=False) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--folder", folder,
+           "--files", str(files), "--mode", mode, "--n-workers", str(n_workers)]
+    if compare:
+        cmd.append("--compare")
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode:
+        raise RuntimeError(f"child failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=20_000_000)
+    ap.add_argument("--part-rows", type=int, default=1_000_000)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--peer-rows", type=int, default=3_000_000)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
+    ap.add_argument("--files", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default="dask", help=argparse.SUPPRESS)
+    ap.add_argument("--n-workers", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--compare", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    print(f"load average at start: {os.getloadavg()}")
+    with tempfile.TemporaryDirectory(prefix="spmn_ooc_") as folder:
+        t0 = time.perf_counter()
+        files = generate(folder, args.rows, args.part_rows)
+        size = sum(os.path.getsize(f) for f in files) / 2 ** 20
+        print(f"wrote {args.rows:,} transitions in {len(files)} Parquet files ({size:.0f} MB) "
+              f"in {time.perf_counter() - t0:.1f} s")
+        rows = []
+        for w in [int(x) for x in args.workers.split(",")]:
+            reps = [run_child(folder, len(files), "dask", w) for _ in range(args.repeats)]
+            r = sorted(reps, key=lambda d: d["wall"])[len(reps) // 2]
+            rows.append((f"spmn dask, {w} worker{'s' * (w > 1)}", r))
+        peer_files = max(1, min(len(files), args.peer_rows // args.part_rows))
+        reps = [run_child(folder, peer_files, "memory", compare=True)
+                for _ in range(args.repeats)]
+        peer = sorted(reps, key=lambda d: d["wall"])[len(reps) // 2]
+        rows.append(("in-memory fit (peer)", peer))
+        peer_rate = peer["rows"] / peer["wall"]
+        print(f"\n{'fit':28s} {'rows':>11s} {'passes':>6s} {'regions':>7s} {'wall s':>8s} "
+              f"{'rows/s':>10s} {'peak RSS MB':>11s} {'V(s0)':>8s} {'vs peer':>7s}")
+        for name, r in rows:
+            rate = r["rows"] / r["wall"]
+            print(f"{name:28s} {r['rows']:>11,} {r['passes']:>6d} {r['regions']:>7d} "
+                  f"{r['wall']:>8.1f} {rate:>10.3g} {r['rss_mb']:>11.0f} {r['value0']:>8.4f} "
+                  f"{rate / peer_rate:>6.2f}x")
+        print(f"\nin-memory and dask fits of the peer's {peer['rows']:,} rows give the same "
+              f"model: {peer['same_model']}")
+        print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
