@@ -139,3 +139,31 @@ def test_no_rows_at_all_is_an_error():
     with dask.config.set(DASK_SYNC), pytest.raises(DataError, match="no transitions"):
         WorldModel(["x", "y"], ["a"], "r", "done", progress=False).fit(
             dd.from_pandas(df, npartitions=1))
+
+
+@pytest.mark.xdist_group(name="numba-kernels")
+def test_node_contingency_gives_the_factored_split_tables():
+    """What a tree grown by split tests reads at its frontier, counted per partition: the raw
+    (value, target) tables of the factored learner's numba ``_node_tables`` (min_leaf=1)."""
+    from spmn.learn.distributed import merge_stats
+    from spmn.worldmodels.factored.trees import _node_tables
+    from spmn.worldmodels.tabular.counts import contingency_tables, node_contingency
+
+    rng = np.random.default_rng(7)
+    n, p, kmax, k = 3000, 4, 5, 3
+    X = rng.integers(0, kmax, (n, p))
+    y = (X[:, 0] + rng.integers(0, 2, n)) % k
+    node = rng.choice([0, 2, 3, 6], n)
+    cands = np.array([2, 3, 6])
+    cuts = [0, 700, 700, 2100, n]  # an empty partition too
+    parts = [node_contingency(node[a:b], X[a:b], cands, kmax, y[a:b], k)
+             for a, b in zip(cuts[:-1], cuts[1:])]
+    st_all = parts[0]
+    for s in parts[1:]:
+        st_all = merge_stats(st_all, s)
+    T = contingency_tables(st_all, cands.size, p, kmax, k)
+    for c, nd in enumerate(cands):
+        rows = np.flatnonzero(node == nd)
+        want = _node_tables(X.astype(np.int8), y, rows, k, kmax, np.zeros(p, np.bool_), 1)[0]
+        np.testing.assert_array_equal(T[c], want)
+        np.testing.assert_array_equal(st_all["marg"][c], want.sum(axis=2))

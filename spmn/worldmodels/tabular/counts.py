@@ -33,7 +33,8 @@ from ..columns import name as name_of
 from ..columns import read_transitions
 from . import coverage
 
-__all__ = ["fit_partitions", "grow_regions", "node_contingency", "MAX_REWARD_CLASSES"]
+__all__ = ["fit_partitions", "grow_regions", "node_contingency", "contingency_tables",
+           "MAX_REWARD_CLASSES"]
 
 #: As :func:`spmn.learn.regions.reward_classes`: exact values up to this many, else quantiles.
 MAX_REWARD_CLASSES = 16
@@ -93,6 +94,15 @@ def node_contingency(node: np.ndarray, X: np.ndarray, cands: np.ndarray, kmax: i
         key = ((base * n_strata + s[:, None]) * kmax + Xc) * ny + y[at][:, None]
         out["joint"] = count_keys(key, n_c * p * n_strata * kmax * ny)
     return out
+
+
+def contingency_tables(stats: dict[str, Any], n_cands: int, n_columns: int, kmax: int,
+                       ny: int) -> np.ndarray:
+    """The merged ``joint`` of :func:`node_contingency` (one stratum) as dense float64 tables
+    ``T[c, j, x, y]``: per candidate node ``c`` and column ``j`` the (value, target) counts
+    that a split test reads (the raw tables of the factored learner's ``_node_tables``)."""
+    size = n_cands * n_columns * kmax * ny
+    return stats["joint"].dense(size).astype(np.float64).reshape(n_cands, n_columns, kmax, ny)
 
 
 def _round(cols, i, spec, tree_arrays, cands, rc, nr, n_actions, acards, learn) -> dict:
