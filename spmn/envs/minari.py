@@ -14,13 +14,14 @@ from the dataset's folder, for :mod:`spmn.learn.distributed` fits.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["transitions", "partitions", "open_dataset"]
+__all__ = ["open_dataset", "partitions", "transitions"]
 
 
 def open_dataset(dataset: Any):

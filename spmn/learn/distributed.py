@@ -16,15 +16,26 @@ statistic. dask is an optional extra (``spmn[dask]``): it is imported on first u
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import DataError, DistributedError
 
-__all__ = ["is_dask", "Partitions", "reduce_partitions", "compute", "KeyCounts",
-           "DistinctRows", "count_keys", "merge_stats", "quantiles_from_counts", "PARTS"]
+__all__ = [
+    "PARTS",
+    "DistinctRows",
+    "KeyCounts",
+    "Partitions",
+    "compute",
+    "count_keys",
+    "is_dask",
+    "merge_stats",
+    "quantiles_from_counts",
+    "reduce_partitions",
+]
 
 #: Key of the partition tally every statistic dict carries (checked after the reduction).
 PARTS = "_partitions"
@@ -149,10 +160,10 @@ class KeyCounts:
     counts: np.ndarray
 
     @classmethod
-    def empty(cls) -> "KeyCounts":
+    def empty(cls) -> KeyCounts:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64))
 
-    def merge(self, other: "KeyCounts") -> "KeyCounts":
+    def merge(self, other: KeyCounts) -> KeyCounts:
         if not self.keys.size:
             return other
         if not other.keys.size:
@@ -203,7 +214,7 @@ class DistinctRows:
     counts: np.ndarray
 
     @classmethod
-    def of(cls, X: np.ndarray, counts: np.ndarray | None = None) -> "DistinctRows":
+    def of(cls, X: np.ndarray, counts: np.ndarray | None = None) -> DistinctRows:
         X = np.ascontiguousarray(X)
         if X.shape[0] == 0:
             return cls(X.reshape(0, X.shape[1]), np.zeros(0, np.int64))
@@ -225,7 +236,7 @@ class DistinctRows:
         cnt = np.bincount(inv.ravel(), w.astype(np.float64), minlength=first.size)
         return cls(X[first], np.rint(cnt).astype(np.int64))
 
-    def merge(self, other: "DistinctRows") -> "DistinctRows":
+    def merge(self, other: DistinctRows) -> DistinctRows:
         if not self.rows.shape[0]:
             return other
         if not other.rows.shape[0]:

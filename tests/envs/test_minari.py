@@ -68,13 +68,12 @@ def test_fit_from_minari_in_memory_and_by_partitions(recorded):
 
 
 def test_vector_observations_and_missing_datasets(tmp_path, monkeypatch):
-    class Ep:
-        id, rewards = 3, np.zeros(2)
-        observations = {"pos": np.arange(6).reshape(3, 2), "flag": np.array([0, 1, 0])}
-        actions = np.array([1, 0])
-        terminations, truncations = np.array([False, True]), np.array([False, False])
-
-    rows = M._episode_rows(Ep, "s", "a", "episode")
+    ep = minari.EpisodeData(id=3, observations={"pos": np.arange(6).reshape(3, 2),
+                                                "flag": np.array([0, 1, 0])},
+                            actions=np.array([1, 0]), rewards=np.zeros(2),
+                            terminations=np.array([False, True]),
+                            truncations=np.array([False, False]), infos={})
+    rows = M._episode_rows(ep, "s", "a", "episode")
     assert set(rows) >= {"s_pos0", "s_pos1", "s_flag", "s_pos0_next", "a", "truncated"}
     np.testing.assert_array_equal(rows["s_pos1_next"], [3, 5])
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))

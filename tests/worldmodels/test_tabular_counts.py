@@ -1,5 +1,6 @@
 """The tabular world model fitted from dask collections equals the in-memory fit: the same
 region tree, equal count tables and coverage, values within 1e-12, whatever the partitioning."""
+import itertools
 import warnings
 
 import dask
@@ -50,7 +51,8 @@ def assert_same_model(m1: WorldModel, m2: WorldModel) -> None:
 
 
 def fit_both(df, parts, **hyper):
-    kw = dict(states=["x", "y"], actions=["a"], reward="r", terminated="done", progress=False)
+    kw = {"states": ["x", "y"], "actions": ["a"], "reward": "r", "terminated": "done",
+          "progress": False}
     kw.update(hyper)
     m1 = WorldModel(**kw).fit(df)
     with dask.config.set(DASK_SYNC):
@@ -157,7 +159,7 @@ def test_node_contingency_gives_the_factored_split_tables():
     cands = np.array([2, 3, 6])
     cuts = [0, 700, 700, 2100, n]  # an empty partition too
     parts = [node_contingency(node[a:b], X[a:b], cands, kmax, y[a:b], k)
-             for a, b in zip(cuts[:-1], cuts[1:])]
+             for a, b in itertools.pairwise(cuts)]
     st_all = parts[0]
     for s in parts[1:]:
         st_all = merge_stats(st_all, s)

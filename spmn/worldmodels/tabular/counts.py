@@ -18,23 +18,35 @@ target) for rows routed to tree nodes) that any tree grown by split tests can ca
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import chdtrc
 
 from ..._progress import progress_bar
 from ...errors import DataError
-from ...learn.distributed import (DistinctRows, KeyCounts, Partitions, count_keys,
-                                  distinct_pairs, quantiles_from_counts, reduce_partitions)
+from ...learn.distributed import (
+    DistinctRows,
+    Partitions,
+    count_keys,
+    distinct_pairs,
+    quantiles_from_counts,
+    reduce_partitions,
+)
 from ...learn.regions import TERMINAL, RegionTree
 from ...schema import Variable
 from ..columns import name as name_of
 from ..columns import read_transitions
 from . import coverage
 
-__all__ = ["fit_partitions", "grow_regions", "node_contingency", "contingency_tables",
-           "MAX_REWARD_CLASSES"]
+__all__ = [
+    "MAX_REWARD_CLASSES",
+    "contingency_tables",
+    "fit_partitions",
+    "grow_regions",
+    "node_contingency",
+]
 
 #: As :func:`spmn.learn.regions.reward_classes`: exact values up to this many, else quantiles.
 MAX_REWARD_CLASSES = 16
@@ -217,8 +229,8 @@ def grow_regions(stats_of_round: Callable[[RegionTree, np.ndarray], dict[str, An
         marg, joint = st["marg"], st.get("joint")
         ny = ny_of(tree.n_regions)
         splits = []
-        for nd in leaf_size:
-            if nd in frozen or (leaf_size[nd] < 2 * min_samples_split and learn):
+        for nd, size in leaf_size.items():
+            if nd in frozen or (size < 2 * min_samples_split and learn):
                 continue
             c = int(np.searchsorted(cands, nd))
             best, splittable = None, False
