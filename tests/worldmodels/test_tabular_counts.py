@@ -136,6 +136,18 @@ def test_partitions_that_disagree_are_named():
             {"x": np.int64}), bad]))
 
 
+def test_parquet_files_whose_dtypes_differ_are_named(tmp_path):
+    df = logs(1, 300)
+    b = df.iloc[100:200].copy()
+    b["y"] = b["y"].astype(np.int32)
+    for name, part in (("a", df.iloc[:100]), ("b", b), ("c", df.iloc[200:])):
+        part.to_parquet(tmp_path / f"{name}.parquet")
+    with dask.config.set(DASK_SYNC), pytest.raises(DataError, match=r"partition 1: column 'y' "
+                                                                    r"has dtype int32"):
+        WorldModel(["x", "y"], ["a"], "r", "done", progress=False).fit(
+            dd.read_parquet(str(tmp_path / "*.parquet")))
+
+
 def test_no_rows_at_all_is_an_error():
     df = logs(2, 50).iloc[:0]
     with dask.config.set(DASK_SYNC), pytest.raises(DataError, match="no transitions"):
