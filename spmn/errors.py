@@ -57,6 +57,11 @@ class CoverageWarning(SpmnWarning):
     times than a threshold. The message says how many and how much more data would help."""
 
 
+class InMemoryWarning(SpmnWarning):
+    """A learner whose statistics are not all counts (clustering, RDC) got a dask collection:
+    it is gathered into memory (the documented fallback); the message says how many rows."""
+
+
 class BuildWarning(SpmnWarning):
     """A compiled part is missing where spmn is imported from (e.g. the Cython extension in a
     source checkout that was never built): a slower backend stands in. The message says how

@@ -31,6 +31,7 @@ __all__ = [
     "Partitions",
     "compute",
     "count_keys",
+    "gather",
     "is_dask",
     "merge_stats",
     "quantiles_from_counts",
@@ -148,6 +149,25 @@ def _columns_of(kind: str, columns: list[str], dtypes: dict[str, Any], part: Any
             raise DataError(f"partition {i}: column {c!r} has dtype {got_t}, expected {want} "
                             "(the dtype the collection declares; every partition must agree)")
     return cols
+
+
+def gather(data: Any, learner: str, client: Any = None) -> Any:
+    """A dask collection computed into memory (a DataFrame, a dict of arrays or an array),
+    with an :class:`~spmn.errors.InMemoryWarning`: the documented fallback of the learners
+    whose statistics are not all counts (LearnSPN's row clustering and RDC tests)."""
+    import warnings
+
+    from ..errors import InMemoryWarning
+
+    keys = list(data) if isinstance(data, Mapping) else None
+    out = compute(list(data.values()) if keys is not None else data, client)
+    if keys is not None:
+        out = dict(zip(keys, out))
+    n = len(next(iter(out.values()))) if keys is not None else len(out)
+    warnings.warn(f"{learner} clusters rows (its statistics are not all counts), so the dask "
+                  f"collection is gathered into memory ({n:,} rows): a fit beyond one machine "
+                  "is the world models' (counts per partition)", InMemoryWarning, stacklevel=3)
+    return out
 
 
 # ---------------------------------------------------------------------------- statistics

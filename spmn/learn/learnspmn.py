@@ -35,6 +35,7 @@ from ..circuit.circuit import Circuit
 from ..data import as_columns, infer_variables, training_matrix
 from ..errors import DataError, SchemaError
 from ..schema import Schema, Variable
+from .distributed import gather, is_dask
 from .learnspn import CellProgress, LearnOptions, SliceLearner, Table, flatten_products
 from .splits import as_generator, independent_groups
 
@@ -285,8 +286,11 @@ def learn_spmn(data: Any, partial_order: Sequence[Sequence[str]] | None = None,
     hyper-parameters are those of :class:`LearnOptions` (``min_instances_slice``,
     ``independence``, ``threshold``, ``p_value``, ``clustering``, ``n_clusters``, ``leaf``,
     ``alpha`` ...). ``seed`` makes it deterministic; ``progress`` shows a tqdm bar (None: only
-    on a terminal) and the summary after. The result has passed ``Circuit.validate()``.
+    on a terminal) and the summary after. The result has passed ``Circuit.validate()``. A
+    dask collection is gathered into memory with an :class:`~spmn.errors.InMemoryWarning`.
     """
+    if is_dask(data):  # clustering is no count statistic: gathered, with a warning
+        data = gather(data, "learn_spmn")
     opts, extra = LearnOptions.split(hyper)
     if extra:
         raise TypeError(f"learn_spmn got unknown hyper-parameters {sorted(extra)}")

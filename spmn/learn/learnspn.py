@@ -21,6 +21,7 @@ from ..circuit.circuit import Circuit
 from ..data import as_columns, infer_variables, training_matrix
 from ..errors import SchemaError
 from ..schema import Schema, Variable
+from .distributed import gather, is_dask
 from .splits import (
     as_generator,
     cluster_rows,
@@ -334,8 +335,11 @@ def learn_spn(data: Any, schema: Schema | Sequence[Variable] | Mapping[str, Any]
     p_value=1e-3, clustering="em", n_clusters=2, leaf="histogram", alpha=0.1`` ...).
     ``seed`` (int or Generator) makes the result deterministic; ``progress`` shows a tqdm bar
     (None: only on a terminal) and the summary after. A constant column raises
-    :class:`spmn.DataError` unless ``allow_constant``.
+    :class:`spmn.DataError` unless ``allow_constant``. A dask collection is gathered into
+    memory with an :class:`~spmn.errors.InMemoryWarning`.
     """
+    if is_dask(data):  # clustering is no count statistic: gathered, with a warning
+        data = gather(data, "learn_spn")
     opts, extra = LearnOptions.split(hyper)
     if extra:
         raise TypeError(f"learn_spn got unknown hyper-parameters {sorted(extra)}; known: "

@@ -186,3 +186,32 @@ def test_a_worker_killed_mid_fit_is_retried_or_fails_clearly():
         with pytest.raises(DistributedError, match="worker was lost"):
             _fit_while_killing(client, proc, ddf, 0.3, failed)
         assert not hasattr(failed, "tree_") and not hasattr(failed, "template_")
+
+
+# ---------------------------------------------------------------------------- learners
+@pytest.mark.xdist_group(name="numba-kernels")
+def test_learners_whose_statistics_are_not_counts_gather_with_a_warning():
+    """learn_spn / learn_spmn cluster rows: a dask collection is gathered (InMemoryWarning)
+    and gives the in-memory circuit."""
+    from spmn import learn_spmn, learn_spn
+    from spmn.errors import InMemoryWarning
+
+    rng = np.random.default_rng(0)
+    n = 1500
+    o, d = rng.integers(0, 2, n), rng.integers(0, 3, n)
+    h = np.where(rng.random(n) < 0.8, o, 1 - o)
+    df = pd.DataFrame({"O": o, "D": d, "H": h, "U": (h == d % 2) * 10.0 + (d == 2) * 3.0})
+    ddf = dd.from_pandas(df, npartitions=4)
+    order = [["O"], ["D"], ["H", "U"]]
+    X = df.to_numpy(np.float64)
+    with dask.config.set(scheduler="sync"):
+        c1 = learn_spmn(df, order, "D", "U", seed=0)
+        with pytest.warns(InMemoryWarning, match="1,500 rows"):
+            c2 = learn_spmn(ddf, order, "D", "U", seed=0)
+        np.testing.assert_array_equal(c1.meu(X), c2.meu(X))
+        s1 = learn_spn(df[["O", "H"]], seed=1, min_instances_slice=100)
+        with pytest.warns(InMemoryWarning):
+            s2 = learn_spn({k: da.from_array(df[k].to_numpy(), chunks=400) for k in "OH"},
+                           seed=1, min_instances_slice=100)
+        XH = df[["O", "H"]].to_numpy(np.float64)
+        np.testing.assert_array_equal(s1.log_likelihood(XH), s2.log_likelihood(XH))
