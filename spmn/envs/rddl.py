@@ -135,8 +135,17 @@ def _chooser(domain: RDDLDomain, policy: Any, rng: np.random.Generator
             u = rng.random(len(S)) * ok.sum(axis=1)
             return acts[np.argmax(np.cumsum(ok, axis=1) > u[:, None], axis=1)]
         return random_policy
+    if hasattr(policy, "policy") and hasattr(policy, "value"):  # a solved model, batched
+        def solved(S: np.ndarray, T: np.ndarray) -> np.ndarray:
+            out = np.empty((len(S), len(domain.action_fluents)), dtype=np.int64)
+            for t in np.unique(T).tolist():
+                at = np.flatnonzero(T == t)
+                out[at] = acts[domain.policy_indices(policy, S[at], t)]
+            return out
+        return solved
     if not callable(policy):
-        raise DataError(f"policy must be 'random' or a callable (state, t) -> action, got {policy!r}")
+        raise DataError(f"policy must be 'random', a solved model's Solution or a callable "
+                        f"(state, t) -> action, got {policy!r}")
 
     def call(S: np.ndarray, T: np.ndarray) -> np.ndarray:
         out = np.empty((len(S), len(domain.action_fluents)), dtype=np.int64)
@@ -237,7 +246,8 @@ def log_transitions(domain: RDDLDomain, n_steps: int, policy: str | Callable = "
     horizon (``truncated``) or on a termination condition (``terminated``).
 
     ``policy``: "random" (uniform over the valid joint actions of the state: the set the exact model
-    enumerates) or ``policy(state, t) -> action`` with ``state`` a {state fluent: code} dict, ``t``
+    enumerates), a Solution of a model over the domain's fluents (batched, through
+    :meth:`RDDLDomain.policy_indices`) or ``policy(state, t) -> action`` with ``state`` a {state fluent: code} dict, ``t``
     the step in the episode and the action a {action fluent: code} dict (missing fluents: default)
     or a code row. ``backend``: "pyrddlgym" (its simulator, one step at a time) or "compiled"
     (the adapter's exact CPFs sampled in ``lanes`` parallel episodes; each lane's episodes stay

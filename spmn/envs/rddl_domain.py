@@ -325,6 +325,27 @@ class RDDLDomain:
                             f"(max-nondef-actions = {self.max_nondef_actions}, action preconditions)")
         return i
 
+    def policy_indices(self, solution: Any, states: np.ndarray, t: int) -> np.ndarray:
+        """Indices into :meth:`joint_actions` of a solved model's greedy actions at step ``t``
+        for every row of ``states``: ``solution.policy(rows, t)`` (the Solution protocol) of a
+        model whose state and action variables are this domain's fluents in its order (as
+        :func:`~spmn.envs.rddl.log_transitions` writes them); a finite-horizon solution's last
+        step serves later steps. DataError names an action that is not a valid joint action."""
+        acts = self.joint_actions()
+        H = getattr(solution, "horizon", None)
+        tt = int(t) if H is None else min(int(t), int(H) - 1)
+        rows = np.asarray(solution.policy(np.asarray(states, np.int64), tt), np.int64)
+        rows = rows.reshape(len(states), -1)
+        if rows.shape[1] != len(self.action_fluents):
+            raise DataError(f"{self.instance_name}: the solution gives {rows.shape[1]} action "
+                            f"columns per state, the domain has {len(self.action_fluents)} action "
+                            f"fluents {self.action_fluents}")
+        out = np.fromiter((self._action_index.get(np.ascontiguousarray(r).tobytes(), -1)  # type: ignore[union-attr]
+                           for r in rows), np.int64, len(rows))
+        if (out < 0).any():
+            self.action_index(rows[int(np.argmax(out < 0))])  # raises, naming the action
+        return out
+
     def valid_actions(self, states: np.ndarray) -> np.ndarray:
         """(n_states, A) bool: joint action a is allowed in state s (state-reading preconditions)."""
         acts = self.joint_actions()

@@ -100,7 +100,9 @@ class ExactRDDL:
             if not ok.any(axis=1).all():
                 raise DataError("some reachable state allows no joint action")
             return np.broadcast_to(ok / ok.sum(axis=1, keepdims=True), (H, S, A))
-        if callable(policy):
+        if hasattr(policy, "policy") and hasattr(policy, "value"):  # a solved model
+            policy = np.stack([self.domain.policy_indices(policy, self.states, t) for t in range(H)])
+        elif callable(policy):
             idx = np.empty((H, S), dtype=np.int64)
             for t in range(H):
                 for s in range(S):
@@ -127,7 +129,9 @@ class ExactRDDL:
                       ) -> np.ndarray:
         """(H+1, S) exact values of ``policy`` with H - t steps to go (``values[H] = 0``).
 
-        ``policy``: "random" (uniform over the valid joint actions), ``policy(state, t) -> action``
+        ``policy``: "random" (uniform over the valid joint actions), a Solution of a model over
+        the domain's fluents (:meth:`~spmn.envs.rddl_domain.RDDLDomain.policy_indices`),
+        ``policy(state, t) -> action``
         (as in :func:`spmn.envs.rddl.evaluate_policy`), action indices (S,) or (H, S), or
         probabilities (S, A) or (H, S, A).
         """
