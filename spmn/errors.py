@@ -66,3 +66,10 @@ class BuildWarning(SpmnWarning):
     """A compiled part is missing where spmn is imported from (e.g. the Cython extension in a
     source checkout that was never built): a slower backend stands in. The message says how
     to build it."""
+
+
+class AliasingWarning(SpmnWarning):
+    """Codes of an image encoder may hold more than one state: frames of one code lead to
+    different next codes or rewards (a G-test on a split of its frames), or an automatic
+    codebook kept every code of its upper limit. The message names the codes, what was done
+    (split by dynamics, or left) and the remedy."""

@@ -54,10 +54,12 @@ def check_frames(frames: Any, shape: tuple[int, ...] | None = None,
                  what: str = "frames") -> np.ndarray:
     """Frames as float32 (n, H, W, C) in [0, 1] scale (uint8 divided by 255).
 
-    Raises :class:`DataError` for a wrong rank, a non-numeric dtype, NaN or infinite pixels, or
-    a frame shape other than ``shape`` (the one seen at fit time).
+    Raises :class:`DataError` for a wrong rank, a non-numeric dtype, NaN or infinite pixels,
+    float pixels far outside [0, 1] (0..255 stored as floats), a frame shape other than
+    ``shape`` (the one seen at fit time), or, for a list of frames, a row whose shape or dtype
+    differs from row 0's (the error names the row).
     """
-    x = np.asarray(frames)
+    x = stack_rows(frames, what)
     if x.dtype.kind not in "uif" or x.dtype == np.bool_:
         raise DataError(f"{what} must hold numbers (uint8 0..255 or floats in [0, 1]), "
                         f"got dtype {x.dtype}")
@@ -76,8 +78,31 @@ def check_frames(frames: Any, shape: tuple[int, ...] | None = None,
         if bad.any():
             raise DataError(f"{what}: frame {int(np.argmax(bad))} has NaN or infinite pixels "
                             f"({int(bad.sum())} such frames)")
+        off = (x.max(axis=(1, 2, 3), initial=0.0) > 1.5) | (x.min(axis=(1, 2, 3), initial=0.0) < -0.5)
+        if off.any():
+            i = int(np.argmax(off))
+            raise DataError(f"{what}: frame {i} has pixels in [{float(x[i].min()):g}, "
+                            f"{float(x[i].max()):g}]; float frames must lie in [0, 1] (pass "
+                            f"uint8 for 0..255; {int(off.sum())} such frames)")
         return x.astype(np.float32, copy=False)
     return x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
+
+
+def stack_rows(frames: Any, what: str = "frames") -> np.ndarray:
+    """``frames`` as one array; a list (or object array) of frames must hold one shape and one
+    dtype, else a :class:`DataError` names the first row that differs from row 0."""
+    if isinstance(frames, np.ndarray) and frames.dtype != object:
+        return frames
+    if isinstance(frames, (list, tuple)) or (isinstance(frames, np.ndarray) and frames.ndim == 1):
+        rows = [np.asarray(f) for f in frames]
+        for i, f in enumerate(rows[1:], 1):
+            if f.shape != rows[0].shape or f.dtype != rows[0].dtype:
+                raise DataError(f"{what}: row {i} is a frame of shape {f.shape} and dtype "
+                                f"{f.dtype}, row 0 one of shape {rows[0].shape} and dtype "
+                                f"{rows[0].dtype}; every frame of a log must have one shape "
+                                "and one dtype")
+        return np.stack(rows) if rows else np.asarray(frames)
+    return np.asarray(frames)
 
 
 def check_actions(actions: Any, n: int) -> np.ndarray:

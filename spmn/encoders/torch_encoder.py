@@ -28,7 +28,17 @@ import numpy as np
 
 from ..errors import DataError, NotFittedError, SpmnError
 from .base import EncoderSchema, Seed, check_actions, check_frames, code_usage
-from .numpy_encoder import BATCH, KMeans, as_rng, fit_rows, take_rows
+from .numpy_encoder import (
+    BATCH,
+    KMeans,
+    as_rng,
+    auto_map,
+    check_max_codes,
+    check_n_codes,
+    fit_rows,
+    saved_map,
+    take_rows,
+)
 
 
 def import_torch():
@@ -78,7 +88,11 @@ def _decoder(torch, channels: int, height: int, width: int, dim: int, width_mult
 
 
 class TorchEncoder:
-    """CNN encoder: frames (n, H, W[, C]) -> ``dim``-d unit embeddings -> ``n_codes`` codes.
+    """CNN encoder: frames (n, H, W[, C]) -> ``dim``-d unit embeddings -> codes.
+
+    ``n_codes``: an int, or "auto" (default): k-means with ``max_codes`` centres on the
+    embeddings, then codes closer than ``merge_threshold`` noise σ merged, as in
+    :class:`~spmn.encoders.PCAKMeansEncoder` (``n_codes_`` found).
 
     ``output``: "codes" (one discrete variable ``name``) or "features" (the embedding, for a
     quantizer downstream). Training: ``steps`` Adam steps (``lr``) on batches of
@@ -88,18 +102,22 @@ class TorchEncoder:
     while fitting and encoding (None: torch's default).
     """
 
-    def __init__(self, n_codes: int = 32, dim: int = 32, output: str = "codes", steps: int = 800,
+    def __init__(self, n_codes: int | str = "auto", dim: int = 32, output: str = "codes",
+                 steps: int = 800,
                  batch_size: int = 128, lr: float = 1e-3, temperature: float = 0.1,
                  invariance: float = 1.0, shift: int = 2, aug_noise: float = 0.05,
                  width: int = 1, balance: float = 0.5, rebalance_every: int = 50,
-                 max_fit: int = 20000, threads: int | None = None, name: str = "z") -> None:
+                 max_fit: int = 20000, threads: int | None = None, name: str = "z", *,
+                 max_codes: int = 128, merge_threshold: float = 5.0) -> None:
         if output not in ("codes", "features"):
             raise DataError(f"output must be 'codes' or 'features', got {output!r}")
-        if int(n_codes) < 1 or int(dim) < 1 or int(steps) < 0 or int(batch_size) < 2:
-            raise DataError("n_codes, dim >= 1, steps >= 0 and batch_size >= 2 are required")
+        self.n_codes = check_n_codes(n_codes)
+        self.max_codes, self.merge_threshold = check_max_codes(max_codes, merge_threshold)
+        if int(dim) < 1 or int(steps) < 0 or int(batch_size) < 2:
+            raise DataError("dim >= 1, steps >= 0 and batch_size >= 2 are required")
         if not temperature > 0:
             raise DataError(f"temperature must be > 0, got {temperature!r}")
-        self.n_codes, self.dim, self.output, self.steps = int(n_codes), int(dim), output, int(steps)
+        self.dim, self.output, self.steps = int(dim), output, int(steps)
         self.batch_size, self.lr, self.temperature = int(batch_size), float(lr), float(temperature)
         self.invariance, self.shift, self.aug_noise = float(invariance), int(shift), float(aug_noise)
         self.width, self.max_fit, self.threads, self.name = int(width), int(max_fit), threads, str(name)
@@ -134,9 +152,11 @@ class TorchEncoder:
         if xn is not None and xn.shape[0] != n:
             raise DataError(f"{n} frames but {xn.shape[0]} next_frames")
         a = None if actions is None else check_actions(actions, n)
-        if n < self.batch_size or n < self.n_codes:
+        if n < self.batch_size or n < self._k:
+            what = f"max_codes={self._k} (n_codes='auto')" if self.n_codes == "auto" \
+                else f"{self._k} codes"
             raise DataError(f"{n} frames are too few for batch_size {self.batch_size} and "
-                            f"{self.n_codes} codes")
+                            f"{what}")
         rng = as_rng(seed)
         with _torch_settings(torch, self.threads):
             torch.manual_seed(int(rng.integers(2**62)))
@@ -146,12 +166,20 @@ class TorchEncoder:
             self.net_, self.frame_shape_, self.history_ = net, shape, hist
             rows = fit_rows(x, xn, self.max_fit, rng)
             E = self._embed(torch, take_rows(x, xn, rows))
-        self.kmeans_ = KMeans(self.n_codes).fit(E, rng)
-        self.usage_ = code_usage(self.kmeans_.labels_, self.n_codes)
-        if self.n_codes > 1 and self.usage_["perplexity"] < 2.0:
-            raise SpmnError(f"the encoder collapsed: code perplexity {self.usage_['perplexity']:.2f}"
-                            f" over {self.n_codes} codes; train longer or lower the temperature")
+        self.kmeans_ = KMeans(self._k).fit(E, rng)
+        raw = code_usage(self.kmeans_.labels_, self._k)
+        if self._k > 1 and raw["perplexity"] < 2.0:
+            raise SpmnError(f"the encoder collapsed: code perplexity {raw['perplexity']:.2f}"
+                            f" over {self._k} codes; train longer or lower the temperature")
+        self.code_map_ = auto_map(self, E, self.kmeans_)
+        self.n_codes_ = int(self.code_map_.max()) + 1
+        self.usage_ = code_usage(self.code_map_[self.kmeans_.labels_], self.n_codes_)
         return self
+
+    @property
+    def _k(self) -> int:
+        """k-means centres: ``n_codes``, or ``max_codes`` for "auto"."""
+        return self.max_codes if self.n_codes == "auto" else self.n_codes
 
     def _train(self, torch, x, xn, a, rng, gen):
         """Adam on the temporal objective (or the autoencoder one without next frames)."""
@@ -203,10 +231,11 @@ class TorchEncoder:
         self.net_ = net
         net.eval()
         E = self._embed(torch, x[pool] if xn is None else np.concatenate([x[pool], xn[pool]]))
-        lab = KMeans(self.n_codes, n_init=1, max_iter=20).fit(E, rng).labels_
-        cnt = np.bincount(lab, minlength=self.n_codes).astype(np.float64)
+        k = min(self._k, E.shape[0])
+        lab = KMeans(k, n_init=1, max_iter=20).fit(E, rng).labels_
+        cnt = np.bincount(lab, minlength=k).astype(np.float64)
         w = (cnt[lab] ** -self.balance).reshape(-1, pool.size).mean(0)
-        return pool, w / w.sum(), code_usage(lab, self.n_codes)
+        return pool, w / w.sum(), code_usage(lab, k)
 
     def _embed(self, torch, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.dim))
@@ -225,7 +254,7 @@ class TorchEncoder:
     def schema(self) -> EncoderSchema:
         self._check()
         if self.output == "codes":
-            return EncoderSchema("discrete", (self.name,), (self.n_codes,))
+            return EncoderSchema("discrete", (self.name,), (self.n_codes_,))
         return EncoderSchema("continuous", tuple(f"{self.name}{j}" for j in range(self.dim)))
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
@@ -239,7 +268,7 @@ class TorchEncoder:
     def transform(self, frames: np.ndarray) -> np.ndarray:
         """Codes (n, 1) int64, or embeddings (n, dim) when ``output="features"``."""
         E = self.embed(frames)
-        return self.kmeans_.predict(E)[:, None] if self.output == "codes" else E
+        return self.code_map_[self.kmeans_.predict(E)][:, None] if self.output == "codes" else E
 
     # ------------------------------------------------------------------ model files
     def get_config(self) -> dict[str, Any]:
@@ -248,7 +277,8 @@ class TorchEncoder:
                 "temperature": self.temperature, "invariance": self.invariance,
                 "shift": self.shift, "aug_noise": self.aug_noise, "width": self.width,
                 "balance": self.balance, "rebalance_every": self.rebalance_every,
-                "max_fit": self.max_fit, "threads": self.threads, "name": self.name}
+                "max_fit": self.max_fit, "threads": self.threads, "name": self.name,
+                "max_codes": self.max_codes, "merge_threshold": self.merge_threshold}
 
     def get_arrays(self) -> dict[str, np.ndarray]:
         """The CNN's ``state_dict`` tensors as arrays, the codebook and the frame shape."""
@@ -256,6 +286,7 @@ class TorchEncoder:
         out = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
         out["centers"] = self.kmeans_.centers_
         out["frame_shape"] = np.array(self.frame_shape_)
+        out["code_map"] = self.code_map_
         return out
 
     @classmethod
@@ -272,8 +303,10 @@ class TorchEncoder:
         except RuntimeError as exc:
             raise DataError(f"saved CNN weights do not fit the network: {exc}") from None
         enc.net_.eval()
-        enc.kmeans_ = KMeans(enc.n_codes)
-        enc.kmeans_.centers_ = np.asarray(arrays["centers"], np.float64)
-        if enc.kmeans_.centers_.shape != (enc.n_codes, enc.dim):
-            raise DataError("saved codebook does not match n_codes x dim")
+        centers = np.asarray(arrays["centers"], np.float64)
+        if centers.ndim != 2 or centers.shape[1] != enc.dim:
+            raise DataError(f"saved codebook of shape {centers.shape} does not match dim={enc.dim}")
+        enc.kmeans_ = KMeans(centers.shape[0])
+        enc.kmeans_.centers_ = centers
+        enc.code_map_, enc.n_codes_ = saved_map(enc, arrays, centers.shape[0])
         return enc

@@ -103,6 +103,51 @@ class GridRenderer:
         return (img if self.rgb else img[..., 0]), sprite
 
 
+def gridworld(desc: Sequence[str], slip: float = 0.0, step_reward: float = 0.0,
+              max_episode_steps: int = 200) -> Any:
+    """A :class:`~spmn.reference.TabularMDP` of a map of tiles, drawn by :class:`GridRenderer`.
+
+    State ``s`` is cell ``(s // cols, s % cols)``; actions 0..3 move left, down, right, up (as
+    FrozenLake's), into walls ("W") or off the map they stay put. With probability ``slip`` the
+    move goes to one of the two perpendicular directions instead (half each). Reaching "G"
+    gives 1 and ends the episode, "H" and "C" end it with 0; every other step gives
+    ``step_reward``. Episodes start at "S" (else uniformly on the floor). Wall cells are
+    never entered.
+    """
+    from ..reference import TabularMDP
+
+    rows = [str(r) for r in desc]
+    GridRenderer(rows, cell=3)  # the same checks of the map
+    if not 0.0 <= float(slip) < 1.0:
+        raise DataError(f"slip must lie in [0, 1), got {slip!r}")
+    R_, C_ = len(rows), len(rows[0])
+    S = R_ * C_
+    tile = np.array([c for r in rows for c in r])
+    moves = ((0, -1), (1, 0), (0, 1), (-1, 0))
+    P = np.zeros((4, S, S))
+    R = np.zeros((4, S, S))
+    end = np.isin(tile, list("GHC"))
+    for s in range(S):
+        r, c = divmod(s, C_)
+        for a in range(4):
+            if end[s] or tile[s] == "W":
+                P[a, s, s] = 1.0
+                continue
+            for b, pb in ((a, 1.0 - slip), ((a + 1) % 4, slip / 2), ((a + 3) % 4, slip / 2)):
+                if pb == 0:
+                    continue
+                rr, cc = r + moves[b][0], c + moves[b][1]
+                t = rr * C_ + cc if 0 <= rr < R_ and 0 <= cc < C_ and tile[rr * C_ + cc] != "W" \
+                    else s
+                P[a, s, t] += pb
+                R[a, s, t] = 1.0 if tile[t] == "G" else float(step_reward)
+    start = np.flatnonzero(tile == "S")
+    floor = ~end & (tile != "W")
+    st = (np.eye(S)[start[0]] if start.size else floor / floor.sum())
+    return TabularMDP(P, R, terminal=end | (tile == "W"), start=st,
+                      max_episode_steps=max_episode_steps)
+
+
 class GymRenderer:
     """Gymnasium's ``rgb_array`` frame of each state of a toy-text env, shrunk to ``size``.
 

@@ -4,19 +4,25 @@ The encoder maps each frame to codes; the :class:`~spmn.worldmodels.tabular.mode
 p(z', r | z, a) over them and solves it exactly; ``policy(frames)`` and ``value(frames)`` encode
 the frames and read the solution. An encoder that emits continuous features is followed by a
 k-means quantizer (``n_codes``); codes that split one state by nuisance are merged back by a
-test on their logged dynamics (:func:`merge_codes`). Model files store the encoder's weights as arrays in the npz
-beside the JSON (torch ``state_dict`` tensors converted to arrays), never a pickled object.
+test on their logged dynamics (:func:`merge_codes`). Codes that merge states are found the other
+way round: a G-test per code and action on a split of its frames by their next-code and reward
+distributions (:mod:`spmn.encoders.aliasing`); such codes are split by dynamics (``refine``)
+and an :class:`~spmn.errors.AliasingWarning` names them. Model files store the encoder's
+weights as arrays in the npz beside the JSON (torch ``state_dict`` tensors converted to
+arrays), never a pickled object.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 from scipy.special import chdtrc
 
-from ..encoders.base import Encoder, EncoderSchema, Seed, check_actions, check_frames
+from ..encoders.aliasing import Splits, apply_splits, find_aliasing, outcomes, refine
+from ..encoders.base import Encoder, EncoderSchema, Seed, check_actions, check_frames, stack_rows
 from ..encoders.numpy_encoder import BATCH, KMeans, PCAKMeansEncoder, as_rng
-from ..errors import DataError, ModelFileError, NotFittedError
+from ..errors import AliasingWarning, DataError, ModelFileError, NotFittedError
 from ..io import register_kind
 from ..learn.regions import reward_classes
 from ..schema import Variable
@@ -42,13 +48,21 @@ class EncodedWorldModel:
     :class:`~spmn.worldmodels.tabular.model.WorldModel` (``structure``, ``split_p``, ``min_samples_split``,
     ``smoothing``, ...). The action variable is "a", the reward "r".
 
+    Aliasing (one code column only): after the encoder, every code is tested for frames with
+    different futures (:func:`~spmn.encoders.aliasing.find_aliasing`, level ``split_p``);
+    ``refine=True`` (default) splits the codes where the test fires until it no longer does,
+    ``refine=False`` leaves them; either way an :class:`~spmn.errors.AliasingWarning` names
+    them. ``diagnostics_`` holds the figures (codes found, frames per code, the test's
+    findings before and after).
+
     Common keywords of every kind: ``progress`` (bars on the inner world model's long steps),
     ``seed`` (encoder training and the k-means quantizer; ``fit(seed=)`` overrides it for one
     fit), ``backend`` (the inner world model's Bellman passes).
     """
 
     def __init__(self, encoder: Encoder | None = None, *, fit_encoder: bool = True,
-                 n_codes: int = 32, merge: bool = True, progress: bool = True,
+                 n_codes: int = 32, merge: bool = True, refine: bool = True,
+                 progress: bool = True,
                  seed: Seed = None, backend: str | None = None,
                  **world_model_args: Any) -> None:
         self.encoder = PCAKMeansEncoder() if encoder is None else encoder
@@ -63,6 +77,7 @@ class EncodedWorldModel:
         self.fit_encoder = bool(fit_encoder)
         self.n_codes = int(n_codes)
         self.merge = bool(merge)
+        self.refine = bool(refine)
         self.world_model_args = dict(world_model_args)
         self.progress, self.seed, self.backend = bool(progress), seed, backend
 
@@ -75,8 +90,9 @@ class EncodedWorldModel:
     @staticmethod
     def _frames(frames: Any, shape: tuple[int, ...] | None = None, what: str = "frames") -> np.ndarray:
         """Checked float32 frames, in the caller's layout (grey frames may drop the channel)."""
-        x = check_frames(frames, shape, what)
-        return x[..., 0] if np.ndim(frames) == 3 else x
+        raw = stack_rows(frames, what)
+        x = check_frames(raw, shape, what)
+        return x[..., 0] if np.ndim(raw) == 3 else x
 
     def _raw(self, x: np.ndarray) -> np.ndarray:
         out = [np.asarray(self.encoder.transform(x[lo:lo + BATCH]))
@@ -91,7 +107,39 @@ class EncodedWorldModel:
         if self.quantizer_ is not None:
             z = self.quantizer_.predict(z)[:, None]
         z = z.astype(np.int64)
+        if len(getattr(self, "splits_", ())):
+            z = apply_splits(z[:, 0], self._features(frames), self.splits_)[:, None]
         return z if self.code_map_ is None else self.code_map_[z]
+
+    def _features(self, frames: Any) -> np.ndarray:
+        """The feature space in which codes are split: the encoder's own (PCA coordinates,
+        CNN embeddings, continuous outputs), else a fixed random projection of the pixels."""
+        kind = self.feature_kind_
+        if kind == "features":
+            return self.encoder.features(frames)
+        if kind == "embed":
+            return self.encoder.embed(frames)
+        x = self._frames(frames, getattr(self, "frame_shape_", None))
+        if kind == "continuous":
+            return self._raw(x).astype(np.float64)
+        flat = x.reshape(x.shape[0], -1)
+        out = np.empty((flat.shape[0], self.projection_.shape[1]))
+        for lo in range(0, flat.shape[0], BATCH):
+            out[lo:lo + BATCH] = flat[lo:lo + BATCH] @ self.projection_
+        return out
+
+    def _feature_kind(self, schema: EncoderSchema, shape: tuple[int, ...],
+                      rng: np.random.Generator) -> str:
+        self.projection_ = None
+        if callable(getattr(self.encoder, "features", None)):
+            return "features"
+        if callable(getattr(self.encoder, "embed", None)):
+            return "embed"
+        if schema.kind == "continuous":
+            return "continuous"
+        d = int(np.prod(shape))
+        self.projection_ = rng.normal(size=(d, 64)) / np.sqrt(64.0)
+        return "pixels"
 
     @property
     def state_names(self) -> list[str]:
@@ -134,6 +182,26 @@ class EncodedWorldModel:
             names, cards = ("z",), (self.n_codes,)
         else:
             names, cards = schema.names, schema.cards
+        self.feature_kind_ = self._feature_kind(schema, shape, rng)
+        self.frame_shape_ = shape
+        p_alias = float(self.world_model_args.get("split_p", 1e-3))
+        min_count = int(self.world_model_args.get("min_samples_split", 20))
+        rclass = reward_classes(r)
+        enc_codes = int(np.prod(cards))
+        self.splits_, first, F = Splits.empty(0), [], None
+        if len(names) == 1:
+            F, Fn = self._features(x), self._features(xn)
+            if self.refine:
+                self.splits_, first = refine(F, Fn, z[:, 0], zn[:, 0], a, t.astype(bool), rclass,
+                                             int(cards[0]), p_alias, min_count, seed=rng)
+            else:
+                self.splits_ = Splits.empty(F.shape[1])
+                first = find_aliasing(F, z[:, 0], a, outcomes(zn[:, 0], t, rclass), p_alias,
+                                      min_count, rng)
+            if len(self.splits_):
+                z = apply_splits(z[:, 0], F, self.splits_)[:, None]
+                zn = apply_splits(zn[:, 0], Fn, self.splits_)[:, None]
+                cards = (int(cards[0]) + len(self.splits_),)
         self.code_map_ = None
         if self.merge and len(names) == 1:
             self.code_map_ = merge_codes(
@@ -150,10 +218,59 @@ class EncodedWorldModel:
         self.world_model_ = WorldModel(states, "a", "r", "terminated", progress=self.progress,
                                        seed=self.seed, backend=self.backend,
                                        **self.world_model_args).fit(cols)
-        self.frame_shape_ = shape
         self.solve_args_: dict[str, Any] | None = None
         self.diagnostics_ = _diagnostics(z, zn, t.astype(bool), cards)
+        self.diagnostics_.update(self._alias_figures(enc_codes, first, F, z, zn, a, t, rclass,
+                                                     p_alias, min_count, rng))
+        mix = self.diagnostics_["end_code_mixing"]
+        if mix > 0.5:
+            warnings.warn(
+                f"end_code_mixing = {mix:.2f}: the codes of episode-end frames also code frames "
+                "that episodes go on from, so the encoder merged end states with live ones (the "
+                "logged 'terminated' flag still ends those episodes). Remedy: a larger codebook "
+                "or an encoder that separates these frames; see EncodedWorldModel.diagnostics_",
+                AliasingWarning, stacklevel=2)
         return self
+
+    def _alias_figures(self, enc_codes, first, F, z, zn, a, t, rclass, p_alias, min_count,
+                       rng) -> dict[str, Any]:
+        """The aliasing figures of a fit (and the AliasingWarning when the test fired)."""
+        out: dict[str, Any] = {
+            "encoder_codes": enc_codes,
+            "encoder_max_codes": getattr(self.encoder, "max_codes", None)
+            if getattr(self.encoder, "n_codes", None) == "auto" else None,
+            "frames_per_code": np.bincount(np.concatenate([z[:, 0], zn[:, 0]]),
+                                           minlength=int(z.max(initial=0)) + 1).tolist()
+            if z.shape[1] == 1 else None,
+            "aliased_codes": [f.to_dict() for f in first],
+            "refine_splits": len(self.splits_), "residual_aliasing": [],
+            "aliasing_test": "G-test per code and action, level split_p, Bonferroni"
+            if F is not None else "skipped: several code columns"}
+        if F is None or not first:
+            return out
+        final = find_aliasing(F, z[:, 0], a, outcomes(zn[:, 0], t, rclass), p_alias, min_count,
+                              rng)
+        out["residual_aliasing"] = [f.to_dict() for f in final]
+        codes = [f.code for f in first]
+        worst = first[0]
+        enc = type(self.encoder).__name__
+        auto = getattr(self.encoder, "n_codes", None) == "auto"
+        limit = getattr(self.encoder, "max_codes" if auto else "n_codes", None)
+        comps = getattr(self.encoder, "n_components", None)
+        done = (f"split by dynamics into {len(self.splits_)} more codes (refine=True)"
+                if self.refine else "left as they are (refine=False)")
+        left = (f"; codes {[f.code for f in final]} of the final model still alias" if final
+                else "; no aliasing is left after the splits" if self.refine else "")
+        warnings.warn(
+            f"{enc} codes {codes} hold frames with different futures (G-test of a split of "
+            f"their frames by next code and reward, per action: code {worst.code} G={worst.G:.1f}"
+            f", df={worst.df}, adjusted p={worst.p_adjusted:.2g}): the encoder merged states. "
+            f"They were {done}{left}. Remedy: a larger codebook (the encoder's "
+            f"{'max_codes' if auto else 'n_codes'}{'' if limit is None else ' = ' + str(limit)}"
+            f"{'' if comps is None else ', n_components = ' + str(comps)}), an encoder that "
+            "separates these frames, or more transitions; see EncodedWorldModel.diagnostics_",
+            AliasingWarning, stacklevel=3)
+        return out
 
     # ------------------------------------------------------------------ solving and queries
     def solve(self, gamma: float = 0.95, horizon: int | None = None,
@@ -286,6 +403,19 @@ def _diagnostics(z: np.ndarray, zn: np.ndarray, term: np.ndarray, cards) -> dict
             "end_code_mixing": mixing}
 
 
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    """Diagnostics as plain JSON values (numpy scalars to Python numbers)."""
+    def conv(v):
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, np.generic):
+            return v.item()
+        return v
+    return conv(d)
+
+
 def _is_fitted(encoder: Any) -> bool:
     try:
         encoder.schema
@@ -329,6 +459,14 @@ def to_payload(m: EncodedWorldModel, arrays) -> dict[str, Any]:
         "seed": int(m.seed) if isinstance(m.seed, (int, np.integer)) else None,
         "world_model": wm_payload(m.world_model_, arrays),
         "solve": m.solve_args_,
+        "refine": m.refine,
+        "feature_kind": m.feature_kind_,
+        "projection": None if m.projection_ is None else _put(arrays, "projection", m.projection_),
+        "splits": {"parent": _put(arrays, "split_parent", m.splits_.parent),
+                   "child": _put(arrays, "split_child", m.splits_.child),
+                   "threshold": _put(arrays, "split_threshold", m.splits_.threshold),
+                   "direction": _put(arrays, "split_direction", m.splits_.direction)},
+        "diagnostics": _jsonable(m.diagnostics_),
     }
 
 
@@ -342,7 +480,18 @@ def from_payload(doc: dict[str, Any], arrays) -> EncodedWorldModel:
     args = {k: v for k, v in doc["world_model_args"].items() if k != "progress"}
     m = EncodedWorldModel(enc, fit_encoder=False, n_codes=int(doc["n_codes"]),
                           merge=bool(doc["merge"]), seed=doc.get("seed"), **args)
+    m.refine = bool(doc.get("refine", True))
     m.code_map_ = None if doc["code_map"] is None else np.asarray(doc["code_map"], np.int64)
+    m.feature_kind_ = doc.get("feature_kind", "pixels")
+    m.projection_ = None if doc.get("projection") is None else _get(arrays, doc["projection"])
+    sp = doc.get("splits")
+    m.splits_ = Splits.empty(0) if sp is None else Splits(
+        _get(arrays, sp["parent"]).astype(np.int64), _get(arrays, sp["child"]).astype(np.int64),
+        _get(arrays, sp["threshold"]).astype(np.float64),
+        _get(arrays, sp["direction"]).astype(np.float64))
+    if len(m.splits_) and m.splits_.direction.shape[0] != len(m.splits_):
+        raise ModelFileError("saved refinement splits do not fit together")
+    m.diagnostics_ = dict(doc.get("diagnostics") or {})
     m.frame_shape_ = tuple(int(v) for v in doc["frame_shape"])
     m.quantizer_ = None
     if doc["quantizer"] is not None:

@@ -126,14 +126,14 @@ def test_callable_encoder_discrete_and_continuous(lake_env, lake_log):
 
 # ---------------------------------------------------------------------------- numpy fallback
 def test_pca_kmeans_encoder_on_noisy_frames(lake_env, lake_log):
-    enc = PCAKMeansEncoder()
+    enc = PCAKMeansEncoder(n_codes=32, n_components=32)
     with pytest.raises(NotFittedError):
         enc.transform(lake_log["frames"])
     enc.fit(lake_log["frames"], next_frames=lake_log["next_frames"], seed=0)
     z = enc.transform(lake_log["frames"])
     assert z.shape == (6000, 1) and z.min() >= 0 and z.max() < 32
     assert _purity(enc, lake_log, lake_env) >= 0.99
-    assert enc.usage_["used"] == 32
+    assert enc.usage_["used"] == 32 and enc.schema.cards == (32,)
     assert enc.features(lake_log["frames"][:5]).shape == (5, 32)
     again = PCAKMeansEncoder.from_saved(enc.get_config(), enc.get_arrays())
     assert np.array_equal(again.transform(lake_log["frames"]), z)
