@@ -464,3 +464,22 @@ def test_save_load_round_trip(tmp_path):
         np.testing.assert_array_equal(a.policy(S), b.policy(S))
     np.testing.assert_array_equal(back.reward_.predict(np.zeros((1, 6), np.int64)),
                                   model.reward_.predict(np.zeros((1, 6), np.int64)))
+
+
+def test_flat_row_index_is_exact_even_when_hashes_collide(monkeypatch):
+    from spmn.worldmodels.factored import flat
+    rng = np.random.default_rng(3)
+    S = np.unique(rng.integers(0, 3, (300, 6)), axis=0)
+    T = np.concatenate([S[rng.permutation(len(S))[:100]], rng.integers(0, 4, (200, 6))])
+
+    def brute(S, T):
+        return np.array([next((i for i, r in enumerate(S) if (r == t).all()), -1) for t in T])
+    want = brute(S, T)
+    np.testing.assert_array_equal(flat._Index(S).find(T), want)
+    # a weak hash (the row sum) collides everywhere: lookups stay exact
+    monkeypatch.setattr(flat, "_MULT", np.ones(4096, np.uint64))
+    np.testing.assert_array_equal(flat._Index(S).find(T), want)
+    one = S[:1]  # unique hashes in the index, but an unknown row with a known hash
+    q = np.array([[S[0, 1], S[0, 0], *S[0, 2:]]])
+    got = flat._Index(one).find(q)
+    assert got[0] == (0 if (q == one).all() else -1)

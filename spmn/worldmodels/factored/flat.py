@@ -61,21 +61,48 @@ def successors(mdp: FactoredMDP, X: np.ndarray, limit: float = np.inf
     return src[order], nxt[order], prob[order]
 
 
+_MULT = np.random.default_rng(20261203).integers(1, 2**63, 4096, dtype=np.uint64) | np.uint64(1)
+
+
+def _hash(S: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row (a fixed odd multiplier per column, wrapping sums)."""
+    d = S.shape[1]
+    if d > _MULT.size:
+        raise SolverError(f"the flat solver hashes at most {_MULT.size} state variables")
+    with np.errstate(over="ignore"):
+        return (S.astype(np.uint64) * _MULT[:d]).sum(axis=1, dtype=np.uint64)
+
+
 class _Index:
-    """Sorted byte keys of the known states, for row lookups."""
+    """Row lookups among the known states: sorted 64-bit row hashes, every hit checked against
+    the row itself (a collision falls back to exact byte keys, so lookups are always exact)."""
 
     def __init__(self, S: np.ndarray) -> None:
         self.S = S
-        self.keys = _rows(S)
-        self.order = np.argsort(self.keys, kind="stable")
-        self.sorted = self.keys[self.order]
+        self.h = _hash(S)
+        self.order = np.argsort(self.h, kind="stable")
+        self.sorted = self.h[self.order]
+        self.unique = bool(self.sorted.size < 2 or (np.diff(self.sorted) != 0).all())
+
+    def _find_bytes(self, T: np.ndarray) -> np.ndarray:
+        keys = _rows(self.S)
+        order = np.argsort(keys, kind="stable")
+        srt, k = keys[order], _rows(T)
+        pos = np.minimum(np.searchsorted(srt, k), srt.size - 1)
+        return np.where(srt[pos] == k, order[pos], -1)
 
     def find(self, T: np.ndarray) -> np.ndarray:
         if self.S.shape[0] == 0 or T.shape[0] == 0:
             return np.full(T.shape[0], -1, np.int64)
-        k = _rows(T)
-        pos = np.minimum(np.searchsorted(self.sorted, k), self.sorted.size - 1)
-        return np.where(self.sorted[pos] == k, self.order[pos], -1)
+        if not self.unique:
+            return self._find_bytes(T)
+        h = _hash(T)
+        pos = np.minimum(np.searchsorted(self.sorted, h), self.sorted.size - 1)
+        hit = self.sorted[pos] == h
+        j = np.where(hit, self.order[pos], -1)
+        if hit.any() and not (self.S[j[hit]] == T[hit]).all():  # a collision with an unknown row
+            return self._find_bytes(T)
+        return j
 
 
 def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int = 4096
