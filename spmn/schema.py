@@ -289,7 +289,7 @@ class Schema:
         nan_ok = [True] * len(cols) if may is None else may.tolist()
         for row in X.tolist():
             for x, (a, b, c), ok_nan in zip(row, cols, nan_ok):
-                if x != x:
+                if math.isnan(x):
                     if not ok_nan:
                         return False
                 elif not (a <= x <= b) or (not c and x != math.floor(x)):

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spmn import DataError, Schema, SchemaError, Variable
 
@@ -80,8 +82,6 @@ def test_nan_where_required_and_unknown_columns():
 
 
 # ---------------------------------------------------------------- one-pass validation
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _CELLS = st.sampled_from([0.0, 1.0, 2.0, 3.0, -1.0, 0.5, 2.5, -0.0, np.nan, np.inf, -np.inf,
                           1e300, -1e300, 7.0, np.nextafter(1.0, 2.0)])

@@ -82,7 +82,7 @@ def policy(circuit: Structure, X: Any = None, *, decision: str | None = None,
                                                                  _values(circuit, interface_values))
     if single:
         v = dec[0, col]
-        return -1 if v != v else int(v)
+        return -1 if np.isnan(v) else int(v)
     return np.where(np.isnan(dec[:, col]), -1, dec[:, col]).astype(np.int64)
 
 
