@@ -305,11 +305,18 @@ def cmd_show(args) -> int:
     explanation = model.explain() if hasattr(model, "explain") and not is_circuit else None
     if explanation is not None:
         text.append(str(explanation))
+    diagnostics = getattr(model, "diagnostics_", None)  # an encoded model's code health
+    if diagnostics:
+        text.append("encoder diagnostics: " + ", ".join(
+            f"{k}={v}" for k, v in diagnostics.items() if k != "frames_per_code")
+            + (f"\nframes per code: {diagnostics['frames_per_code']}"
+               if diagnostics.get("frames_per_code") else ""))
     text.append(str(summary))
     text += [f"DOT written to {args.dot}"] * bool(args.dot) + [f"PNG written to {args.png}"] * bool(args.png)
     _emit(args, {"model": args.model, "kind": kind, "summary": summary.to_dict(),
                  "variables": v.to_dict(),
-                 "explain": getattr(explanation, "parents", None)}, "\n".join(text))
+                 "explain": getattr(explanation, "parents", None),
+                 **({"diagnostics": diagnostics} if diagnostics else {})}, "\n".join(text))
     return 0
 
 

@@ -97,7 +97,7 @@ def test_numpy_model_file_round_trip_and_callables(small, tmp_path):
         m.policy(frames)
     m.solve(GAMMA)
     back = spmn.load(spmn.save(m, tmp_path / "np.json"))
-    assert back.encoder.n_codes == 32
+    assert back.encoder.n_codes == "auto" and back.encoder.n_codes_ == m.encoder.n_codes_
     assert np.array_equal(back.policy(frames), m.policy(frames))
     assert np.allclose(back.q(frames), m.q(frames), atol=1e-12)
     unsolved = _fit(EncodedWorldModel(PCAKMeansEncoder()), d, seed=0)
