@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from scipy import integrate, stats
 
 import spmn
-from spmn.errors import CoverageWarning, DataError, NotFittedError, SolverError, SpmnWarning
+from spmn.errors import (
+    CoverageWarning,
+    DataError,
+    NotFittedError,
+    SolverError,
+    SpmnWarning,
+)
 from spmn.worldmodels.continuous import ContinuousWorldModel
 from spmn.worldmodels.continuous import leaves as L
 
@@ -29,16 +35,16 @@ def _chain(n=4000, seed=0, actions=2):
             "done": end}
 
 
-@pytest.fixture(scope="module")
-def mixed():
+@pytest.fixture(scope="module", params=["histogram", "gaussian"])
+def mixed(request):
     return ContinuousWorldModel(["x", "y"], "a", "r", "done", discrete=["y"], max_regions=24,
-                                progress=False).fit(_chain())
+                                leaf=request.param, progress=False).fit(_chain())
 
 
 def _box_reference(mu, sd, lo, hi):
     """∫ N(t; mu, sd) dt over (lo, hi] by adaptive quadrature (the slow, obvious oracle), in
     pieces cut at mu ± 0, 1, 4 sd so that no piece hides the peak from the quadrature."""
-    pdf = lambda t: stats.norm.pdf(t, mu, sd)  # noqa: E731
+    pdf = lambda t: stats.norm.pdf(t, mu, sd)
     cuts = [c for c in mu + sd * np.array([-4, -1, 0, 1, 4]) if lo < c < hi]
     edges = [lo, *cuts, hi]
     with warnings.catch_warnings():  # far tails: the integrand underflows, quad says so
@@ -47,18 +53,35 @@ def _box_reference(mu, sd, lo, hi):
                    for a, b in zip(edges[:-1], edges[1:]))
 
 
+def _counted(model, logs, k, a, j):
+    """P(region j | k, a) of histogram leaves, counted from the logs: the product over the
+    variables of the fraction of (k, a)'s rows (episode not ended) whose next value lies in
+    region j's interval (the slow, obvious oracle)."""
+    X = np.stack([logs["x"], logs["y"]], 1)
+    Xn = np.stack([logs["x_next"], logs["y_next"]], 1)
+    rows = (model.regions(X) == k) & (logs["a"] == a) & ~logs["done"]
+    lo, hi = model.tree_.boxes()
+    inside = (Xn[rows] > lo[j]) & (Xn[rows] <= hi[j])
+    return float(np.prod(inside.mean(axis=0)))
+
+
 def test_landing_probabilities_equal_numerical_integration(mixed):
     lv, (lo, hi) = mixed.leaves_, mixed.tree_.boxes()
     P = mixed.landing_probabilities()
     K, A = lv.count.shape
+    logs = _chain()
+    assert not lv.fallback.any()
     for a in range(A):
         np.testing.assert_allclose(np.asarray(P[a].sum(axis=1)).ravel(), 1.0, atol=1e-12)
         for k in range(0, K, 5):
             for j in range(K):
-                gauss = _box_reference(lv.mean[k, a, 0], lv.std[k, a, 0], lo[j, 0], hi[j, 0])
-                codes = np.arange(3)
-                cat = lv.cat[k, a, 0][(codes > lo[j, 1]) & (codes <= hi[j, 1])].sum()
-                assert P[a][k, j] == pytest.approx(gauss * cat, rel=1e-10, abs=1e-14)
+                if mixed.leaf == "histogram":
+                    ref = _counted(mixed, logs, k, a, j)
+                else:
+                    codes = np.arange(3)
+                    ref = _box_reference(lv.mean[k, a, 0], lv.std[k, a, 0], lo[j, 0], hi[j, 0]) \
+                        * lv.cat[k, a, 0][(codes > lo[j, 1]) & (codes <= hi[j, 1])].sum()
+                assert P[a][k, j] == pytest.approx(ref, rel=1e-10, abs=1e-14)
 
 
 @settings(max_examples=25, deadline=None)
@@ -71,12 +94,17 @@ def test_box_masses_keep_relative_precision_in_the_tails(mu, sd, a, w):
 
 
 def _dense_reference(model, gamma, horizon=None):
-    """Brute force over the learned piecewise model: P from the direct box formula (every
-    region pair, no edge sharing), then plain value iteration / backward induction."""
+    """Brute force over the learned piecewise model: P from the logs' counts (histogram
+    leaves) or the direct box formula (Gaussian leaves; every region pair, no edge sharing),
+    then plain value iteration / backward induction."""
     lv, (lo, hi) = model.leaves_, model.tree_.boxes()
     K, A = lv.count.shape
     P = np.ones((A, K, K))
+    logs = _chain()
     for a in range(A):
+        if model.leaf == "histogram":
+            P[a] = [[_counted(model, logs, k, a, j) for j in range(K)] for k in range(K)]
+            continue
         for j in range(model.leaves_.mean.shape[2]):
             if model.discrete_[j]:
                 P[a] *= L.cat_masses(lv.cat[:, a, 0], lo[:, j], hi[:, j])
@@ -92,7 +120,7 @@ def _dense_reference(model, gamma, horizon=None):
 def test_region_solver_matches_the_brute_force_reference(mixed):
     Vref, Pref = _dense_reference(mixed, 0.9)
     for a, Pa in enumerate(mixed.landing_probabilities()):
-        np.testing.assert_allclose(Pa.toarray(), Pref[a], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(Pa.toarray(), Pref[a], rtol=1e-10, atol=1e-15)
     for method in ("policy_iteration", "value_iteration"):
         sol = mixed.solve(0.9, method=method, tol=1e-12, warn=False)
         np.testing.assert_allclose(sol.values, Vref, rtol=1e-10, atol=1e-10)
@@ -121,6 +149,12 @@ def test_values_converge_to_the_analytic_chain_as_regions_are_refined():
         errors.append(np.abs(m.solve(gamma, warn=False).value(grid) - exact).max())
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 0.05 * np.abs(exact).max()
+    # value-directed refinement: split where the Bellman targets vary most, then re-solve
+    m = ContinuousWorldModel("x", "a", max_regions=16, min_samples_leaf=50,
+                             progress=False).fit(logs)
+    m.refine(gamma, 0.5)
+    assert m.n_regions_ == 24
+    assert np.abs(m.solve(gamma, warn=False).value(grid) - exact).max() < errors[1]
 
 
 def test_the_solution_answers_by_region_and_q_takes_candidate_actions(mixed):
@@ -151,6 +185,13 @@ def test_nan_and_inf_name_row_and_column():
             {**_chain(100), "y": np.full(100, 0.5)})
     with pytest.raises(NotFittedError):
         ContinuousWorldModel("x", "a").solve()
+    with pytest.raises(DataError, match="leaf"):
+        ContinuousWorldModel("x", "a", leaf="kde")
+    with pytest.raises(DataError, match="split_penalty"):
+        ContinuousWorldModel("x", "a", split_penalty=-1.0)
+    grown = ContinuousWorldModel(["x", "y"], "a", discrete=["y"], max_regions=40,
+                                 split_penalty=0.0, progress=False).fit(_chain(500))
+    assert grown.n_regions_ == 40  # no BIC stop: grown to max_regions
     with pytest.raises(SolverError, match="gamma"):
         m.solve(1.0)
 
@@ -191,6 +232,8 @@ def test_files_round_trip_and_the_circuit_validates(mixed, tmp_path):
     np.testing.assert_array_equal(a.values, b.values)
     np.testing.assert_array_equal(a.region_policy, b.region_policy)
     assert str(back.explain()) == str(mixed.explain())
+    with pytest.raises(NotFittedError, match="logged data"):
+        back.refine(0.9)
     c = mixed.to_circuit()
     c.validate()
     k = mixed.regions(np.array([[0.3, 1.0]]))[0]

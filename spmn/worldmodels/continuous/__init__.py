@@ -2,4 +2,4 @@
 closed-form box probabilities, solved exactly for the piecewise model."""
 from .model import ContinuousSolution, ContinuousWorldModel
 
-__all__ = ["ContinuousWorldModel", "ContinuousSolution"]
+__all__ = ["ContinuousSolution", "ContinuousWorldModel"]

@@ -6,7 +6,7 @@ The root is a deterministic sum over the regions (the threshold tree flattened: 
 as one uniform histogram bin per continuous state variable, clipped to the logged range, and a
 uniform categorical over the box's codes per discrete one; weight w_k = the region's share of
 the logged rows), so the decision sees the region. Below the max over the action, the product
-of the next-state leaves (Gaussian or categorical), the episode-end categorical and the mean
+of the next-state leaves (histogram, Gaussian or categorical), the episode-end categorical and the mean
 reward as a constant utility: the circuit's MEU given a state is ``max_a R(k, a)``, its
 likelihood of ``(s, a, s')`` is ``w_k Box_k(s) Π_j Leaf(s'_j)``. The Bellman update over
 regions (:mod:`.solve`) integrates these leaves over the boxes in closed form.
@@ -44,6 +44,12 @@ def build_circuit(model: Any) -> Circuit:
                      *(var(s, j) for j, s in enumerate(nxt)), Variable.discrete(end, 2),
                      Variable.utility(model.reward)],
                     partial_order=[states, [action], [*nxt, end, model.reward]])
+    breaks = []  # histogram breaks per variable: the tree's thresholds inside the logged range
+    for j, br in enumerate(lv.break_lists()):
+        eps = 1e-9 * float(model.scale_[j])
+        first = min(model.low_[j], br[0] - eps) if br.size else model.low_[j]
+        last = max(model.high_[j], br[-1] + eps) if br.size else model.high_[j] + eps
+        breaks.append(np.concatenate([[first], br, [last]]))
     regions = []
     for k in range(model.tree_.n_regions):
         box = []
@@ -61,6 +67,10 @@ def build_circuit(model: Any) -> Circuit:
             for j, s in enumerate(nxt):
                 if disc[j]:
                     leaves.append(N.Categorical(s, lv.cat[k, a, dis_index[j], :int(cards[j])]))
+                elif lv.is_histogram:
+                    b = breaks[j]
+                    mass = np.diff(np.concatenate([[0.0], lv.hist[k, a, j, :b.size - 2], [1.0]]))
+                    leaves.append(N.Histogram(s, b, np.maximum(mass, 0.0) / np.diff(b)))
                 else:
                     leaves.append(N.Gaussian(s, float(lv.mean[k, a, j]), float(lv.std[k, a, j])))
             pe = float(lv.p_end[k, a])

@@ -3,14 +3,22 @@ landing in each region.
 
 Per region k and action a, from the logged rows (k, a): the episode-end probability
 ``p_end = n_end / n`` (counts), the mean reward (its expectation is exact), and, from the rows
-that did not end, one leaf per next-state variable: a Gaussian ``N(μ, σ²)`` (ML moments, σ at
-least ``min_std`` x the variable's logged spread) for a continuous variable, a categorical over
-its codes for a discrete one. The next-state variables are independent given (k, a), so the
-probability of landing in region j, a box ``(lo, hi]``, is a product of one-dimensional masses
-in closed form: ``P(j | k, a) = Π_d [F_d(hi_d) − F_d(lo_d)]`` with F the leaf's CDF (Φ for a
-Gaussian, a cumulative sum for a categorical). Upper tails use the survival function, so a
-small mass far from the mean keeps its relative precision. The boxes partition the space, so
-``Σ_j P(j | k, a) = 1`` up to rounding.
+that did not end, one leaf per next-state variable: for a continuous variable a histogram
+(``leaf="histogram"``, the default: breaks at the tree's thresholds on that variable, bin
+masses the fractions of the rows' next values in each bin, so its CDF at every box edge is an
+empirical fraction) or a Gaussian ``N(μ, σ²)`` (``leaf="gaussian"``: ML moments, σ at least
+``min_std`` x the variable's logged spread); a categorical over its codes for a discrete one.
+The next-state variables are independent given (k, a), so the probability of landing in
+region j, a box ``(lo, hi]``, is a product of one-dimensional masses in closed form:
+``P(j | k, a) = Π_d [F_d(hi_d) − F_d(lo_d)]`` with F the leaf's CDF (the histogram's cumulative
+fractions, Φ for a Gaussian, a cumulative sum for a categorical). Gaussian upper tails use the
+survival function, so a small mass far from the mean keeps its relative precision. The boxes
+partition the space, so ``Σ_j P(j | k, a) = 1`` up to rounding.
+
+Why histograms by default: a region is wide compared with one step of motion (CartPole moves
+x by 0.02 v per step), and a Gaussian's tails leak a few percent of mass into *both*
+neighbours each step, which swamps a one-sided drift of the same size; the histogram puts
+exactly the logged fraction across each boundary (drift / width for a uniform spread).
 
 Documented fallback: a (region, action) pair with no logged row uses the region's leaves pooled
 over actions (``fallback`` marks it; the model warns when the greedy policy uses one).
@@ -35,23 +43,41 @@ class Leaves:
     std: np.ndarray       # next-state std per variable (K, A, d); 0 for discrete variables
     cat: np.ndarray       # categorical next-state probabilities (K, A, d_discrete, k_max)
     fallback: np.ndarray  # pair never logged: pooled over the region's actions (K, A) bool
+    edges: np.ndarray     # histogram breaks per variable (d, E), padded with +inf
+    hist: np.ndarray      # histogram CDF at each break (K, A, d, E); (K, A, d, 0) for Gaussians
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in ("count", "p_end", "reward", "mean", "std", "cat",
-                                              "fallback")}
+                                              "fallback", "edges", "hist")}
+
+    @property
+    def is_histogram(self) -> bool:
+        return self.hist.shape[3] > 0
+
+    def break_lists(self) -> list[np.ndarray]:
+        """The finite histogram breaks of each variable (no padding)."""
+        return [e[np.isfinite(e)] for e in self.edges]
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Leaves":
-        out = {k: np.asarray(v, float) for k, v in arrays.items()}
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Leaves:
+        out = {k: np.asarray(v, float) for k, v in arrays.items() if k != "edges"}
+        out["edges"] = arrays["edges"]
+        if isinstance(arrays["edges"], list):  # per-variable breaks, as files store them
+            br = arrays["edges"]
+            E = out["hist"].shape[3]
+            out["edges"] = np.full((len(br), E), np.inf)
+            for j, b in enumerate(br):
+                out["edges"][j, :b.size] = b
         out["fallback"] = out["fallback"].astype(bool)
         return cls(**out)
 
 
 def fit_leaves(k: np.ndarray, a: np.ndarray, r: np.ndarray, Sn: np.ndarray, end: np.ndarray,
                K: int, A: int, discrete: np.ndarray, cards: np.ndarray, scale: np.ndarray,
-               min_std: float) -> Leaves:
+               min_std: float, edges: list[np.ndarray] | None = None) -> Leaves:
     """ML leaves per (region, action) from rows (region k, action a, reward r, next state Sn,
-    end flag); ``discrete`` marks the discrete variables (codes < ``cards``)."""
+    end flag); ``discrete`` marks the discrete variables (codes < ``cards``); ``edges`` (the
+    sorted thresholds per variable) makes the continuous leaves histograms."""
     d = Sn.shape[1]
     key = k * A + a
     n = np.bincount(key, minlength=K * A).astype(float)
@@ -68,14 +94,25 @@ def fit_leaves(k: np.ndarray, a: np.ndarray, r: np.ndarray, Sn: np.ndarray, end:
     C = np.zeros((K * A, dis.size, kmax))
     for i, j in enumerate(dis):
         np.add.at(C, (kl, i, Sn[live, j].astype(np.int64)), 1.0)
+    E = max((e.size for e in edges), default=0) if edges is not None else 0
+    Ed = np.full((d, max(E, 1)), np.inf)
+    H = np.zeros((K * A, d, E + 1))  # counts per bin: (-inf, e_0], (e_0, e_1], ..., (e_last, inf)
+    if edges is not None:
+        for j in range(d):
+            if discrete[j]:
+                continue
+            Ed[j, :edges[j].size] = edges[j]
+            b = np.searchsorted(edges[j], Sn[live, j], side="left")
+            np.add.at(H, (kl, j, b), 1.0)
     # fallback for never-logged pairs: the region pooled over its actions
     fallback = n == 0
     if fallback.any():
-        pool = lambda v: np.repeat(v.reshape(K, A, *v.shape[1:]).sum(axis=1), A, axis=0)  # noqa: E731
+        pool = lambda v: np.repeat(v.reshape(K, A, *v.shape[1:]).sum(axis=1), A, axis=0)
         n, n_end, rsum, nl = (np.where(fallback, pool(v), v) for v in (n, n_end, rsum, nl))
         f = fallback[:, None]
         S1, S2 = np.where(f, pool(S1), S1), np.where(f, pool(S2), S2)
         C = np.where(fallback[:, None, None], pool(C), C)
+        H = np.where(fallback[:, None, None], pool(H), H)
     p_end = n_end / n
     reward = rsum / n
     m = np.maximum(nl, 1.0)[:, None]
@@ -90,9 +127,16 @@ def fit_leaves(k: np.ndarray, a: np.ndarray, r: np.ndarray, Sn: np.ndarray, end:
         tot = C.sum(axis=2, keepdims=True)
         C = np.where(tot > 0, C / np.maximum(tot, 1.0), 0.0)
         C[none, :, 0] = 1.0
+    if edges is not None:  # CDF at each break (padded breaks are +inf: CDF 1)
+        E1 = max(E, 1)
+        F = np.cumsum(H, axis=2)[:, :, :E1] / m[:, :, None]
+        F[none] = 1.0  # never used (every row ended): a valid CDF all the same
+        F[:, dis] = 1.0
+    else:
+        E1, Ed, F = 0, np.zeros((d, 0)), np.zeros((K * A, d, 0))
     return Leaves(n.reshape(K, A), p_end.reshape(K, A), reward.reshape(K, A),
                   mean.reshape(K, A, d), std.reshape(K, A, d), C.reshape(K, A, dis.size, kmax),
-                  fallback.reshape(K, A))
+                  fallback.reshape(K, A), Ed, F.reshape(K, A, d, E1))
 
 
 def box_masses(mu: np.ndarray, sd: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -116,6 +160,21 @@ def _gaussian_edges(mu: np.ndarray, sd: np.ndarray, edges: np.ndarray):
     """``(z, F, S)`` at every edge: standardized edge, CDF and survival function (rows x edges)."""
     z = (edges[None, :] - mu[:, None]) / sd[:, None]
     return z, ndtr(z), ndtr(-z)
+
+
+def _histogram_edges(leaves: Leaves, s: int, e: int, a: int, j: int,
+                     edges: np.ndarray) -> np.ndarray:
+    """The histogram CDF of rows s..e at each box edge (0 at -inf, 1 at +inf, the stored
+    cumulative fraction at a break; every finite box edge is a break)."""
+    br = leaves.edges[j]
+    F = np.empty((e - s, edges.size))
+    fin = np.isfinite(edges)
+    F[:, edges == -np.inf], F[:, edges == np.inf] = 0.0, 1.0
+    idx = np.searchsorted(br, edges[fin])
+    if not np.array_equal(br[np.minimum(idx, br.size - 1)], edges[fin]):
+        raise ValueError("a box edge is not a histogram break: refit the leaves")
+    F[:, fin] = leaves.hist[s:e, a, j][:, idx]
+    return F
 
 
 def landing(leaves: Leaves, lo: np.ndarray, hi: np.ndarray, discrete: np.ndarray,
@@ -143,6 +202,10 @@ def landing(leaves: Leaves, lo: np.ndarray, hi: np.ndarray, discrete: np.ndarray
                 if j in dis:
                     c = np.arange(leaves.cat.shape[3])
                     F = leaves.cat[s:e, a, dis[j]] @ (c[:, None] <= edges[None, :]).astype(float)
+                    P *= np.maximum(F[:, ih] - F[:, il], 0.0)
+                    continue
+                if leaves.is_histogram:
+                    F = _histogram_edges(leaves, s, e, a, j, edges)
                     P *= np.maximum(F[:, ih] - F[:, il], 0.0)
                     continue
                 z, F, S = _gaussian_edges(leaves.mean[s:e, a, j], leaves.std[s:e, a, j], edges)

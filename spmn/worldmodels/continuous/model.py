@@ -20,7 +20,8 @@ transitions vary most within a (region, action), then re-solves.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from .explain import ContinuousExplanation, explain
 from .regions import RegionTree, best_split, grow
 from .solve import ContinuousSolution, solve_regions
 
-__all__ = ["ContinuousWorldModel", "ContinuousSolution"]
+__all__ = ["ContinuousSolution", "ContinuousWorldModel"]
 
 
 def _names(x) -> list[str]:
@@ -61,8 +62,11 @@ class ContinuousWorldModel:
 
     Regions (:mod:`.regions`): grown best first by the Gaussian log-likelihood gain of the
     standardized targets up to ``max_regions``, ``min_samples_leaf`` rows per side, at most
-    ``n_candidates`` thresholds per variable and node, stopped early by BIC. Leaves
-    (:mod:`.leaves`): σ at least ``min_std`` x the variable's logged spread.
+    ``n_candidates`` thresholds per variable and node, stopped early when the best gain is
+    below ``split_penalty`` (None: BIC, ``½ p log n``; 0: grow to ``max_regions``). Leaves
+    (:mod:`.leaves`): ``leaf="histogram"`` (breaks at the tree's thresholds: each boundary is
+    crossed by exactly the logged fraction) or ``"gaussian"`` (σ at least ``min_std`` x the
+    variable's logged spread).
     ``refine_rounds`` rounds of value-directed refinement at discount ``refine_gamma`` split
     ``refine_fraction`` of the regions each (those where the Bellman targets vary most).
 
@@ -85,7 +89,7 @@ class ContinuousWorldModel:
                  reward: str = "r", terminated: str | None = None, *,
                  discrete: Sequence[str] = (), action_grid: Any = None,
                  max_regions: int = 1000, min_samples_leaf: int = 10, n_candidates: int = 32,
-                 min_std: float = 1e-3, refine_rounds: int = 0, refine_gamma: float = 0.99,
+                 split_penalty: float | None = None, leaf: str = "histogram", min_std: float = 1e-3, refine_rounds: int = 0, refine_gamma: float = 0.99,
                  refine_fraction: float = 0.25, min_count: int = 5, progress: bool = True,
                  seed: Any = None, backend: str | None = None) -> None:
         self.states, self.actions = _names(states), _names(actions)
@@ -106,6 +110,13 @@ class ContinuousWorldModel:
             raise DataError("action_grid must hold finite action values")
         if int(max_regions) < 1 or int(min_samples_leaf) < 1 or int(n_candidates) < 1:
             raise DataError("max_regions, min_samples_leaf and n_candidates must be >= 1")
+        if leaf not in ("histogram", "gaussian"):
+            raise DataError(f"leaf must be 'histogram' or 'gaussian', got {leaf!r}")
+        self.leaf = leaf
+        if split_penalty is not None and not (np.isfinite(split_penalty) and split_penalty >= 0):
+            raise DataError(f"split_penalty must be None (BIC) or a number >= 0, got "
+                            f"{split_penalty!r}")
+        self.split_penalty = split_penalty
         if not (np.isfinite(min_std) and min_std > 0):
             raise DataError(f"min_std must be a number > 0, got {min_std!r}")
         if not 0 < float(refine_fraction) <= 1 or int(refine_rounds) < 0:
@@ -182,10 +193,9 @@ class ContinuousWorldModel:
         return a
 
     # ------------------------------------------------------------------ learning
-    def fit(self, transitions: Any) -> "ContinuousWorldModel":
+    def fit(self, transitions: Any) -> ContinuousWorldModel:
         """Learn the regions, then the leaves, then (``refine_rounds``) refine and refit."""
         X, U, r, Xn, end = self._read(transitions)
-        d = X.shape[1]
         disc = np.array([s in self.discrete for s in self.states])
         for j in np.flatnonzero(disc):
             for M, nm in ((X, self.states[j]), (Xn, f"{self.states[j]}_next")):
@@ -204,7 +214,8 @@ class ContinuousWorldModel:
         self._data = (X, a, r, Xn, end)
         Y = self._targets(r, Xn, end)
         q = Y.shape[1]
-        penalty = 0.5 * A * 2 * q * np.log(X.shape[0])
+        penalty = 0.5 * A * 2 * q * np.log(X.shape[0]) if self.split_penalty is None \
+            else self.split_penalty
         with progress_bar(self.progress and X.shape[0] > 20000, desc="growing regions",
                           unit="region") as bar:
             self.tree_, self.importance_ = grow(
@@ -231,13 +242,16 @@ class ContinuousWorldModel:
 
     def _fit_leaves(self) -> None:
         X, a, r, Xn, end = self._data
-        self.leaves_ = L.fit_leaves(self.tree_.route(X), a, r, Xn, end, self.tree_.n_regions,
+        t = self.tree_
+        edges = [np.unique(t.threshold[t.var == j]) for j in range(len(self.states))] \
+            if self.leaf == "histogram" else None
+        self.leaves_ = L.fit_leaves(t.route(X), a, r, Xn, end, t.n_regions,
                                     self.action_table_.shape[0], self.discrete_, self.cards_,
-                                    self.scale_, self.min_std)
+                                    self.scale_, self.min_std, edges)
         self._landing = None
         self._circuit = None
 
-    def refine(self, gamma: float = 0.99, fraction: float = 0.25) -> "ContinuousWorldModel":
+    def refine(self, gamma: float = 0.99, fraction: float = 0.25) -> ContinuousWorldModel:
         """One round of value-directed refinement: solve, then split the ``fraction`` of the
         regions with the largest reduction in the squared spread of the Bellman targets
         ``y = r + γ (1 − end) V(region of s')`` of their logged rows (per action), and refit
@@ -390,7 +404,7 @@ class ContinuousWorldModel:
             self._circuit = self.to_circuit()
         return self._circuit
 
-    def validate(self) -> "ContinuousWorldModel":
+    def validate(self) -> ContinuousWorldModel:
         """Check the leaves: probabilities in [0, 1] summing to one, σ > 0, finite rewards."""
         self._check_fitted()
         lv = self.leaves_
@@ -399,6 +413,9 @@ class ContinuousWorldModel:
               np.all(lv.std[..., ~self.discrete_] > 0))
         if lv.cat.size:
             ok = ok and np.allclose(lv.cat.sum(axis=3), 1.0, atol=1e-12)
+        if lv.is_histogram:
+            ok = ok and bool(np.all(np.diff(lv.hist, axis=3) >= -1e-12) and
+                             np.all((lv.hist >= 0) & (lv.hist <= 1 + 1e-12)))
         if not ok or lv.count.shape != (self.tree_.n_regions, self.action_table_.shape[0]):
             raise DataError("the continuous world model's leaves are inconsistent")
         return self
@@ -411,7 +428,7 @@ class ContinuousWorldModel:
 
 # ---------------------------------------------------------------------------- model files
 _HYPER = ("reward", "terminated", "discrete", "max_regions", "min_samples_leaf",
-          "n_candidates", "min_std", "refine_rounds", "refine_gamma", "refine_fraction",
+          "n_candidates", "split_penalty", "leaf", "min_std", "refine_rounds", "refine_gamma", "refine_fraction",
           "min_count")
 
 
@@ -432,7 +449,9 @@ def to_payload(m: ContinuousWorldModel, arrays) -> dict[str, Any]:
             "action_cards": None if m.action_grid is not None else put("action_cards",
                                                                        m.action_cards_),
             "tree": {k: put(f"tree_{k}", v) for k, v in m.tree_.to_arrays().items()},
-            "leaves": {k: put(f"leaf_{k}", v) for k, v in m.leaves_.to_arrays().items()}}
+            "leaves": {k: put(f"leaf_{k}", v) for k, v in m.leaves_.to_arrays().items()
+                       if k != "edges"},
+            "breaks": [put(f"break_{j}", b) for j, b in enumerate(m.leaves_.break_lists())]}
 
 
 def from_payload(doc: dict[str, Any], arrays) -> ContinuousWorldModel:
@@ -452,7 +471,9 @@ def from_payload(doc: dict[str, Any], arrays) -> ContinuousWorldModel:
     m.target_names_ = list(doc["target_names"])
     m.tree_ = RegionTree.from_arrays({k: get(e) for k, e in doc["tree"].items()},
                                      len(m.states))
-    m.leaves_ = L.Leaves.from_arrays({k: get(e) for k, e in doc["leaves"].items()})
+    leaves = {k: get(e) for k, e in doc["leaves"].items()}
+    leaves["edges"] = [get(e).reshape(-1) for e in doc["breaks"]]
+    m.leaves_ = L.Leaves.from_arrays(leaves)
     m._landing, m._data, m._circuit = None, None, None
     return m.validate()
 

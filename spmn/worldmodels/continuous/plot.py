@@ -3,7 +3,8 @@ others fixed) with the greedy policy drawn on them. Needs matplotlib (``pip inst
 "spmn[plot]"``); imported only when called."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

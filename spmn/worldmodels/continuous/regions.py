@@ -17,8 +17,8 @@ penalty ``½ p log n`` for the ``p`` parameters a split adds.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -92,13 +92,13 @@ class RegionTree:
                 "right": self.right, "region": self.region}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], d: int) -> "RegionTree":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], d: int) -> RegionTree:
         return cls(np.asarray(arrays["var"], np.int64), np.asarray(arrays["threshold"], float),
                    np.asarray(arrays["left"], np.int64), np.asarray(arrays["right"], np.int64),
                    np.asarray(arrays["region"], np.int64), int(d))
 
     @classmethod
-    def single(cls, d: int) -> "RegionTree":
+    def single(cls, d: int) -> RegionTree:
         return cls(np.array([-1]), np.array([0.0]), np.array([-1]), np.array([-1]),
                    np.array([0]), int(d))
 
@@ -132,7 +132,7 @@ def best_split(X: np.ndarray, a: np.ndarray, Y: np.ndarray, n_actions: int, *,
     module docstring's gain) or "sse" (the reduction of the within-(region, action) sum of
     squares, used by value-directed refinement)."""
     terms = _loglik_terms if criterion == "loglik" else _sse_terms
-    n, q = Y.shape
+    n = Y.shape[0]
     if n < 2 * min_samples_leaf:
         return None
     A1 = np.zeros((n, n_actions))
