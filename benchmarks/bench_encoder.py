@@ -18,6 +18,15 @@ and σ = 0.05. Each run logs transitions under a uniform random policy, fits
     python benchmarks/bench_encoder.py                        # both encoders, both settings
     python benchmarks/bench_encoder.py --quick                # 20,000 transitions, 300 steps
     python benchmarks/bench_encoder.py --markdown benchmarks/README_encoder_table.md
+    python benchmarks/bench_encoder.py --tasks                # MiniGrid and grid tasks (below)
+
+``--tasks``: pixel tasks beyond FrozenLake, with the default encoder (``n_codes="auto"``) and
+the aliasing test: MiniGrid Empty 6x6 and DoorKey 5x5 (fully observable RGB frames, 4 px
+tiles, random actions from exploring starts; the greedy policy is run in the real MiniGrid env
+and set beside V* from our value iteration and BFS over the true grid states), the 37-state
+grid of issue 19 (noisy grey frames) and a 144-state grid (more states than the default upper
+limit of 128 codes, where the AliasingWarning must fire). Columns: frames, codes found (the
+encoder's / after refinement and merging), fit s, solve s, value vs V*, warnings.
 """
 from __future__ import annotations
 
@@ -72,6 +81,65 @@ def run_one(env: PixelMDP, log: dict, encoder, seed: int, merge: bool = True) ->
             "regions": m.world_model_.n_regions_, "value": value, "value_share": value / vstar}
 
 
+def run_task(name: str, seed: int) -> dict:
+    """One pixel task of ``--tasks``: default EncodedWorldModel, greedy policy vs V*."""
+    import warnings
+
+    from spmn.envs.pixels import gridworld
+    from spmn.errors import AliasingWarning
+
+    if name.startswith("MiniGrid"):
+        from spmn.envs.minigrid import MiniGridTask
+
+        env_id, n = {"MiniGrid Empty 6x6": ("MiniGrid-Empty-6x6-v0", 10_000),
+                     "MiniGrid DoorKey 5x5": ("MiniGrid-DoorKey-5x5-v0", 20_000)}[name]
+        task = MiniGridTask(env_id, tile_size=4, seed=seed)
+        log, states = task.sample(n, seed=seed), task.n_states
+    else:
+        desc = {"grid 37 states": ["SFFFFFF", "FWFFWFF", "FFFWFFF", "FFFFFFF", "FWFFFFF",
+                                   "FFFFWFG"],
+                "grid 144 states": ["S" + "F" * 11] + ["F" * 12] * 10 + ["F" * 11 + "G"]}[name]
+        task = PixelMDP(gridworld(desc), GridRenderer(desc, cell=4), Corruption(noise=0.1))
+        log = task.sample(30_000, seed=seed)
+        states = int((~task.mdp.terminal).sum()) + int(sum(r.count("G") for r in desc))
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AliasingWarning)
+        m = EncodedWorldModel(progress=False).fit(
+            log["frames"], log["actions"], log["rewards"], log["next_frames"], log["terminated"],
+            seed=seed)
+    t_fit = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    m.solve(GAMMA)
+    t_solve = time.perf_counter() - t1
+    if name.startswith("MiniGrid"):
+        value = task.rollout(m.policy, GAMMA)["return"]   # the real env
+    else:
+        value = task.policy_value(m.policy, GAMMA, views=16, seed=seed + 1)
+    vstar = task.optimal_value(GAMMA)
+    warned = sorted({("dynamics" if "different futures" in str(w.message) else
+                      "end mixing" if "end_code_mixing" in str(w.message) else "upper limit")
+                     for w in caught if issubclass(w.category, AliasingWarning)})
+    dg = m.diagnostics_
+    return {"task": name, "states": states, "frames": 2 * log["frames"].shape[0],
+            "frame_shape": "x".join(map(str, log["frames"].shape[1:])),
+            "encoder_codes": dg["encoder_codes"], "codes": dg["codes_used"],
+            "splits": dg["refine_splits"], "fit_s": t_fit, "solve_s": t_solve,
+            "value": value, "v_star": vstar, "value_share": value / vstar,
+            "warnings": ", ".join(warned) or "none"}
+
+
+def tasks_table(rows: list[dict]) -> str:
+    head = ("| task | states | frames (shape) | codes found (encoder / final) | splits | fit (s) | "
+            "solve (s) | value | V* | value / V* | AliasingWarning |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+    return head + "".join(
+        f"| {r['task']} | {r['states']} | {r['frames']:,} ({r['frame_shape']}) | "
+        f"{r['encoder_codes']} / {r['codes']} | {r['splits']} | {r['fit_s']:.1f} | "
+        f"{r['solve_s']:.2f} | {r['value']:.4f} | {r['v_star']:.4f} | {r['value_share']:.4f} | "
+        f"{r['warnings']} |\n" for r in rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000, help="logged transitions per setting")
@@ -88,7 +156,27 @@ def main(argv=None) -> int:
                     help="also torch without rebalancing (balance=0) and without code merging")
     ap.add_argument("--markdown", help="write the table to this file")
     ap.add_argument("--json", help="write the raw results to this file")
+    ap.add_argument("--tasks", action="store_true",
+                    help="MiniGrid Empty/DoorKey and the 37/144-state grids with the default "
+                         "encoder (n_codes='auto', aliasing test) instead of the FrozenLake table")
     args = ap.parse_args(argv)
+    if args.tasks:
+        rows = []
+        for name in ("MiniGrid Empty 6x6", "MiniGrid DoorKey 5x5", "grid 37 states",
+                     "grid 144 states"):
+            rows.append(run_task(name, args.seed))
+            print(json.dumps(rows[-1]), flush=True)
+        table = tasks_table(rows) + (f"\nseed {args.seed}, γ = {GAMMA}; {platform.machine()}, "
+                                     f"{os.cpu_count()} cores, python "
+                                     f"{platform.python_version()}, numpy {np.__version__}.\n")
+        print(table)
+        if args.markdown:
+            with open(args.markdown, "w") as fh:
+                fh.write(table)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
+        return 0
     if args.quick:
         args.n, args.steps = 20_000, 300
     mdp = TabularMDP.from_gymnasium("FrozenLake-v1", is_slippery=True)

@@ -177,7 +177,7 @@ def test_torch_encoder_rejects_bad_settings_and_input(lake_log):
 
 def test_torch_encoder_learns_codes_that_match_states(lake_env, lake_log):
     pytest.importorskip("torch")
-    enc = TorchEncoder(steps=200, batch_size=64, shift=1, threads=1)
+    enc = TorchEncoder(n_codes=32, steps=200, batch_size=64, shift=1, threads=1)
     enc.fit(lake_log["frames"], lake_log["actions"], lake_log["next_frames"], seed=0)
     z = enc.transform(lake_log["frames"])
     assert z.shape == (6000, 1) and z.dtype == np.int64
