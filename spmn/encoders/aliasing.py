@@ -102,10 +102,11 @@ def two_means_cut(p: np.ndarray) -> float:
 
 
 def _candidates(F: np.ndarray, a: np.ndarray, y: np.ndarray, rng: np.random.Generator,
-                min_count: int):
-    """(direction, threshold, rows to test on) for one code's rows."""
+                min_count: int, u: np.ndarray | None = None):
+    """(direction, threshold, rows to test on) for one code's rows (``u``: its top principal
+    direction when already known)."""
     out = []
-    u = top_direction(F, rng)
+    u = top_direction(F, rng) if u is None else u
     out.append((u, two_means_cut(F @ u), np.ones(F.shape[0], bool)))
     half = rng.random(F.shape[0]) < 0.5
     for act in np.unique(a[half]):
@@ -128,13 +129,15 @@ def _candidates(F: np.ndarray, a: np.ndarray, y: np.ndarray, rng: np.random.Gene
 
 def find_aliasing(F: np.ndarray, z: np.ndarray, a: np.ndarray, y: np.ndarray,
                   alpha: float = 1e-3, min_count: int = 20,
-                  seed: int | np.random.Generator | None = 0) -> list[Finding]:
+                  seed: int | np.random.Generator | None = 0,
+                  cache: dict | None = None) -> list[Finding]:
     """Codes whose frames split into groups with different outcomes, most significant first.
 
     ``F`` (n, d): features of the frames the transitions start from; ``z`` their codes, ``a``
     the actions, ``y`` the outcomes (:func:`outcomes`). Codes with fewer than ``2 min_count``
     rows are not tested. A code is reported when its best candidate's Bonferroni-adjusted
-    p-value is below ``alpha``.
+    p-value is below ``alpha``. ``cache`` keeps each code's top principal direction between
+    calls on the same features (refinement rounds), keyed by the code's rows.
     """
     rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
     z = np.asarray(z, np.int64)
@@ -146,7 +149,13 @@ def find_aliasing(F: np.ndarray, z: np.ndarray, a: np.ndarray, y: np.ndarray,
         rows = np.flatnonzero(z == c)
         Fc, ac, yc = F[rows], a[rows], y[rows]
         best = None
-        cands = _candidates(Fc, ac, yc, rng, int(min_count))
+        key = (int(c), rows.size, int(rows[0]), int(rows[-1]), int(rows.sum()))
+        u = None if cache is None else cache.get(key)
+        if u is None:
+            u = top_direction(Fc, rng)
+            if cache is not None:
+                cache[key] = u
+        cands = _candidates(Fc, ac, yc, rng, int(min_count), u)
         n_tests += len(cands)
         for u, t, test in cands:
             side = (Fc @ u > t)
@@ -210,8 +219,9 @@ def refine(F: np.ndarray, Fn: np.ndarray, z: np.ndarray, zn: np.ndarray, a: np.n
     parent, child, thr, dirs = [], [], [], []
     first: list[Finding] | None = None
     nxt = int(k)
+    cache: dict = {}
     while len(parent) < max_splits:
-        found = find_aliasing(F, z, a, outcomes(zn, term, rclass), alpha, min_count, rng)
+        found = find_aliasing(F, z, a, outcomes(zn, term, rclass), alpha, min_count, rng, cache)
         if first is None:
             first = found
         if not found:

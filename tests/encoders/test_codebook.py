@@ -117,9 +117,14 @@ def test_torch_auto_codebook_tiny(lake_log):
     env, d = lake_log
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AliasingWarning)
-        enc = TorchEncoder(max_codes=32, steps=20, batch_size=32, threads=1).fit(
-            d["frames"], d["actions"], d["next_frames"], seed=0)
-    assert enc.n_codes == "auto" and 2 <= enc.n_codes_ <= 32
+        enc = TorchEncoder(max_codes=32, steps=10, batch_size=32, threads=1).fit(
+            d["frames"][:1500], d["actions"][:1500], d["next_frames"][:1500], seed=0)
+    # the same merge as the numpy encoder's, on the CNN's embeddings (10 steps leave them a
+    # continuum, so few codes are found: the mechanism is checked here, quality in test_encoded)
+    E = enc.embed(np.concatenate([d["frames"][:1500], d["next_frames"][:1500]]))
+    cmap = merge_close_codes(E, enc.kmeans_.labels_, enc.kmeans_.centers_)
+    assert enc.n_codes == "auto" and enc.kmeans_.centers_.shape == (32, 32)
+    assert np.array_equal(enc.code_map_, cmap) and enc.n_codes_ == cmap.max() + 1
     z = enc.transform(d["frames"])
     assert z.max() < enc.n_codes_ and enc.schema.cards == (enc.n_codes_,)
     back = TorchEncoder.from_saved(enc.get_config(), enc.get_arrays())

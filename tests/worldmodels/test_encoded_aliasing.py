@@ -75,7 +75,8 @@ def test_aliasing_is_split_by_dynamics_or_warned(grid37, tmp_path):
     merged codes; refine=True splits them and recovers the policy, refine=False warns and
     leaves them. The splits survive a model file."""
     env, d = grid37
-    small = lambda: PCAKMeansEncoder(n_codes=12, n_components=48)  # noqa: E731
+    d = {k: v[:6000] for k, v in d.items()}
+    small = lambda: PCAKMeansEncoder(n_codes=12, n_components=32)  # noqa: E731
     with pytest.warns(AliasingWarning, match=r"codes \[.*\] hold frames with different futures"
                       r".*split by dynamics"):
         m = _fit(EncodedWorldModel(small(), progress=False), d, seed=0)
@@ -103,7 +104,7 @@ def test_more_states_than_the_default_upper_limit_warns():
     refinement is checked on the 37-state grid)."""
     mdp = gridworld(MAP144)
     env = PixelMDP(mdp, GridRenderer(MAP144, cell=4), noise=0.1)
-    d = env.sample(6000, seed=0)
+    d = env.sample(4000, seed=0)
     with pytest.warns(AliasingWarning, match="different futures"):
         m = _fit(EncodedWorldModel(refine=False, progress=False), d, seed=0)
     assert m.diagnostics_["aliased_codes"] and m.diagnostics_["encoder_codes"] < 144
@@ -126,7 +127,7 @@ def test_cli_show_prints_the_encoder_diagnostics(grid37, tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = _fit(EncodedWorldModel(PCAKMeansEncoder(n_codes=12, n_components=32),
-                                   progress=False), sub, seed=0)
+                                   refine=False, progress=False), sub, seed=0)
     path = spmn.save(m, tmp_path / "enc.json")
     assert main(["show", str(path)]) == 0
     out = capsys.readouterr().out
