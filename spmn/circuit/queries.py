@@ -110,13 +110,12 @@ def sample(circuit: Structure, n: int | None = None, *, seed=None, evidence: Any
             raise DataError(f"n={n} but evidence has {Xa.shape[0]} rows")
     flat = circuit.compile()
     rng = np.random.default_rng(seed)
-    be = kernels.get(backend)
-    values = np.zeros(flat.n_interface)
+    run = kernels.get(backend).plan(flat, "sample")  # the evidence is checked above, once
     out = np.empty_like(Xa)
     step = max(1, SAMPLE_CELLS // flat.n_nodes)
     for lo in range(0, Xa.shape[0], step):
         hi = min(lo + step, Xa.shape[0])
         u = rng.random((hi - lo, flat.n_nodes))
         z = rng.standard_normal((hi - lo, flat.n_draws))
-        out[lo:hi] = be.sample(flat, Xa[lo:hi], u, z, values)
+        out[lo:hi] = run(Xa[lo:hi], None, u, z)
     return out

@@ -525,8 +525,9 @@ class Kernels:
 
     # ------------------------------------------------------------------ query plans
     def plan(self, flat: FlatCircuit, query: str):
-        """A cached plan for ``query`` ("log_likelihood", "meu", "policy" or "mpe") on ``flat``:
-        a function ``run(X, values=None)`` for evidence the caller has already validated (a
+        """A cached plan for ``query`` ("log_likelihood", "meu", "policy", "mpe" or "sample",
+        which also takes the draws: ``run(X, values, u, z)``) on ``flat``: a function
+        ``run(X, values=None)`` for evidence the caller has already validated (a
         C-contiguous float64 (rows, variables) array of valid codes, as
         :meth:`spmn.schema.Schema.validate_data` returns) and interface ``values`` checked by
         the caller (None: zeros). It returns what the protocol method of the same name returns,
@@ -575,6 +576,18 @@ class Kernels:
                 out = np.full(X.shape, np.nan)
                 for lo, hi in blocks(rows, R):
                     raw.policy(circ, X[lo:hi], v, out[lo:hi], R, T)
+                return out
+        elif query == "sample":
+            def run(X, values=None, u=None, z=None):
+                """Ancestral sampling with the caller's draws ``u`` (rows, nodes) and ``z``
+                (rows, ``n_draws``), C-contiguous float64, not checked again."""
+                rows = X.shape[0]
+                T, R = (1, max(rows, 1)) if rows <= 16 else split_rows(prep, rows)
+                v = zeros if values is None else values
+                out = X.copy()
+                for lo, hi in blocks(rows, R):
+                    raw.sample(circ, X[lo:hi], v, u[lo:hi], z[lo:hi], out[lo:hi], prep.has_max,
+                               R, T)
                 return out
         elif query == "mpe":
             def run(X, values=None):

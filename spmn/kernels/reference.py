@@ -549,11 +549,14 @@ def expected_counts(flat: FlatCircuit, X: np.ndarray, values: np.ndarray | None 
 
 
 def plan(flat: FlatCircuit, query: str):
-    """``run(X, values=None)`` for ``query`` ("log_likelihood", "meu", "policy", "mpe") on
-    ``flat``: the passes above, with the signature of the compiled backends' cached plans."""
+    """``run(X, values=None)`` for ``query`` ("log_likelihood", "meu", "policy", "mpe"; "sample"
+    takes ``run(X, values, u, z)``) on ``flat``: the passes above, with the signature of the
+    compiled backends' cached plans."""
     if query in ("meu", "policy"):
         fn = meu if query == "meu" else policy
         return lambda X, values=None: fn(flat, X, values)
+    if query == "sample":
+        return lambda X, values=None, u=None, z=None: sample(flat, X, u, z, values)
     if query in ("log_likelihood", "mpe"):
         fn = log_likelihood if query == "log_likelihood" else mpe
         return lambda X, values=None: fn(flat, X)
