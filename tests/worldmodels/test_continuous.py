@@ -236,6 +236,10 @@ def test_files_round_trip_and_the_circuit_validates(mixed, tmp_path):
         back.refine(0.9)
     c = mixed.to_circuit()
     c.validate()
+    lo, hi = mixed.tree_.boxes()  # region boxes enter the circuit with the tree's own edges
+    for k, region in enumerate(c.root.children):
+        box = region.children[0].breaks
+        assert box[0] == max(lo[k, 0], mixed.low_[0]) and box[1] == min(hi[k, 0], mixed.high_[0])
     k = mixed.regions(np.array([[0.3, 1.0]]))[0]
     E = np.array([[0.3, 1.0] + [np.nan] * 5])  # the MEU given the state: max_a R(k, a)
     assert c.meu(E) == pytest.approx(mixed.leaves_.reward[k].max(), rel=1e-12)

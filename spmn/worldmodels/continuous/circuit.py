@@ -59,8 +59,8 @@ def build_circuit(model: Any) -> Circuit:
                 p[int(np.floor(lo[k, j] + 0.5)):int(np.floor(hi[k, j] + 0.5))] = 1.0
                 box.append(N.Categorical(s, p / p.sum()))
             else:
-                w = max(hi[k, j] - lo[k, j], 1e-300)
-                box.append(N.Histogram(s, [lo[k, j], lo[k, j] + w], [1.0 / w]))
+                a0, b0 = lo[k, j], max(hi[k, j], np.nextafter(lo[k, j], np.inf))
+                box.append(N.Histogram(s, [a0, b0], [1.0 / (b0 - a0)]))  # edges as the tree's
         kids = []
         for a in range(A):
             leaves = []
@@ -70,7 +70,10 @@ def build_circuit(model: Any) -> Circuit:
                 elif lv.is_histogram:
                     b = breaks[j]
                     mass = np.diff(np.concatenate([[0.0], lv.hist[k, a, j, :b.size - 2], [1.0]]))
-                    leaves.append(N.Histogram(s, b, np.maximum(mass, 0.0) / np.diff(b)))
+                    on = np.flatnonzero(mass > 0)  # keep the bins from the first to the last
+                    lo_b, hi_b = on[0], on[-1] + 1  # with mass: the leaf's support
+                    leaves.append(N.Histogram(s, b[lo_b:hi_b + 1],
+                                              mass[lo_b:hi_b] / np.diff(b[lo_b:hi_b + 1])))
                 else:
                     leaves.append(N.Gaussian(s, float(lv.mean[k, a, j]), float(lv.std[k, a, j])))
             pe = float(lv.p_end[k, a])
