@@ -298,3 +298,23 @@ def test_cartpole_end_to_end():
                     break
         returns.append(total)
     assert np.mean(returns) > 100  # a random policy lasts about 22 steps
+
+
+def test_a_never_logged_pair_uses_its_region_pooled_over_actions():
+    rng = np.random.default_rng(3)
+    n = 3000
+    x = rng.uniform(-1, 1, n)
+    a = np.where(x < 0, rng.integers(0, 2, n), 0)  # action 1 never logged where x >= 0
+    logs = {"x": x, "a": a, "r": -x ** 2, "x_next": 0.9 * x + 0.1 * a}
+    m = ContinuousWorldModel("x", "a", max_regions=8, progress=False).fit(logs)
+    lv = m.leaves_
+    assert lv.fallback[:, 1].any() and not lv.fallback[:, 0].any()
+    P = [Pa.toarray() for Pa in m.landing_probabilities()]
+    lo, hi = m.tree_.boxes()
+    k_rows, k_next = m.regions(x[:, None]), m.regions(logs["x_next"][:, None])
+    for k in np.flatnonzero(lv.fallback[:, 1]):
+        pooled = np.bincount(k_next[k_rows == k], minlength=m.n_regions_) / (k_rows == k).sum()
+        np.testing.assert_allclose(P[1][k], pooled, rtol=1e-12, atol=1e-15)
+    assert np.all(m.coverage_[lv.fallback] == 0)
+    Q = m.solve(0.9, warn=False).region_q  # pooled over the actions logged there: action 0's
+    np.testing.assert_allclose(Q[lv.fallback[:, 1], 1], Q[lv.fallback[:, 1], 0], rtol=1e-12)

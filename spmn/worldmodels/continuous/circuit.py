@@ -69,7 +69,8 @@ def build_circuit(model: Any) -> Circuit:
                     leaves.append(N.Categorical(s, lv.cat[k, a, dis_index[j], :int(cards[j])]))
                 elif lv.is_histogram:
                     b = breaks[j]
-                    mass = np.diff(np.concatenate([[0.0], lv.hist[k, a, j, :b.size - 2], [1.0]]))
+                    F = lv.cdf(k, k + 1, a, j)[0, :b.size - 2]
+                    mass = np.diff(np.concatenate([[0.0], F, [1.0]]))
                     on = np.flatnonzero(mass > 0)  # keep the bins from the first to the last
                     lo_b, hi_b = on[0], on[-1] + 1  # with mass: the leaf's support
                     leaves.append(N.Histogram(s, b[lo_b:hi_b + 1],

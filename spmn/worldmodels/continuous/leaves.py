@@ -43,33 +43,51 @@ class Leaves:
     std: np.ndarray       # next-state std per variable (K, A, d); 0 for discrete variables
     cat: np.ndarray       # categorical next-state probabilities (K, A, d_discrete, k_max)
     fallback: np.ndarray  # pair never logged: pooled over the region's actions (K, A) bool
-    edges: np.ndarray     # histogram breaks per variable (d, E), padded with +inf
-    hist: np.ndarray      # histogram CDF at each break (K, A, d, E); (K, A, d, 0) for Gaussians
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k) for k in ("count", "p_end", "reward", "mean", "std", "cat",
-                                              "fallback", "edges", "hist")}
+    edges: np.ndarray     # histogram breaks per variable (d, E), padded with +inf; (d, 0): Gaussian
+    hist: sp.csr_matrix   # histogram counts, row (k A + a) d + j, bin e = (edge e-1, edge e]
+    live: np.ndarray      # rows that did not end, the histograms' totals (K, A)
 
     @property
     def is_histogram(self) -> bool:
-        return self.hist.shape[3] > 0
+        return self.edges.shape[1] > 0
 
     def break_lists(self) -> list[np.ndarray]:
         """The finite histogram breaks of each variable (no padding)."""
         return [e[np.isfinite(e)] for e in self.edges]
 
+    def cdf(self, s: int, e: int, a: int, j: int) -> np.ndarray:
+        """Histogram CDF of variable j for regions s..e-1 and action a at every break (rows x
+        E; padded breaks are +inf: 1; a leaf with no row that did not end: 1 everywhere)."""
+        K, A, d = self.mean.shape
+        rows = (np.arange(s, e) * A + a) * d + j
+        F = np.cumsum(self.hist[rows].toarray(), axis=1)[:, :self.edges.shape[1]]
+        n = self.live[s:e, a]
+        return np.where(n[:, None] > 0, F / np.maximum(n, 1.0)[:, None], 1.0)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        out = {k: getattr(self, k) for k in ("count", "p_end", "reward", "mean", "std", "cat",
+                                             "fallback", "live")}
+        h = self.hist.tocoo()
+        out.update(hist_row=h.row, hist_col=h.col, hist_val=h.data,
+                   hist_shape=np.array(h.shape))
+        return out
+
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Leaves:
-        out = {k: np.asarray(v, float) for k, v in arrays.items() if k != "edges"}
-        out["edges"] = arrays["edges"]
-        if isinstance(arrays["edges"], list):  # per-variable breaks, as files store them
-            br = arrays["edges"]
-            E = out["hist"].shape[3]
-            out["edges"] = np.full((len(br), E), np.inf)
-            for j, b in enumerate(br):
-                out["edges"][j, :b.size] = b
-        out["fallback"] = out["fallback"].astype(bool)
-        return cls(**out)
+        """From :meth:`to_arrays` plus ``breaks`` (each variable's finite breaks)."""
+        br = arrays["breaks"]
+        shape = tuple(int(v) for v in np.asarray(arrays["hist_shape"]).reshape(-1))
+        hist = sp.csr_matrix((np.asarray(arrays["hist_val"], float).reshape(-1),
+                              (np.asarray(arrays["hist_row"], np.int64).reshape(-1),
+                               np.asarray(arrays["hist_col"], np.int64).reshape(-1))), shape)
+        E = shape[1] - 1 if shape[1] else 0
+        edges = np.full((len(br), E), np.inf)
+        for j, b in enumerate(br):
+            edges[j, :b.size] = b
+        out = {k: np.asarray(arrays[k], float) for k in ("count", "p_end", "reward", "mean",
+                                                         "std", "cat", "live")}
+        return cls(**out, fallback=np.asarray(arrays["fallback"]).astype(bool), edges=edges,
+                   hist=hist)
 
 
 def fit_leaves(k: np.ndarray, a: np.ndarray, r: np.ndarray, Sn: np.ndarray, end: np.ndarray,
@@ -95,15 +113,21 @@ def fit_leaves(k: np.ndarray, a: np.ndarray, r: np.ndarray, Sn: np.ndarray, end:
     for i, j in enumerate(dis):
         np.add.at(C, (kl, i, Sn[live, j].astype(np.int64)), 1.0)
     E = max((e.size for e in edges), default=0) if edges is not None else 0
-    Ed = np.full((d, max(E, 1)), np.inf)
-    H = np.zeros((K * A, d, E + 1))  # counts per bin: (-inf, e_0], (e_0, e_1], ..., (e_last, inf)
-    if edges is not None:
+    E1 = max(E, 1) if edges is not None else 0
+    Ed = np.full((d, E1), np.inf)
+    H = sp.csr_matrix((K * A * d, E1 + 1 if edges is not None else 0))
+    if edges is not None:  # counts per bin: (-inf, e_0], (e_0, e_1], ..., (e_last, inf)
+        hr, hc = [], []
         for j in range(d):
             if discrete[j]:
                 continue
             Ed[j, :edges[j].size] = edges[j]
-            b = np.searchsorted(edges[j], Sn[live, j], side="left")
-            np.add.at(H, (kl, j, b), 1.0)
+            hr.append(kl * d + j)
+            hc.append(np.searchsorted(edges[j], Sn[live, j], side="left"))
+        if hr:
+            hr, hc = np.concatenate(hr), np.concatenate(hc)
+            H = sp.csr_matrix((np.ones(hr.size), (hr, hc)), shape=H.shape)
+            H.sum_duplicates()
     # fallback for never-logged pairs: the region pooled over its actions
     fallback = n == 0
     if fallback.any():
@@ -112,7 +136,17 @@ def fit_leaves(k: np.ndarray, a: np.ndarray, r: np.ndarray, Sn: np.ndarray, end:
         f = fallback[:, None]
         S1, S2 = np.where(f, pool(S1), S1), np.where(f, pool(S2), S2)
         C = np.where(fallback[:, None, None], pool(C), C)
-        H = np.where(fallback[:, None, None], pool(H), H)
+        if H.shape[1]:  # a fallback pair's rows: its region's rows summed over the actions
+            rows = np.arange(K * A * d)
+            take = np.repeat(fallback, d)
+            keep = rows[~take]
+            fk = rows[take]
+            kk, jj = (fk // d) // A, fk % d
+            src = ((kk[:, None] * A + np.arange(A)[None, :]) * d + jj[:, None]).ravel()
+            r_idx = np.concatenate([keep, np.repeat(fk, A)])
+            c_idx = np.concatenate([keep, src])
+            M = sp.csr_matrix((np.ones(r_idx.size), (r_idx, c_idx)), shape=(K * A * d,) * 2)
+            H = (M @ H).tocsr()
     p_end = n_end / n
     reward = rsum / n
     m = np.maximum(nl, 1.0)[:, None]
@@ -127,16 +161,9 @@ def fit_leaves(k: np.ndarray, a: np.ndarray, r: np.ndarray, Sn: np.ndarray, end:
         tot = C.sum(axis=2, keepdims=True)
         C = np.where(tot > 0, C / np.maximum(tot, 1.0), 0.0)
         C[none, :, 0] = 1.0
-    if edges is not None:  # CDF at each break (padded breaks are +inf: CDF 1)
-        E1 = max(E, 1)
-        F = np.cumsum(H, axis=2)[:, :, :E1] / m[:, :, None]
-        F[none] = 1.0  # never used (every row ended): a valid CDF all the same
-        F[:, dis] = 1.0
-    else:
-        E1, Ed, F = 0, np.zeros((d, 0)), np.zeros((K * A, d, 0))
     return Leaves(n.reshape(K, A), p_end.reshape(K, A), reward.reshape(K, A),
                   mean.reshape(K, A, d), std.reshape(K, A, d), C.reshape(K, A, dis.size, kmax),
-                  fallback.reshape(K, A), Ed, F.reshape(K, A, d, E1))
+                  fallback.reshape(K, A), Ed, H.tocsr(), nl.reshape(K, A))
 
 
 def box_masses(mu: np.ndarray, sd: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -173,7 +200,7 @@ def _histogram_edges(leaves: Leaves, s: int, e: int, a: int, j: int,
     idx = np.searchsorted(br, edges[fin])
     if not np.array_equal(br[np.minimum(idx, br.size - 1)], edges[fin]):
         raise ValueError("a box edge is not a histogram break: refit the leaves")
-    F[:, fin] = leaves.hist[s:e, a, j][:, idx]
+    F[:, fin] = leaves.cdf(s, e, a, j)[:, idx]
     return F
 
 

@@ -89,7 +89,8 @@ class ContinuousWorldModel:
                  reward: str = "r", terminated: str | None = None, *,
                  discrete: Sequence[str] = (), action_grid: Any = None,
                  max_regions: int = 1000, min_samples_leaf: int = 10, n_candidates: int = 32,
-                 split_penalty: float | None = None, leaf: str = "histogram", min_std: float = 1e-3, refine_rounds: int = 0, refine_gamma: float = 0.99,
+                 split_penalty: float | None = None, leaf: str = "histogram",
+                 min_std: float = 1e-3, refine_rounds: int = 0, refine_gamma: float = 0.99,
                  refine_fraction: float = 0.25, min_count: int = 5, progress: bool = True,
                  seed: Any = None, backend: str | None = None) -> None:
         self.states, self.actions = _names(states), _names(actions)
@@ -414,8 +415,10 @@ class ContinuousWorldModel:
         if lv.cat.size:
             ok = ok and np.allclose(lv.cat.sum(axis=3), 1.0, atol=1e-12)
         if lv.is_histogram:
-            ok = ok and bool(np.all(np.diff(lv.hist, axis=3) >= -1e-12) and
-                             np.all((lv.hist >= 0) & (lv.hist <= 1 + 1e-12)))
+            tot = np.asarray(lv.hist.sum(axis=1)).reshape(lv.count.shape + (-1,))
+            cont = ~self.discrete_
+            ok = ok and bool(lv.hist.data.min(initial=0.0) >= 0 and np.all(
+                (tot[..., cont] == lv.live[..., None]) | (lv.live[..., None] == 0)))
         if not ok or lv.count.shape != (self.tree_.n_regions, self.action_table_.shape[0]):
             raise DataError("the continuous world model's leaves are inconsistent")
         return self
@@ -449,8 +452,7 @@ def to_payload(m: ContinuousWorldModel, arrays) -> dict[str, Any]:
             "action_cards": None if m.action_grid is not None else put("action_cards",
                                                                        m.action_cards_),
             "tree": {k: put(f"tree_{k}", v) for k, v in m.tree_.to_arrays().items()},
-            "leaves": {k: put(f"leaf_{k}", v) for k, v in m.leaves_.to_arrays().items()
-                       if k != "edges"},
+            "leaves": {k: put(f"leaf_{k}", v) for k, v in m.leaves_.to_arrays().items()},
             "breaks": [put(f"break_{j}", b) for j, b in enumerate(m.leaves_.break_lists())]}
 
 
@@ -472,7 +474,7 @@ def from_payload(doc: dict[str, Any], arrays) -> ContinuousWorldModel:
     m.tree_ = RegionTree.from_arrays({k: get(e) for k, e in doc["tree"].items()},
                                      len(m.states))
     leaves = {k: get(e) for k, e in doc["leaves"].items()}
-    leaves["edges"] = [get(e).reshape(-1) for e in doc["breaks"]]
+    leaves["breaks"] = [get(e).reshape(-1) for e in doc["breaks"]]
     m.leaves_ = L.Leaves.from_arrays(leaves)
     m._landing, m._data, m._circuit = None, None, None
     return m.validate()
