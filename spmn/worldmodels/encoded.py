@@ -354,7 +354,8 @@ def merge_codes(z: np.ndarray, a: np.ndarray, rclass: np.ndarray, zn: np.ndarray
     (next block, episode end, reward class) given the action differ least are merged, while a
     G-test, stratified by action, cannot tell them apart at level ``p``
     (G = 2 Σ O ln(O / E), χ² with Σ_a (outcomes_a - 1) degrees of freedom): a bottom-up mirror
-    of the world model's region splits. Blocks with fewer than ``min_count`` rows, and codes
+    of the world model's region splits. Each round merges every disjoint such pair, most alike
+    first, then the outcomes are recounted. Blocks with fewer than ``min_count`` rows, and codes
     seen only as episode ends, are left alone. Returns block ids (k,), numbered 0, 1, ...
     """
     block = np.arange(k)
@@ -384,7 +385,18 @@ def merge_codes(z: np.ndarray, a: np.ndarray, rclass: np.ndarray, zn: np.ndarray
         i, j = np.unravel_index(int(np.argmax(pv)), pv.shape)
         if pv[i, j] <= p:
             return np.unique(block, return_inverse=True)[1].astype(np.int64)
-        block[block == ids[j]] = ids[i]
+        # every disjoint pair that the test cannot tell apart is merged in this round, most
+        # alike first (one pair per round costs O(k) rounds of O(k^3) each on large codebooks)
+        order = np.argsort(-pv, axis=None, kind="stable")
+        used = np.zeros(nb, bool)
+        for flat in order:
+            i, j = divmod(int(flat), nb)
+            if pv[i, j] <= p:
+                break
+            if used[i] or used[j]:
+                continue
+            used[i] = used[j] = True
+            block[block == ids[j]] = ids[i]
 
 
 def _diagnostics(z: np.ndarray, zn: np.ndarray, term: np.ndarray, cards) -> dict[str, float]:
