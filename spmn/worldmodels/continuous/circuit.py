@@ -6,11 +6,11 @@ The root is a deterministic sum over the regions (the threshold tree flattened: 
 as one uniform histogram bin per continuous state variable, clipped to the logged range, and a
 uniform categorical over the box's codes per discrete one; weight w_k = the region's share of
 the logged rows), so the decision sees the region. Below the max over the action, the product
-of the next-state leaves (histogram, Gaussian or categorical), the episode-end categorical and the mean
-reward as a constant utility: the circuit's MEU given a state is ``max_a R(k, a)``, its
-likelihood of ``(s, a, s')`` is ``w_k Box_k(s) Π_j Leaf(s'_j)``. The Bellman update over
-regions (:mod:`.solve`) integrates these leaves over the boxes in closed form.
-Validation of the root's determinism is pairwise on the boxes (O(regions²)).
+of the next-state leaves (histogram, Gaussian or categorical), the episode-end categorical and
+the mean reward as a constant utility: the circuit's MEU given a state is ``max_a R(k, a)``,
+its likelihood of ``(s, a, s')`` is ``w_k Box_k(s) Π_j Leaf(s'_j)``. The Bellman update over
+regions (:mod:`.solve`) integrates these leaves over the boxes in closed form. Validation of
+the root's determinism is pairwise on the boxes (O(regions²): about 8 s at 1,100 regions).
 """
 from __future__ import annotations
 

@@ -3,14 +3,15 @@ with continuous next-state leaves, solved exactly for the learned piecewise mode
 
 As an SPMN over one step: deterministic sums on the thresholds of the region tree (a state is
 in exactly one region), in each region a max over the actions, below it a product of the
-next-state leaves (a Gaussian per continuous variable, a categorical per discrete one), the
-episode-end leaf and the mean-reward utility (:meth:`ContinuousWorldModel.to_circuit`).
+next-state leaves (a histogram or a Gaussian per continuous variable, a categorical per
+discrete one), the episode-end leaf and the mean-reward utility
+(:meth:`ContinuousWorldModel.to_circuit`).
 
 **What is exact, what is approximate.** The approximation is the region model: the dynamics
 are taken to depend on the state only through its region (the leaves pool the region's logged
 rows), a state's value and action are its region's, and continuous actions are replaced by the
 action grid. Given those regions, everything is exact: the probability of landing in each
-region is the leaf density integrated over the region's box in closed form (CDFs,
+region is the leaf distribution integrated over the region's box in closed form (CDFs,
 :mod:`.leaves`), the expected reward is the leaves' mean, and the values and greedy policy are
 those of the resulting finite MDP over regions (policy iteration with an exact linear solve,
 :mod:`.solve`), so the Bellman update over regions is exact for the piecewise model.
@@ -71,10 +72,10 @@ class ContinuousWorldModel:
     ``refine_fraction`` of the regions each (those where the Bellman targets vary most).
 
     Common keywords: ``progress`` (a bar on long fits), ``seed`` (accepted for the common API;
-    the fit has no random step), ``backend`` (the circuit's kernels in :meth:`to_circuit`
-    queries; the region solver is numpy/scipy). ``min_count``: :meth:`solve` warns with a
-    :class:`~spmn.errors.CoverageWarning` when the greedy policy takes a (region, action) pair
-    logged fewer times (or never: the pooled fallback).
+    the fit has no random step), ``backend`` (accepted for the common API: the region
+    solver is sparse numpy/scipy; :meth:`to_circuit`'s queries take their own ``backend=``).
+    ``min_count``: :meth:`solve` warns with a :class:`~spmn.errors.CoverageWarning` when the
+    greedy policy takes a (region, action) pair logged fewer times (or never: the pooled fallback).
 
     A query state outside the logged range is answered by the region whose box holds it (the
     outer regions extend to ±inf: the nearest region on each axis), warned with a
@@ -431,8 +432,8 @@ class ContinuousWorldModel:
 
 # ---------------------------------------------------------------------------- model files
 _HYPER = ("reward", "terminated", "discrete", "max_regions", "min_samples_leaf",
-          "n_candidates", "split_penalty", "leaf", "min_std", "refine_rounds", "refine_gamma", "refine_fraction",
-          "min_count")
+          "n_candidates", "split_penalty", "leaf", "min_std", "refine_rounds", "refine_gamma",
+          "refine_fraction", "min_count")
 
 
 def to_payload(m: ContinuousWorldModel, arrays) -> dict[str, Any]:
