@@ -57,7 +57,7 @@ def g_test(side: np.ndarray, a: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     for act in np.unique(a):
         m = a == act
         s, o = side[m], y[m]
-        vals, inv, cnt = np.unique(o, return_inverse=True, return_counts=True)
+        _, inv, cnt = np.unique(o, return_inverse=True, return_counts=True)
         inv = np.where(cnt[inv] < RARE, -1, inv)          # pool rare outcomes
         _, inv = np.unique(inv, return_inverse=True)
         T = np.zeros((2, int(inv.max()) + 1))
@@ -76,7 +76,7 @@ def top_direction(F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Unit top principal direction of the rows of F (eigh when narrow, power iteration else)."""
     X = F - F.mean(0)
     if X.shape[1] <= 256:
-        w, V = np.linalg.eigh(X.T @ X)
+        _, V = np.linalg.eigh(X.T @ X)
         return V[:, -1]
     v = rng.normal(size=X.shape[1])
     for _ in range(30):

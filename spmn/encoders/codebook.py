@@ -45,7 +45,7 @@ def code_stats(X: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, n
 def separation(n: np.ndarray, mu: np.ndarray, scatter: np.ndarray) -> np.ndarray:
     """d' between every pair of codes (k, k): centre distance over the smaller noise spread
     along the line between the centres (+inf on the diagonal and for empty codes)."""
-    k, d = mu.shape
+    d = mu.shape[1]
     live = n > 0
     per_dim = np.einsum("kii->k", scatter) / np.maximum(n * d, 1.0)
     prior = float(np.median(per_dim[n >= 2 * PSEUDO_FRAMES])) if (n >= 2 * PSEUDO_FRAMES).any() \

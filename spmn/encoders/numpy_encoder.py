@@ -266,7 +266,7 @@ def principal_axes(Xc: np.ndarray, m: int, rng: np.random.Generator
     Σ (rows · axis)²: eigh of the d x d scatter when d <= 512, else a randomized range finder
     (Halko et al.: 4 power iterations on m + 16 Gaussian directions, then an exact SVD in that
     range), which is exact whenever the rows span at most m + 16 directions (clean frames)."""
-    n, d = Xc.shape
+    d = Xc.shape[1]
     if d <= 512:
         w, V = scipy.linalg.eigh(Xc.T @ Xc, subset_by_index=[d - m, d - 1])
         order = np.argsort(w)[::-1]
