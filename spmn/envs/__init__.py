@@ -1,10 +1,12 @@
-"""Small environments made here: pixel observations of tabular MDPs for the encoder bridge, and
-RDDL domains (pyRDDLGym, optional extra ``spmn[rddl]``) as logged data, simulators and exact MDPs."""
+"""Data sources: pixel observations of tabular MDPs and MiniGrid tasks for the encoder bridge,
+RDDL domains (pyRDDLGym, optional extra ``spmn[rddl]``) as logged data, simulators and exact MDPs,
+and Minari datasets (:mod:`spmn.envs.minari`, optional extra ``spmn[minari]``)."""
 from __future__ import annotations
 
-from .pixels import Corruption, GridRenderer, GymRenderer, PixelMDP
+from .minigrid import MiniGridTask
+from .pixels import Corruption, GridRenderer, GymRenderer, PixelMDP, gridworld
 from .rddl import MonteCarloValue, RDDLDomain, evaluate_policy, log_transitions, validate_columns
 from .rddl_exact import ExactRDDL, compile_exact
 
-__all__ = ["Corruption", "ExactRDDL", "GridRenderer", "GymRenderer", "MonteCarloValue", "PixelMDP",
-           "RDDLDomain", "compile_exact", "evaluate_policy", "log_transitions", "validate_columns"]
+__all__ = ["Corruption", "ExactRDDL", "GridRenderer", "GymRenderer", "MiniGridTask",
+           "MonteCarloValue", "PixelMDP", "RDDLDomain", "gridworld", "compile_exact", "evaluate_policy", "log_transitions", "validate_columns"]
