@@ -42,7 +42,7 @@ def column(data: Any, name: str, what: str) -> np.ndarray:
 
 def codes(arr: np.ndarray, name: str, k: int | None, kind: str = "WorldModel") -> np.ndarray:
     """Integer codes 0..k-1 of a column; floats must be whole numbers (``kind`` learns
-    discrete variables: the message points continuous columns to GaussianWorldModel)."""
+    discrete variables: the message points continuous columns to the continuous kinds)."""
     if arr.dtype.kind == "f":
         if np.isnan(arr).any():
             raise DataError(f"column {name!r} has NaN in row {int(np.argmax(np.isnan(arr)))}; "
@@ -51,6 +51,7 @@ def codes(arr: np.ndarray, name: str, k: int | None, kind: str = "WorldModel") -
             raise DataError(f"column {name!r} must hold integer codes, found "
                             f"{arr[arr != np.round(arr)][0]!r}: {kind} learns discrete "
                             "states and actions; for continuous columns use "
+                            "spmn.ContinuousWorldModel (learned threshold regions) or "
                             "spmn.GaussianWorldModel (linear-Gaussian dynamics)")
     a = arr.astype(np.int64)
     if a.size and a.min() < 0:
