@@ -424,6 +424,21 @@ class ContinuousWorldModel:
             raise DataError("the continuous world model's leaves are inconsistent")
         return self
 
+    def to_env(self, num_envs: int | None = None, **kwargs: Any):
+        """The learned model as a Gymnasium env drawing from p(s', r | s, a) (``num_envs``: a
+        vector env of that many copies); see :func:`spmn.worldmodels.simulate.to_env`."""
+        from ..simulate import to_env
+
+        return to_env(self, num_envs, **kwargs)
+
+    def rollout(self, policy: Any = "random", n_episodes: int = 100, horizon: int = 100,
+                seed: Any = None, **kwargs: Any):
+        """Batched episodes of ``policy`` (a solution, a callable or "random") in the model, as
+        columns with their returns; see :func:`spmn.worldmodels.simulate.rollout`."""
+        from ..simulate import rollout
+
+        return rollout(self, policy, n_episodes, horizon, seed, **kwargs)
+
     def __repr__(self) -> str:
         fitted = f", regions={self.tree_.n_regions}" if hasattr(self, "tree_") else ""
         return (f"ContinuousWorldModel(states={self.states}, actions={self.actions}, "

@@ -10,7 +10,9 @@ returns the trajectories as columns with their returns. Every model kind has its
 - tabular (and encoded, over its codes): inverse-CDF tables, one compiled (numba) pass with a
   numpy twin, bit for bit equal (:mod:`.tabular`);
 - factored: each factor's tree leaf, one vectorized pass per factor (:mod:`.factored`);
-- Gaussian: the circuit's own sample pass on the kernels' backends (:mod:`.gaussian`).
+- Gaussian: the circuit's own sample pass on the kernels' backends (:mod:`.gaussian`);
+- continuous: the region tree routes the state, each next-state variable is drawn from its
+  (region, action) leaf, one vectorized numpy pass per variable (:mod:`.continuous`).
 
 The models' ``to_env`` and ``rollout`` methods call these functions; this package reads the
 fitted models by their attributes and never imports the model classes.
@@ -20,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import DataError
+from .continuous import ContinuousDynamics
 from .dynamics import InvalidActionError
 from .factored import FactoredDynamics
 from .gaussian import GaussianDynamics
@@ -28,6 +31,7 @@ from .rollout import rollout as _rollout
 from .tabular import TabularDynamics
 
 __all__ = [
+    "ContinuousDynamics",
     "FactoredDynamics",
     "GaussianDynamics",
     "InvalidActionError",
@@ -52,12 +56,15 @@ def dynamics_for(model: Any, start: Any = None, start_probs: Any = None,
         return TabularDynamics(model, start, start_probs, backend)
     if hasattr(model, "mdp_") or hasattr(model, "trees_"):
         return FactoredDynamics(model, start, start_probs, backend)
+    if hasattr(model, "leaves_") and hasattr(model, "landing_probabilities"):
+        return ContinuousDynamics(model, start, start_probs, backend)
     if hasattr(model, "linear_dynamics"):
         return GaussianDynamics(model, start, start_probs, backend)
     if hasattr(model, "states") and hasattr(model, "fit"):
         model._check_fitted()  # raises NotFittedError for a model kind above when unfitted
     raise DataError(f"no simulator for {type(model).__name__}: expected a fitted WorldModel, "
-                    "EncodedWorldModel, FactoredWorldModel or GaussianWorldModel")
+                    "EncodedWorldModel, FactoredWorldModel, GaussianWorldModel or "
+                    "ContinuousWorldModel")
 
 
 def to_env(model: Any, num_envs: int | None = None, *, start: Any = None,

@@ -56,7 +56,7 @@ def policy_function(dyn: Any, policy: Any, n: int, rng: np.random.Generator
         raise DataError(f"policy must be 'random', a solution or a callable, got "
                         f"{type(policy).__name__}")
     m = len(dyn.action_names)
-    cont = dyn.kind == "gaussian"
+    cont = getattr(dyn, "box_actions", dyn.kind == "gaussian")  # actions are values
     expected = (n, m) if (m > 1 or cont) else (n,)
 
     def call(state, t):
