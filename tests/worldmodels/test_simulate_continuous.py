@@ -68,6 +68,8 @@ def test_env_passes_check_env(mixed):
     env.reset(seed=0)
     env.step(1)
     assert "x=" in env.render() and "region" in env.render()
+    far = mixed.to_env(start=[[5.0, 0.0]]).observation_space  # widened to hold the start
+    assert far.high[0] == (5.0 if mixed.leaf == "histogram" else np.inf)
     venv = mixed.to_env(64, seed=0, max_episode_steps=50)
     obs, _ = venv.reset()
     for _ in range(60):  # autoreset, and every observation stays in the space
@@ -153,6 +155,23 @@ def test_an_action_grid_is_a_box_mapped_to_the_nearest_grid_point():
     s0 = np.array([0.7])
     ro = m.rollout(sol, 3000, 100, seed=3, start=s0[None], columns=False)
     assert abs(ro.mean_return - sol.value(s0)) <= 3 * ro.stderr
+
+
+def test_a_pair_whose_every_logged_row_ended_ends_and_keeps_its_state():
+    rng = np.random.default_rng(0)
+    n = 2000
+    x, a = rng.uniform(-1, 1, n), rng.integers(0, 2, n)
+    end = x > 0.5
+    logs = {"x": x, "a": a, "x_next": np.clip(x + 0.1 * (2 * a - 1) + 0.05 * rng.normal(size=n),
+                                              -1, 1), "r": end * 1.0, "done": end}
+    m = ContinuousWorldModel("x", "a", "r", "done", max_regions=8, progress=False).fit(logs)
+    k = int(m.regions(np.array([[0.9]]))[0])
+    assert (m.leaves_.live[k] == 0).all() and (m.leaves_.p_end[k] == 1).all()
+    env = m.to_env(5, start=[[0.9]], seed=0)
+    env.reset()
+    obs, r, term, _, _ = env.step(np.zeros(5, np.int64))
+    np.testing.assert_array_equal(obs, np.full((5, 1), 0.9))
+    assert term.all() and (r == 1.0).all()
 
 
 def test_a_saved_model_simulates_the_same(mixed, tmp_path):

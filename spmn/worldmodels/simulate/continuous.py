@@ -48,6 +48,12 @@ class ContinuousDynamics:
     ``start``: start states (rows x state variables), drawn with ``start_probs`` (default
     uniform); the default is the logged states (a loaded model holds none: pass ``start``).
     ``backend``: accepted for the common API (the pass is numpy).
+
+    Observation space: a ``Box`` over the state variables (discrete ones as float codes),
+    bounded by the logged range ``low_``/``high_`` widened to hold the start states; a
+    continuous variable with Gaussian leaves is unbounded (its draws may leave the range). A
+    (region, action) pair whose every logged row ended (``live == 0``, so ``p_end = 1``) ends
+    the episode and keeps the state.
     """
 
     kind = "continuous"
