@@ -39,7 +39,7 @@ DOMAINS = {  # domain: evaluation horizon H (the reference figures' horizons)
     "GameOfLife_MDP_ippc2011": 3,
     "SysAdmin_MDP_ippc2011": 10,
 }
-MC_EPISODES = 2000
+MC_EPISODES = 1000
 
 
 def _value(domain, exact, policy, H, seed):
@@ -80,7 +80,9 @@ def run_one(name: str, instance: int, steps: int, seed: int = 0) -> dict:
     row["method"] = sol.method
     row["model_v0"] = float(sol.value(d.initial_row, 0))
     row["parents_mean"] = float(np.mean([len(p) for p in m.parents_.values()]))
-    try:
+    try:  # a flat solution runs the structured solver for its tree: capped at 200k nodes
+        if sol.method != "structured":
+            sol.max_nodes = 200_000
         tree = sol.value_tree(0)
         row["tree_nodes"], row["tree_vars"] = tree.n_nodes, len(tree.depends_on)
     except SpmnError:
@@ -97,21 +99,35 @@ def run_one(name: str, instance: int, steps: int, seed: int = 0) -> dict:
         span = row["v_star"] - row["v_random"]
         row["gap"] = (row["v_learned"] - row["v_random"]) / span if span > 1e-12 else 1.0
         # the tabular world model on the same logs, valued the same way
-        try:
-            t0 = time.perf_counter()
-            acts = d.joint_actions()  # one joint-action column, as a tabular user logs it
-            key = {r.tobytes(): i for i, r in enumerate(acts)}
-            A = np.stack([logs[f] for f in d.action_fluents], axis=1).astype(np.int64)
-            tlogs = {**logs, "joint_action": np.array([key[r.tobytes()] for r in A])}
-            tab = spmn.WorldModel(d.state_fluents, "joint_action", "r", term, progress=False,
-                                  seed=seed).fit(tlogs)
-            tsol = tab.solve(gamma=d.discount, horizon=H)
-            row["tab_s"] = time.perf_counter() - t0
-            row["tab_v"] = exact.policy_value(_TabularPolicy(tsol, d), H, d.discount)
-            row["tab_gap"] = (row["tab_v"] - row["v_random"]) / span if span > 1e-12 else 1.0
-        except (SpmnError, ValueError) as e:
-            row["tab_error"] = f"{type(e).__name__}: {str(e)[:80]}"
+        n_seen, n_act = len(m.seen_states_), d.n_joint_actions()
+        if n_seen ** 2 * n_act > 2e8:  # the tabular model's tables are dense in K x A x K
+            row["tab_error"] = f"not run: {n_seen:,} logged states, dense K·A·K tables"
+        else:
+            _tabular(row, d, m, logs, term, exact, H, span, seed)
     return row
+
+
+def _tabular(row, d, m, logs, term, exact, H, span, seed) -> None:
+    """The tabular WorldModel on the same logs (one joint-action column), valued exactly."""
+    import spmn
+    from spmn.errors import SpmnError
+    try:
+        t0 = time.perf_counter()
+        acts = d.joint_actions()  # one joint-action column, as a tabular user logs it
+        key = {r.tobytes(): i for i, r in enumerate(acts)}
+        A = np.stack([logs[f] for f in d.action_fluents], axis=1).astype(np.int64)
+        tlogs = {**logs, "joint_action": np.array([key[r.tobytes()] for r in A])}
+        # learned regions where the G-test splits are cheap, else one region per state
+        n_seen = len(m.seen_states_)
+        row["tab_structure"] = "learn" if n_seen <= 2000 else "full"
+        tab = spmn.WorldModel(d.state_fluents, "joint_action", "r", term, progress=False,
+                              structure=row["tab_structure"], seed=seed).fit(tlogs)
+        tsol = tab.solve(gamma=d.discount, horizon=H)
+        row["tab_s"] = time.perf_counter() - t0
+        row["tab_v"] = exact.policy_value(_TabularPolicy(tsol, d), H, d.discount)
+        row["tab_gap"] = (row["tab_v"] - row["v_random"]) / span if span > 1e-12 else 1.0
+    except (SpmnError, ValueError) as e:
+        row["tab_error"] = f"{type(e).__name__}: {str(e)[:80]}"
 
 
 class _TabularPolicy:
@@ -183,7 +199,9 @@ def table(rows: list[dict]) -> str:
                                              f" ± {r['v_random_se']:.3f}")
         err = abs(r["model_v0"] - r["v_learned"]) / max(abs(r["v_learned"]), 1e-12)
         tree = "—" if r.get("tree_nodes") is None else f"{r['tree_nodes']} ({r['tree_vars']} vars)"
-        tab = _f(r.get("tab_gap"), "{:.1%}") if "tab_error" not in r else "fails"
+        tab = (_f(r.get("tab_gap"), "{:.1%}") + f" ({r.get('tab_structure', 'learn')})"
+               if "tab_gap" in r else ("not run" if "not run" in r.get("tab_error", "")
+                                       else "fails" if "tab_error" in r else "—"))
         out.append([r["domain"], r["instance"], r["fluents"], r["joint_actions"], r["H"],
                     _f(r["fit_s"], "{:.1f}"), _f(r["solve_s"], "{:.1f}"), r["method"], tree,
                     learned, _f(r.get("v_star")), rnd, _f(r.get("gap"), "{:.1%}"),
@@ -199,7 +217,12 @@ def main(argv=None) -> None:
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--quick", action="store_true", help="instance 1 of each domain")
     ap.add_argument("--out", default="rddl_results.jsonl")
+    ap.add_argument("--table-from", metavar="JSONL", help="print the table of a finished run")
     a = ap.parse_args(argv)
+    if a.table_from:
+        with open(a.table_from) as fh:
+            print(table([json.loads(line) for line in fh if line.strip()]))
+        return
     insts = [1] if a.quick else a.instances
     print(machine())
     rows = []

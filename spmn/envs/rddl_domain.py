@@ -331,7 +331,7 @@ class RDDLDomain:
         model whose state and action variables are this domain's fluents in its order (as
         :func:`~spmn.envs.rddl.log_transitions` writes them); a finite-horizon solution's last
         step serves later steps. DataError names an action that is not a valid joint action."""
-        acts = self.joint_actions()
+        self.joint_actions()  # builds the action index
         H = getattr(solution, "horizon", None)
         tt = int(t) if H is None else min(int(t), int(H) - 1)
         rows = np.asarray(solution.policy(np.asarray(states, np.int64), tt), np.int64)
