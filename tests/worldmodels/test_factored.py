@@ -483,3 +483,32 @@ def test_flat_row_index_is_exact_even_when_hashes_collide(monkeypatch):
     q = np.array([[S[0, 1], S[0, 0], *S[0, 2:]]])
     got = flat._Index(one).find(q)
     assert got[0] == (0 if (q == one).all() else -1)
+
+
+def test_flat_solver_bounds_its_memory_and_says_so(monkeypatch):
+    from spmn.errors import SolverError
+    from spmn.worldmodels.factored import flat
+    logs = chain_logs(5, 2, 3000, goal=2)
+    m = FactoredWorldModel([f"x{i}" for i in range(5)], ["a0", "a1"], progress=False,
+                           smoothing=0.5, seed=0).fit(logs)
+    S = m.seen_states_
+    X = m.mdp_.all_actions(S)
+    whole = flat.successors(m.mdp_, X)
+    monkeypatch.setattr(flat, "BUDGET", 7)  # chunks of at most 7 successors (or one row)
+    parts = list(flat.chunked_successors(m.mdp_, X))
+    assert len(parts) > 1
+    src = np.concatenate([off + s for off, s, _, _ in parts])
+    np.testing.assert_array_equal(src, whole[0])
+    np.testing.assert_array_equal(np.concatenate([n for _, _, n, _ in parts]), whole[1])
+    np.testing.assert_array_equal(np.concatenate([p for _, _, _, p in parts]), whole[2])
+    np.testing.assert_array_equal(flat.row_counts(m.mdp_, X), np.bincount(whole[0]))
+    states = flat.reachable(m.mdp_, S, 10_000)
+    small = flat.reachable(m.mdp_, S, 10_000, max_transitions=10)
+    assert states is not None and small is None
+    ref = m.solve(0.9, method="flat")  # chunked build, same values as the structured solver
+    np.testing.assert_allclose(ref.value(S), m.solve(0.9, method="structured").value(S),
+                               rtol=0, atol=1e-8)
+    monkeypatch.setattr(flat, "MAX_TRANSITIONS", 10)
+    with pytest.raises(SolverError, match=r"more than 10 \(s, a, s'\) transitions, the flat solver's limit"):
+        m.solve(0.9, method="flat")
+    m.solve(0.9)  # auto: falls back to the structured solver

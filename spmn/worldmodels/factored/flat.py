@@ -61,6 +61,38 @@ def successors(mdp: FactoredMDP, X: np.ndarray, limit: float = np.inf
     return src[order], nxt[order], prob[order]
 
 
+BUDGET = 1 << 22  # successor rows materialized at once
+MAX_TRANSITIONS = 30_000_000  # (s, a, s') entries a flat solution may store
+
+
+def row_counts(mdp: FactoredMDP, X: np.ndarray) -> np.ndarray:
+    """Successors of nonzero probability of every row of ``X`` (a float product of counts)."""
+    out = np.ones(X.shape[0])
+    for i in range(mdp.d):
+        out *= (mdp.factor(i, X) > 0).sum(axis=1)
+    return out
+
+
+def chunked_successors(mdp: FactoredMDP, X: np.ndarray, counts: np.ndarray | None = None):
+    """:func:`successors` over consecutive row chunks of ``X`` holding at most ``BUDGET``
+    successors each (a single larger row alone): yields ``(first row, src, next, prob)``."""
+    counts = row_counts(mdp, X) if counts is None else counts
+    lo, n = 0, X.shape[0]
+    cum = np.cumsum(counts)
+    while lo < n:
+        base = cum[lo - 1] if lo else 0.0
+        hi = max(lo + 1, int(np.searchsorted(cum, base + BUDGET, side="right")))
+        src, nxt, prob = successors(mdp, X[lo:hi])
+        yield lo, src, nxt, prob
+        lo = hi
+
+
+def _too_many(total: float, what: str) -> SolverError:
+    return SolverError(f"{what}: {total:,.0f} (s, a, s') transitions exceed the flat solver's "
+                       f"limit of {MAX_TRANSITIONS:,}; use method='structured' or fewer start "
+                       "states")
+
+
 _MULT = np.random.default_rng(20261203).integers(1, 2**63, 4096, dtype=np.uint64) | np.uint64(1)
 
 
@@ -105,9 +137,10 @@ class _Index:
         return j
 
 
-def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int = 4096
-              ) -> np.ndarray | None:
-    """The states reachable from ``start`` under the model, or None beyond ``max_states``."""
+def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int = 4096,
+              max_transitions: float | None = None) -> np.ndarray | None:
+    """The states reachable from ``start`` under the model, or None beyond ``max_states``
+    states or ``max_transitions`` (s, a, s') transitions (what the flat solver would store)."""
     dt = _dtype(mdp.state_cards)
     S0 = np.asarray(start, np.int64)
     _, first = np.unique(_rows(S0), return_index=True)
@@ -116,19 +149,22 @@ def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int =
         return None
     frontier = known
     index = _Index(known)
+    total = 0.0
+    max_transitions = MAX_TRANSITIONS if max_transitions is None else max_transitions
     while frontier.shape[0]:
         found = []
         step = max(1, batch // max(mdp.n_actions, 1))
         for lo in range(0, frontier.shape[0], step):
             X = mdp.all_actions(frontier[lo:lo + step].astype(np.int64))
-            out = successors(mdp, X, limit=max_states)
-            if out is None:
+            counts = row_counts(mdp, X)
+            total += float(counts.sum())
+            if total > max_transitions or (counts.size and counts.max() > max_states):
                 return None
-            nxt = out[1]
-            new = nxt[index.find(nxt) < 0]
-            if new.shape[0]:
-                _, first = np.unique(_rows(new), return_index=True)
-                found.append(new[np.sort(first)])
+            for _, _, nxt, _ in chunked_successors(mdp, X, counts):
+                new = nxt[index.find(nxt) < 0]
+                if new.shape[0]:
+                    _, first = np.unique(_rows(new), return_index=True)
+                    found.append(new[np.sort(first)])
         if not found:
             break
         new = np.concatenate(found)
@@ -160,15 +196,21 @@ class FlatModel:
         N, A = states.shape[0], mdp.n_actions
         rows, cols, vals, R, C = [], [], [], [], []
         step = max(1, 8192 // max(A, 1))
+        total = 0.0
         for lo in range(0, N, step):
             X = mdp.all_actions(states[lo:lo + step].astype(np.int64))
-            src, nxt, prob = successors(mdp, X)
-            j = index.find(nxt)
-            if (j < 0).any():
-                raise SolverError("internal: the enumerated states are not closed under the model")
-            rows.append(src + lo * A)
-            cols.append(j)
-            vals.append(prob)
+            counts = row_counts(mdp, X)
+            total += float(counts.sum())
+            if total > MAX_TRANSITIONS:
+                raise _too_many(total, f"{N:,} enumerated states (so far)")
+            for off, src, nxt, prob in chunked_successors(mdp, X, counts):
+                j = index.find(nxt)
+                if (j < 0).any():
+                    raise SolverError("internal: the enumerated states are not closed under "
+                                      "the model")
+                rows.append(src + (lo * A + off))
+                cols.append(j)
+                vals.append(prob)
             R.append(mdp.reward.predict(X))
             C.append(gamma * mdp.continuation(X))
         P = sp.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),

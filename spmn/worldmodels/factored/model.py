@@ -21,13 +21,14 @@ import numpy as np
 
 from ..._progress import progress_bar
 from ...circuit.circuit import Circuit
-from ...errors import DataError, NotFittedError
+from ...errors import DataError, NotFittedError, SolverError
 from ...io import register_kind
 from ...schema import Variable
 from ..columns import names_of, read_transitions
 from ..tabular.coverage import _rows
 from . import build, explain
 from .flat import reachable, solve_flat
+from . import flat as _flat
 from .mdp import FactoredMDP
 from .reward import AdditiveReward, fit_additive_reward
 from .solved import FactoredSolution, check_solver, state_codes, warn_thin
@@ -241,6 +242,10 @@ class FactoredWorldModel:
         states = None
         if method in ("auto", "flat"):
             states = reachable(self.mdp_, S0, max_states if method == "auto" else 1 << 62)
+            if states is None and method == "flat":
+                raise SolverError(f"the states reachable from the start states need more than "
+                                  f"{flat_limit():,} (s, a, s') transitions, the flat solver's "
+                                  "limit; use method='structured' or fewer start states")
         if states is not None:
             res = solve_flat(self.mdp_, states.astype(np.int64), gamma, horizon, tol)
             sol = FactoredSolution(self.mdp_, res, "flat", states.astype(np.int64), res.V, tol,
@@ -345,6 +350,10 @@ class FactoredWorldModel:
 def _tree_payload(t: ConditionalTree, key: str, arrays) -> dict[str, Any]:
     return {"k": t.k, **{n: {"shape": list(v.shape), "data": arrays.put(f"{key}_{n}", v.ravel())}
                          for n, v in t.to_arrays().items()}}
+
+
+def flat_limit() -> int:
+    return int(_flat.MAX_TRANSITIONS)
 
 
 def _tree_from(doc: dict[str, Any], arrays) -> ConditionalTree:
