@@ -234,6 +234,8 @@ def main(argv=None) -> None:
                 r = {"domain": name.split("_")[0], "instance": i,
                      "error": "skipped: two smaller instances ran over the limit"}
                 rows.append(r)
+                with open(a.out, "a") as fh:
+                    fh.write(json.dumps(r) + "\n")
                 continue
             r = run_limited((name, i, a.steps), a.timeout)
             over = over + 1 if "limit" in r.get("error", "") else 0
