@@ -114,5 +114,5 @@ def test_taxi_model_file_is_small(tmp_path):
 def test_continuous_columns_name_the_kind_that_takes_them():
     logs = {"s": np.array([0.5, 1.5]), "a": np.array([0, 1]), "r": np.zeros(2),
             "s_next": np.array([1.5, 0.5])}
-    with pytest.raises(DataError, match="GaussianWorldModel"):
+    with pytest.raises(DataError, match="ContinuousWorldModel.*GaussianWorldModel"):
         WorldModel("s", "a", "r").fit(logs)
