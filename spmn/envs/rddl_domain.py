@@ -10,13 +10,14 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import warnings
 from itertools import combinations, product
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from spmn.envs.rddl_program import GroundProgram
-from spmn.errors import DataError, SpmnError
+from spmn.errors import CoverageWarning, DataError, SolverError, SpmnError
 from spmn.schema import Variable
 
 MAX_ACTIONS = 10_000  # joint actions enumerated by default
@@ -330,12 +331,29 @@ class RDDLDomain:
         for every row of ``states``: ``solution.policy(rows, t)`` (the Solution protocol) of a
         model whose state and action variables are this domain's fluents in its order (as
         :func:`~spmn.envs.rddl.log_transitions` writes them); a finite-horizon solution's last
-        step serves later steps. DataError names an action that is not a valid joint action."""
+        step serves later steps. DataError names an action that is not a valid joint action.
+        States a solution does not cover at step ``t`` (a layered flat solve answers only the
+        (state, step) pairs reachable from its start states) take the no-op, with a
+        CoverageWarning giving the count."""
         self.joint_actions()  # builds the action index
         H = getattr(solution, "horizon", None)
         tt = int(t) if H is None else min(int(t), int(H) - 1)
-        rows = np.asarray(solution.policy(np.asarray(states, np.int64), tt), np.int64)
-        rows = rows.reshape(len(states), -1)
+        S = np.asarray(states, np.int64)
+        try:
+            rows = np.asarray(solution.policy(S, tt), np.int64).reshape(len(S), -1)
+        except SolverError:
+            # a solution that covers only some (state, step) pairs (a layered flat solve from
+            # the start states): the others take the no-op, with a warning saying how many
+            rows = np.tile(self.action_defaults, (len(S), 1))
+            miss = 0
+            for i in range(len(S)):
+                try:
+                    rows[i] = np.asarray(solution.policy(S[i:i + 1], tt), np.int64).reshape(-1)
+                except SolverError:
+                    miss += 1
+            warnings.warn(f"{self.instance_name}: the solution does not cover {miss} of {len(S)} "
+                          f"states at step {tt} (not reachable by then from its start states); "
+                          "they take the no-op", CoverageWarning, stacklevel=2)
         if rows.shape[1] != len(self.action_fluents):
             raise DataError(f"{self.instance_name}: the solution gives {rows.shape[1]} action "
                             f"columns per state, the domain has {len(self.action_fluents)} action "

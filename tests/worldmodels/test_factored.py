@@ -512,3 +512,34 @@ def test_flat_solver_bounds_its_memory_and_says_so(monkeypatch):
     with pytest.raises(SolverError, match=r"more than 10 \(s, a, s'\) transitions, the flat solver's limit"):
         m.solve(0.9, method="flat")
     m.solve(0.9)  # auto: falls back to the structured solver
+
+
+def test_layered_flat_solve_is_exact_where_it_answers():
+    """Finite horizon from start states: the states within H - 1 steps suffice, and V_t is
+    exact for every state reachable by step t (equal to the closed solve); later lookups raise."""
+    from spmn.errors import SolverError
+    from spmn.worldmodels.factored import flat
+    rng = np.random.default_rng(0)
+    n = 4000
+    x, a, z = rng.integers(0, 10, n), rng.integers(0, 2, n), rng.integers(0, 2, n)
+    logs = {"x": x, "z": z, "a": a, "x_next": np.minimum(x + a, 9),
+            "z_next": rng.integers(0, 2, n), "r": (x >= 2).astype(float) + 0.1 * z}
+    m = FactoredWorldModel(["x", "z"], "a", progress=False, seed=0).fit(logs)
+    H, start = 4, np.array([[0, 0]])
+    closed = flat.solve_flat(m.mdp_, flat.reachable(m.mdp_, start, 10_000), 1.0, H)
+    S, steps = flat.reachable(m.mdp_, start, 10_000, depth=H - 1)
+    assert steps.max() >= 2 and len(S) < len(closed.model.states)
+    lay = flat.solve_flat(m.mdp_, S.astype(np.int64), 1.0, H, steps=steps)
+    for t in range(H):
+        ok = S[steps <= t].astype(np.int64)
+        np.testing.assert_allclose(lay.q_rows(m.mdp_, ok, t), closed.q_rows(m.mdp_, ok, t),
+                                   rtol=0, atol=1e-12)
+    late = S[steps == steps.max()][:1].astype(np.int64)
+    with pytest.raises(SolverError, match="steps from the start states"):
+        lay.q_rows(m.mdp_, late, 0)
+    with pytest.raises(SolverError, match="needs a finite horizon"):
+        flat.solve_flat(m.mdp_, S.astype(np.int64), 0.9, None, steps=steps)
+    # the model picks the layered set when the closed one is over max_states
+    small = m.solve(1.0, horizon=H, start=start, max_states=10)
+    assert small.method == "flat" and small.result.model.steps is not None
+    assert small.value(start[0]) == pytest.approx(closed.q_rows(m.mdp_, start, 0).max(), abs=1e-12)

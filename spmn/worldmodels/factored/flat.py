@@ -138,9 +138,11 @@ class _Index:
 
 
 def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int = 4096,
-              max_transitions: float | None = None) -> np.ndarray | None:
+              max_transitions: float | None = None, depth: int | None = None):
     """The states reachable from ``start`` under the model, or None beyond ``max_states``
-    states or ``max_transitions`` (s, a, s') transitions (what the flat solver would store)."""
+    states or ``max_transitions`` (s, a, s') transitions (what the flat solver would store).
+    With ``depth``: only those reachable within ``depth`` steps, returned with each one's
+    fewest steps from ``start`` (``(states, steps)``)."""
     dt = _dtype(mdp.state_cards)
     S0 = np.asarray(start, np.int64)
     _, first = np.unique(_rows(S0), return_index=True)
@@ -151,7 +153,10 @@ def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int =
     index = _Index(known)
     total = 0.0
     max_transitions = MAX_TRANSITIONS if max_transitions is None else max_transitions
-    while frontier.shape[0]:
+    steps = [np.zeros(known.shape[0], np.int64)]
+    level = 0
+    while frontier.shape[0] and (depth is None or level < depth):
+        level += 1
         found = []
         step = max(1, batch // max(mdp.n_actions, 1))
         for lo in range(0, frontier.shape[0], step):
@@ -173,9 +178,10 @@ def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int =
         if known.shape[0] + new.shape[0] > max_states:
             return None
         known = np.concatenate([known, new])
+        steps.append(np.full(new.shape[0], level, np.int64))
         index = _Index(known)
         frontier = new
-    return known
+    return known if depth is None else (known, np.concatenate(steps))
 
 
 @dataclass(eq=False)
@@ -189,9 +195,14 @@ class FlatModel:
     R: np.ndarray
     C: np.ndarray
     index: _Index
+    steps: np.ndarray | None = None  # a layered set: fewest steps from the start states
 
     @classmethod
-    def build(cls, mdp: FactoredMDP, states: np.ndarray, gamma: float) -> "FlatModel":
+    def build(cls, mdp: FactoredMDP, states: np.ndarray, gamma: float,
+              steps: np.ndarray | None = None) -> "FlatModel":
+        """The model over ``states``: closed under the model, or (``steps`` given) layered:
+        successors beyond the set are dropped, which is exact for a finite horizon H when the
+        set holds every state within H - 1 steps (see :func:`solve_flat`)."""
         index = _Index(states)
         N, A = states.shape[0], mdp.n_actions
         rows, cols, vals, R, C = [], [], [], [], []
@@ -205,7 +216,9 @@ class FlatModel:
                 raise _too_many(total, f"{N:,} enumerated states (so far)")
             for off, src, nxt, prob in chunked_successors(mdp, X, counts):
                 j = index.find(nxt)
-                if (j < 0).any():
+                if steps is not None:  # layered: the successors past the last layer
+                    src, j, prob = src[j >= 0], j[j >= 0], prob[j >= 0]
+                elif (j < 0).any():
                     raise SolverError("internal: the enumerated states are not closed under "
                                       "the model")
                 rows.append(src + (lo * A + off))
@@ -216,7 +229,7 @@ class FlatModel:
         P = sp.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                          shape=(N * A, N))
         return cls(mdp, states, P, np.concatenate(R).reshape(N, A),
-                   np.concatenate(C).reshape(N, A), index)
+                   np.concatenate(C).reshape(N, A), index, steps)
 
     def q(self, V: np.ndarray) -> np.ndarray:
         """Q = R + C ⊙ (P V) (states x A)."""
@@ -239,6 +252,14 @@ class FlatResult:
         Vn = self.V if self.horizon is None else self.V[t + 1]
         A, fm = mdp.n_actions, self.model
         idx = fm.index.find(S.astype(fm.states.dtype))
+        if fm.steps is not None:
+            late = np.flatnonzero(idx >= 0)[fm.steps[idx[idx >= 0]] > t]
+            if late.size:
+                j = int(late[0])
+                raise SolverError(f"state {S[j].tolist()} is {int(fm.steps[idx[j]])} steps from "
+                                  f"the start states: this finite-horizon flat solution holds "
+                                  f"the values of states reachable by step t, not at t={t}; "
+                                  "solve with it among start=...")
         Q = np.empty((S.shape[0], A))
         have = np.flatnonzero(idx >= 0)
         if have.size:  # enumerated states: their rows of P, R and C
@@ -246,13 +267,19 @@ class FlatResult:
             Q[have] = fm.R[idx[have]] + fm.C[idx[have]] * (fm.P[rows] @ Vn).reshape(-1, A)
         miss = np.flatnonzero(idx < 0)
         if miss.size:
-            Q[miss] = self._backup(mdp, S[miss], Vn)
+            Q[miss] = self._backup(mdp, S[miss], Vn, t)
         return Q
 
-    def _backup(self, mdp: FactoredMDP, S: np.ndarray, Vn: np.ndarray) -> np.ndarray:
+    def _backup(self, mdp: FactoredMDP, S: np.ndarray, Vn: np.ndarray, t: int = 0) -> np.ndarray:
         X = mdp.all_actions(S)
         src, nxt, prob = successors(mdp, X)
         j = self.model.index.find(nxt)
+        st = self.model.steps
+        if st is not None:  # layered: successors must be known at step t + 1 (V_H = 0)
+            if t + 1 >= int(self.horizon):
+                src, prob, j = src[j >= 0], prob[j >= 0], j[j >= 0]
+            else:
+                j = np.where((j >= 0) & (st[np.maximum(j, 0)] > t + 1), -1, j)
         if (j < 0).any():
             bad = S[src[j < 0][0] // mdp.n_actions]
             raise SolverError(f"state {bad.tolist()} leads outside the states this flat solution "
@@ -264,10 +291,19 @@ class FlatResult:
 
 
 def solve_flat(mdp: FactoredMDP, states: np.ndarray, gamma: float, horizon: int | None = None,
-               tol: float = 1e-8, max_iter: int = 1_000_000) -> FlatResult:
-    """Backward induction or value iteration over ``states`` (closed under the model)."""
+               tol: float = 1e-8, max_iter: int = 1_000_000, steps: np.ndarray | None = None
+               ) -> FlatResult:
+    """Backward induction or value iteration over ``states`` (closed under the model).
+
+    Layered (finite horizon H, ``steps`` = each state's fewest steps from the start states,
+    the set holding every state within H - 1 steps): V_t(s) is exact wherever steps(s) <= t,
+    since a successor left out is first reached at step H, where V_H = 0. Lookups elsewhere
+    raise a SolverError.
+    """
     gamma = check_gamma(gamma, horizon)
-    model = FlatModel.build(mdp, states, gamma)
+    if steps is not None and horizon is None:
+        raise SolverError("a layered flat solution needs a finite horizon")
+    model = FlatModel.build(mdp, states, gamma, steps)
     N = states.shape[0]
     if horizon is not None:
         if int(horizon) != horizon or horizon < 0:

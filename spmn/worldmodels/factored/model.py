@@ -230,8 +230,11 @@ class FactoredWorldModel:
         """Exact values and greedy policy of the learned model.
 
         ``method``: "structured" (value diagrams, :mod:`.structured`), "flat" (value iteration
-        over the states reachable from ``start``, default the logged states: :mod:`.flat`), or
-        "auto" (flat when that set has at most ``max_states`` states, structured otherwise).
+        over the states reachable from ``start``, default the logged states: :mod:`.flat`; for a
+        finite horizon H, when that set is too large, the states within H - 1 steps, whose
+        values are exact at every step t they can be reached by: other (state, t) lookups
+        raise), or "auto" (flat when that set has at most ``max_states`` states, structured
+        otherwise).
         Finite ``horizon``: backward induction from V_H = 0, a policy per step; else value
         iteration to ``tol`` with a proven bound. Warns (CoverageWarning) when the greedy
         policy at ``start`` (or the reachable / logged states) uses thin leaves.
@@ -239,19 +242,26 @@ class FactoredWorldModel:
         self._check_fitted()
         method = check_solver(method)
         S0 = self.seen_states_ if start is None else state_codes(self.mdp_, start)[0]
-        states = None
+        states = steps = None
         if method in ("auto", "flat"):
-            states = reachable(self.mdp_, S0, max_states if method == "auto" else 1 << 62)
+            limit = max_states if method == "auto" else 1 << 62
+            layered = horizon is not None and int(horizon) >= 1
+            states = reachable(self.mdp_, S0, limit)  # closed: answers every (state, step)
+            if states is None and layered:
+                # finite horizon: the states within H - 1 steps of the start suffice (layered)
+                got = reachable(self.mdp_, S0, limit, depth=int(horizon) - 1)
+                states, steps = got if got is not None else (None, None)
             if states is None and method == "flat":
                 raise SolverError(f"the states reachable from the start states need more than "
                                   f"{flat_limit():,} (s, a, s') transitions, the flat solver's "
                                   "limit; use method='structured' or fewer start states")
         if states is not None:
-            res = solve_flat(self.mdp_, states.astype(np.int64), gamma, horizon, tol)
+            res = solve_flat(self.mdp_, states.astype(np.int64), gamma, horizon, tol,
+                             steps=steps)
             sol = FactoredSolution(self.mdp_, res, "flat", states.astype(np.int64), res.V, tol,
                                    max_nodes)
             where = "reachable states" if start is None else "start states"
-            check = sol.states if start is None else S0
+            check = (sol.states if steps is None else S0) if start is None else S0
         else:
             res = solve_structured(self.mdp_, gamma, horizon, tol, max_nodes=max_nodes)
             if horizon is None:

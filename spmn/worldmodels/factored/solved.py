@@ -120,7 +120,10 @@ class FactoredSolution:
     """A solved :class:`~.model.FactoredWorldModel`: ``values`` are V at ``states`` (the
     enumerated reachable states of a flat solve; the start or logged states of a structured
     one), (N,) or (H+1, N) for a finite horizon; ``method`` says which solver ran. Lookups
-    answer any state (a flat solve: states it enumerated, or whose successors it did)."""
+    answer any state (a flat solve: states it enumerated, or whose successors it did). A
+    layered flat solve (finite horizon from given start states) holds the states within
+    H - 1 steps of them: ``values[t, j]`` is exact where state j is reachable by step t
+    (``result.model.steps[j] <= t``), and lookups of other (state, t) pairs raise."""
 
     mdp: FactoredMDP
     result: StructuredResult | FlatResult
