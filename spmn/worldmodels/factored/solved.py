@@ -31,8 +31,9 @@ def state_codes(mdp: FactoredMDP, states: Any) -> tuple[np.ndarray, bool]:
     bad = (S < 0) | (S >= mdp.state_cards[None, :])
     if bad.any():
         j = int(np.flatnonzero(bad.any(axis=0))[0])
-        raise DataError(f"state variable {mdp.state_names[j]!r} has code {int(S[bad.any(axis=1)][0, j])}, "
-                        f"outside 0..{mdp.state_cards[j] - 1}")
+        i = int(np.flatnonzero(bad[:, j])[0])
+        raise DataError(f"state variable {mdp.state_names[j]!r} has code {int(S[i, j])} in row "
+                        f"{i}, outside 0..{mdp.state_cards[j] - 1}")
     return S, one
 
 
