@@ -138,11 +138,14 @@ class _Index:
 
 
 def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int = 4096,
-              max_transitions: float | None = None, depth: int | None = None):
+              max_transitions: float | None = None, depth: int | None = None,
+              layered: int | None = None):
     """The states reachable from ``start`` under the model, or None beyond ``max_states``
     states or ``max_transitions`` (s, a, s') transitions (what the flat solver would store).
     With ``depth``: only those reachable within ``depth`` steps, returned with each one's
-    fewest steps from ``start`` (``(states, steps)``)."""
+    fewest steps from ``start`` (``(states, steps)``). With ``layered``: beyond the limits,
+    the states within ``layered`` steps with their steps when the search had completed them
+    (one breadth-first search serves both), else None."""
     dt = _dtype(mdp.state_cards)
     S0 = np.asarray(start, np.int64)
     _, first = np.unique(_rows(S0), return_index=True)
@@ -155,6 +158,13 @@ def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int =
     max_transitions = MAX_TRANSITIONS if max_transitions is None else max_transitions
     steps = [np.zeros(known.shape[0], np.int64)]
     level = 0
+
+    def over():
+        if layered is None or level <= layered:  # the layers up to `layered` are incomplete
+            return None
+        st = np.concatenate(steps)
+        keep = st <= layered
+        return known[keep], st[keep]
     while frontier.shape[0] and (depth is None or level < depth):
         level += 1
         found = []
@@ -164,7 +174,7 @@ def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int =
             counts = row_counts(mdp, X)
             total += float(counts.sum())
             if total > max_transitions or (counts.size and counts.max() > max_states):
-                return None
+                return over()
             for _, _, nxt, _ in chunked_successors(mdp, X, counts):
                 new = nxt[index.find(nxt) < 0]
                 if new.shape[0]:
@@ -176,7 +186,7 @@ def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int =
         _, first = np.unique(_rows(new), return_index=True)
         new = new[np.sort(first)]
         if known.shape[0] + new.shape[0] > max_states:
-            return None
+            return over()
         known = np.concatenate([known, new])
         steps.append(np.full(new.shape[0], level, np.int64))
         index = _Index(known)

@@ -246,11 +246,10 @@ class FactoredWorldModel:
         if method in ("auto", "flat"):
             limit = max_states if method == "auto" else 1 << 62
             layered = horizon is not None and int(horizon) >= 1
-            states = reachable(self.mdp_, S0, limit)  # closed: answers every (state, step)
-            if states is None and layered:
-                # finite horizon: the states within H - 1 steps of the start suffice (layered)
-                got = reachable(self.mdp_, S0, limit, depth=int(horizon) - 1)
-                states, steps = got if got is not None else (None, None)
+            # closed (answers every (state, step)); past the limits, for a finite horizon, the
+            # states within H - 1 steps of the start (layered) from the same search
+            got = reachable(self.mdp_, S0, limit, layered=int(horizon) - 1 if layered else None)
+            states, steps = got if isinstance(got, tuple) else (got, None)
             if states is None and method == "flat":
                 raise SolverError(f"the states reachable from the start states need more than "
                                   f"{flat_limit():,} (s, a, s') transitions, the flat solver's "
