@@ -61,8 +61,10 @@ class RegionTree:
                    np.asarray(d["region"], np.int64), np.asarray(d["cards"], np.int64))
 
 
-def _g_test(x: np.ndarray, y: np.ndarray, a: np.ndarray) -> tuple[float, int]:
-    """G statistic and degrees of freedom of x ⟂ y | a (all small non-negative ints)."""
+def _g_test(x: np.ndarray, y: np.ndarray, a: np.ndarray,
+            counts: np.ndarray | None = None) -> tuple[float, int]:
+    """G statistic and degrees of freedom of x ⟂ y | a (all small non-negative ints): one
+    row per observation, or (``counts``) one per distinct (a, x, y) with its count."""
     G, df = 0.0, 0
     for act in np.unique(a):
         m = a == act
@@ -71,7 +73,10 @@ def _g_test(x: np.ndarray, y: np.ndarray, a: np.ndarray) -> tuple[float, int]:
         if len(xs) < 2 or len(ys) < 2:
             continue
         O = np.zeros((len(xs), len(ys)))
-        np.add.at(O, (xi, yi), 1.0)
+        if counts is None:
+            np.add.at(O, (xi, yi), 1.0)
+        else:
+            O[xi, yi] = counts[m]
         E = O.sum(1, keepdims=True) * O.sum(0, keepdims=True) / O.sum()
         nz = O > 0
         G += 2.0 * float(np.sum(O[nz] * np.log(O[nz] / E[nz])))

@@ -26,6 +26,7 @@ from ..errors import AliasingWarning, DataError, ModelFileError, NotFittedError
 from ..io import register_kind
 from ..learn.regions import reward_classes
 from ..schema import Variable
+from .simulable import Simulable
 from .tabular.model import Solution, WorldModel
 from .tabular.model import from_payload as wm_from
 from .tabular.model import to_payload as wm_payload
@@ -37,7 +38,7 @@ def _encoder_types() -> dict[str, type]:
     return {"pca_kmeans": PCAKMeansEncoder, "torch_cnn": TorchEncoder}
 
 
-class EncodedWorldModel:
+class EncodedWorldModel(Simulable):
     """World model learned from image observations.
 
     ``encoder``: any :class:`~spmn.encoders.Encoder` (default :class:`PCAKMeansEncoder`);
@@ -323,21 +324,6 @@ class EncodedWorldModel:
         self._check_fitted()
         self.world_model_.validate()
         return self
-
-    def to_env(self, num_envs: int | None = None, **kwargs: Any):
-        """The learned model as a Gymnasium env drawing from p(s', r | s, a) (``num_envs``: a
-        vector env of that many copies); see :func:`spmn.worldmodels.simulate.to_env`."""
-        from .simulate import to_env
-
-        return to_env(self, num_envs, **kwargs)
-
-    def rollout(self, policy: Any = "random", n_episodes: int = 100, horizon: int = 100,
-                seed: Any = None, **kwargs: Any):
-        """Batched episodes of ``policy`` (a solution, a callable or "random") in the model, as
-        columns with their returns; see :func:`spmn.worldmodels.simulate.rollout`."""
-        from .simulate import rollout
-
-        return rollout(self, policy, n_episodes, horizon, seed, **kwargs)
 
     def __repr__(self) -> str:
         wm = f", {self.world_model_!r}" if hasattr(self, "world_model_") else ""

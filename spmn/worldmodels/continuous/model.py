@@ -30,6 +30,7 @@ from ..._progress import progress_bar
 from ...errors import CoverageWarning, DataError, NotFittedError, SpmnWarning
 from ...io import register_kind
 from ..columns import column
+from ..simulable import Simulable
 from . import leaves as L
 from .explain import ContinuousExplanation, explain
 from .regions import RegionTree, best_split, grow
@@ -50,7 +51,7 @@ def _finite(M: np.ndarray, names: Sequence[str], what: str) -> None:
                         "must be finite numbers")
 
 
-class ContinuousWorldModel:
+class ContinuousWorldModel(Simulable):
     """World model of continuous (and discrete) states from logged (s, a, r, s', end).
 
     ``states``: state column names (next states ``<name>_next``); ``discrete`` names those
@@ -423,21 +424,6 @@ class ContinuousWorldModel:
         if not ok or lv.count.shape != (self.tree_.n_regions, self.action_table_.shape[0]):
             raise DataError("the continuous world model's leaves are inconsistent")
         return self
-
-    def to_env(self, num_envs: int | None = None, **kwargs: Any):
-        """The learned model as a Gymnasium env drawing from p(s', r | s, a) (``num_envs``: a
-        vector env of that many copies); see :func:`spmn.worldmodels.simulate.to_env`."""
-        from ..simulate import to_env
-
-        return to_env(self, num_envs, **kwargs)
-
-    def rollout(self, policy: Any = "random", n_episodes: int = 100, horizon: int = 100,
-                seed: Any = None, **kwargs: Any):
-        """Batched episodes of ``policy`` (a solution, a callable or "random") in the model, as
-        columns with their returns; see :func:`spmn.worldmodels.simulate.rollout`."""
-        from ..simulate import rollout
-
-        return rollout(self, policy, n_episodes, horizon, seed, **kwargs)
 
     def __repr__(self) -> str:
         fitted = f", regions={self.tree_.n_regions}" if hasattr(self, "tree_") else ""

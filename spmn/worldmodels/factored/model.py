@@ -25,10 +25,11 @@ from ...errors import DataError, NotFittedError, SolverError
 from ...io import register_kind
 from ...schema import Variable
 from ..columns import names_of, read_transitions
+from ..simulable import Simulable
 from ..tabular.coverage import _rows
 from . import build, explain
-from .flat import reachable, solve_flat
 from . import flat as _flat
+from .flat import reachable, solve_flat
 from .mdp import FactoredMDP
 from .reward import AdditiveReward, fit_additive_reward
 from .solved import FactoredSolution, check_solver, state_codes, warn_thin
@@ -36,7 +37,7 @@ from .structured import solve_structured
 from .trees import ConditionalTree, fit_trees
 
 
-class FactoredWorldModel:
+class FactoredWorldModel(Simulable):
     """Learn a factored world model from logged transitions; solve it exactly.
 
     ``states`` / ``actions``: names (integer codes 0..k-1, k read from the data) or
@@ -331,21 +332,6 @@ class FactoredWorldModel:
 
     def summary(self):
         return self.circuit_.summary()
-
-    def to_env(self, num_envs: int | None = None, **kwargs: Any):
-        """The learned model as a Gymnasium env drawing from p(s', r | s, a) (``num_envs``: a
-        vector env of that many copies); see :func:`spmn.worldmodels.simulate.to_env`."""
-        from ..simulate import to_env
-
-        return to_env(self, num_envs, **kwargs)
-
-    def rollout(self, policy: Any = "random", n_episodes: int = 100, horizon: int = 100,
-                seed: Any = None, **kwargs: Any):
-        """Batched episodes of ``policy`` (a solution, a callable or "random") in the model, as
-        columns with their returns; see :func:`spmn.worldmodels.simulate.rollout`."""
-        from ..simulate import rollout
-
-        return rollout(self, policy, n_episodes, horizon, seed, **kwargs)
 
     def __repr__(self) -> str:
         fitted = ""

@@ -32,6 +32,7 @@ from ...errors import DataError, NotFittedError, SolverError, SpmnWarning
 from ...gaussian import conditional, covariance_problem
 from ...io import register_kind
 from ...schema import Schema, Variable
+from ..simulable import Simulable
 from .em import fit_mixture
 from .filter import kalman_filter
 from .grid import solve_grid
@@ -127,7 +128,7 @@ def transitions_from_system(system, n: int, *, cost: tuple[ArrayLike, ArrayLike]
     return out
 
 
-class GaussianWorldModel:
+class GaussianWorldModel(Simulable):
     """Continuous world model: states and actions are continuous variables.
 
     ``cost=(Q, R)`` (or a :class:`Quadratic` cost over states + actions) fixes the reward
@@ -448,21 +449,6 @@ class GaussianWorldModel:
         self._check_fitted()
         self.circuit_.validate()
         return self
-
-    def to_env(self, num_envs: int | None = None, **kwargs: Any):
-        """The learned model as a Gymnasium env drawing from p(s', r | s, a) (``num_envs``: a
-        vector env of that many copies); see :func:`spmn.worldmodels.simulate.to_env`."""
-        from ..simulate import to_env
-
-        return to_env(self, num_envs, **kwargs)
-
-    def rollout(self, policy: Any = "random", n_episodes: int = 100, horizon: int = 100,
-                seed: Any = None, **kwargs: Any):
-        """Batched episodes of ``policy`` (a solution, a callable or "random") in the model, as
-        columns with their returns; see :func:`spmn.worldmodels.simulate.rollout`."""
-        from ..simulate import rollout
-
-        return rollout(self, policy, n_episodes, horizon, seed, **kwargs)
 
     def __repr__(self) -> str:
         fitted = f", components={len(self.components)}" if hasattr(self, "circuit_") else ""

@@ -34,7 +34,7 @@ from ...learn.distributed import (
     quantiles_from_counts,
     reduce_partitions,
 )
-from ...learn.regions import TERMINAL, RegionTree
+from ...learn.regions import TERMINAL, RegionTree, _g_test
 from ...schema import Variable
 from ..columns import name as name_of
 from ..columns import read_transitions
@@ -181,20 +181,7 @@ def _g_from_counts(keys: np.ndarray, counts: np.ndarray, lo: int, n_actions: int
     rel = keys - lo
     a, rest = np.divmod(rel, kmax * ny)
     x, y = np.divmod(rest, ny)
-    G, df = 0.0, 0
-    for act in np.unique(a):
-        m = a == act
-        xs, xi = np.unique(x[m], return_inverse=True)
-        ys, yi = np.unique(y[m], return_inverse=True)
-        if len(xs) < 2 or len(ys) < 2:
-            continue
-        O = np.zeros((len(xs), len(ys)))
-        O[xi, yi] = counts[m]
-        E = O.sum(1, keepdims=True) * O.sum(0, keepdims=True) / O.sum()
-        nz = O > 0
-        G += 2.0 * float(np.sum(O[nz] * np.log(O[nz] / E[nz])))
-        df += (len(xs) - 1) * (len(ys) - 1)
-    return G, df
+    return _g_test(x, y, a, counts)
 
 
 def grow_regions(stats_of_round: Callable[[RegionTree, np.ndarray], dict[str, Any]], n: int,

@@ -35,6 +35,7 @@ from ...learn.regions import RegionTree, learn_regions, reward_classes
 from ...schema import Variable
 from ..columns import codes, names_of, read_transitions
 from ..recurrent import RecurrentSolution, Template
+from ..simulable import Simulable
 from ..solution import check_step, state_rows
 from . import build, counts, coverage
 
@@ -102,7 +103,7 @@ class Solution:
         return out[0] if one else out
 
 
-class WorldModel:
+class WorldModel(Simulable):
     """Learn p(s', r | s, a) from logged transitions; solve it exactly.
 
     ``states``/``actions``: names (discrete codes 0..k-1, k read from the data) or
@@ -266,21 +267,6 @@ class WorldModel:
         self._check_fitted()
         self.template_.check()
         return self
-
-    def to_env(self, num_envs: int | None = None, **kwargs: Any):
-        """The learned model as a Gymnasium env drawing from p(s', r | s, a) (``num_envs``: a
-        vector env of that many copies); see :func:`spmn.worldmodels.simulate.to_env`."""
-        from ..simulate import to_env
-
-        return to_env(self, num_envs, **kwargs)
-
-    def rollout(self, policy: Any = "random", n_episodes: int = 100, horizon: int = 100,
-                seed: Any = None, **kwargs: Any):
-        """Batched episodes of ``policy`` (a solution, a callable or "random") in the model, as
-        columns with their returns; see :func:`spmn.worldmodels.simulate.rollout`."""
-        from ..simulate import rollout
-
-        return rollout(self, policy, n_episodes, horizon, seed, **kwargs)
 
     def __repr__(self) -> str:
         fitted = f", regions={self.tree_.n_regions}" if hasattr(self, "tree_") else ""
