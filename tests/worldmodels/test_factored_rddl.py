@@ -60,3 +60,28 @@ def test_a_solution_over_other_actions_is_refused():
         bad = full.seen_states_[np.flatnonzero(pol.sum(axis=1) > 1)[:1]]
         with pytest.raises(DataError, match="not a valid joint action"):
             d.policy_indices(sol, bad, 0)
+
+
+@pytest.mark.slow
+def test_one_hot_groups_solve_an_instance_the_boolean_factors_cannot():
+    """CrossingTraffic 4: as 16 boolean factors the robot's position reaches ~900k model states
+    (mass on a robot in two cells); as one categorical variable the model reaches the 4,312
+    true ones, and its policy is optimal on the true MDP. (From 40k-70k random steps the far
+    cells are visited a handful of times and the gap closed varies from 4% to 97% by seed;
+    from 100k it is 100% on seeds 0 and 1.)"""
+    d = RDDLDomain("CrossingTraffic_MDP_ippc2011", 4)
+    logs = log_transitions(d, 100_000, seed=0, backend="compiled")
+    m = FactoredWorldModel(d.state_variables(), d.action_variables(), progress=False, seed=0,
+                           groups="auto").fit(logs)
+    assert [len(g) for g in m.groups_.groups] == [16]  # robot-at; obstacles co-occur
+    H = 15
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoverageWarning)
+        sol = m.solve(gamma=d.discount, horizon=H, start=d.initial_row, max_states=50_000)
+    assert sol.method == "flat"
+    ex = compile_exact(d)
+    assert sol.states.shape[0] <= 2 * ex.n_states
+    v_star, v_rand = ex.optimal_value(H), ex.policy_value("random", H)
+    v = ex.policy_value(sol, H)
+    assert (v - v_rand) / (v_star - v_rand) >= 0.95
+    assert abs(sol.value(d.initial_row) - v) <= 0.10 * abs(v)

@@ -26,6 +26,7 @@ class FactoredExplanation:
     split_rule: str
     n_transitions: int
     n_joint_actions: int
+    groups: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         n_s = sum(1 for t in self.parents if t.endswith("_next"))
@@ -33,6 +34,8 @@ class FactoredExplanation:
                  f"actions, {self.n_transitions:,} transitions",
                  f"splits: G-test at α = {self.split_p:g} / (candidates at the node), "
                  f"{self.split_rule}",
+                 *(["one-hot groups (one categorical variable each):"] +
+                   [f"  {g}" for g in self.groups] if self.groups else []),
                  "next-state variables <- parents found in the data (no synchronic arcs):"]
         for t, dep in self.parents.items():
             src = [*dep["state"], *dep["action"]]
@@ -67,7 +70,8 @@ def explain(mdp: FactoredMDP, n_transitions: int, split_p: float, chosen: bool,
     rule = "α chosen by held-out log-likelihood" if chosen else "α given (split_p)"
     return FactoredExplanation(parents, leaves, terms, rew.intercept,
                                {"rms": rew.residual_rms, "max": rew.residual_max, "r2": rew.r2},
-                               split_p, rule, int(n_transitions), mdp.n_actions)
+                               split_p, rule, int(n_transitions), mdp.n_actions,
+                               tuple(mdp.groups.describe()) if mdp.groups is not None else ())
 
 
 def dbn_graph(mdp: FactoredMDP, reward: str, end_name: str | None = None) -> Any:

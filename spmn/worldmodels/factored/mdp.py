@@ -10,6 +10,7 @@ combination), in lexicographic order (first action variable most significant): j
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ class FactoredMDP:
     end: ConditionalTree | None = None
     smoothing: float = 0.0
     allowed: np.ndarray | None = None
+    groups: Any = None  # a StateGroups: lookups also take the logged (input) layout
 
     def __post_init__(self) -> None:
         self.state_cards = np.asarray(self.state_cards, np.int64)

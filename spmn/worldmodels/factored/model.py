@@ -30,6 +30,7 @@ from ..tabular.coverage import _rows
 from . import build, explain
 from . import flat as _flat
 from .flat import reachable, solve_flat
+from .groups import StateGroups
 from .mdp import FactoredMDP
 from .reward import AdditiveReward, fit_additive_reward
 from .solved import FactoredSolution, check_solver, state_codes, warn_thin
@@ -51,6 +52,12 @@ class FactoredWorldModel(Simulable):
     combination; or an array of rows (one column per action variable). At most
     ``max_joint_actions`` of them, else an error with the limit and the count.
 
+    ``groups``: boolean state columns of which at most one is true (a position logged one-hot)
+    modelled as one categorical state variable (:mod:`.groups`): None (default, every column
+    its own variable), "auto" (found from the logs) or lists of column names. Then the model's
+    state variables (``state_names_``) are the ungrouped columns and one variable per group
+    (code 0: none true, i + 1: member i); every lookup also takes states in the logged layout.
+
     Hyper-parameters: ``split_p`` (α of the split rule of :mod:`.trees`; None: chosen by
     held-out log-likelihood), ``min_samples_leaf`` (rows per branch of a split),
     ``max_depth``, ``smoothing`` (added to every leaf's counts; 0 keeps unseen outcomes
@@ -60,6 +67,7 @@ class FactoredWorldModel(Simulable):
     (accepted like every kind's; these solvers run on numpy/scipy).
 
     Fitted: ``trees_`` (one :class:`~.trees.ConditionalTree` per next-state variable),
+    ``groups_`` (the :class:`~.groups.StateGroups` map from the logged columns, or None),
     ``joint_actions_`` (the allowed joint actions, rows in lexicographic order: joint code j),
     ``end_tree_`` (p(end | s, a), when ``terminated`` is given; the next-state trees learn from
     the steps that did not end), ``parents_``, ``reward_`` (:class:`~.reward.AdditiveReward`),
@@ -72,7 +80,7 @@ class FactoredWorldModel(Simulable):
                  terminated: str | None = None, *, split_p: float | None = None,
                  min_samples_leaf: int = 5, max_depth: int | None = None,
                  smoothing: float = 0.0, min_count: int = 30, joint_actions: Any = "logged",
-                 max_joint_actions: int = 4096,
+                 max_joint_actions: int = 4096, groups: Any = None,
                  progress: bool = True, seed: Any = None, backend: str | None = None) -> None:
         self.states = names_of(states)
         self.actions = names_of(actions)
@@ -85,6 +93,7 @@ class FactoredWorldModel(Simulable):
         self.min_count = min_count
         self.joint_actions = joint_actions
         self.max_joint_actions = max_joint_actions
+        self.groups = groups
         self.progress = progress
         self.seed = seed
         self.backend = backend
@@ -121,6 +130,11 @@ class FactoredWorldModel(Simulable):
         acards = np.array([given.get(x) or int(A[:, j].max()) + 1
                            for j, x in enumerate(anames)], np.int64)
         allowed = self._allowed(A, anames, acards)
+        groups = None if self.groups is None else \
+            StateGroups.find(np.concatenate([S, Sn]), snames, scards, self.groups)
+        if groups is not None:
+            S, Sn = groups.encode(S), groups.encode(Sn, "next-state")
+            snames, scards = list(groups.names), groups.cards
         X = np.concatenate([S, A], axis=1)
         cards = np.r_[scards, acards]
         cont = np.flatnonzero(~term) if (~term).any() else np.arange(n)
@@ -141,6 +155,7 @@ class FactoredWorldModel(Simulable):
         self.split_p_, self.split_scores_ = alpha, scores
         self.n_transitions_ = n
         self.joint_actions_ = allowed
+        self.groups_ = groups
         _, first = np.unique(_rows(S), return_index=True)
         self.seen_states_ = S[np.sort(first)]
         self._build()
@@ -190,7 +205,8 @@ class FactoredWorldModel(Simulable):
         every = allowed.shape[0] == int(np.prod(self.action_cards_, dtype=np.float64))
         self.mdp_ = FactoredMDP(self.state_names_, self.action_names_, self.state_cards_,
                                 self.action_cards_, self.trees_, self.reward_, self.end_tree_,
-                                float(self.smoothing), None if every else allowed)
+                                float(self.smoothing), None if every else allowed,
+                                getattr(self, "groups_", None))
         self._circuit: Circuit | None = None
 
     @property
@@ -365,7 +381,9 @@ def to_payload(m: FactoredWorldModel, arrays) -> dict[str, Any]:
                   "min_samples_leaf": m.min_samples_leaf, "max_depth": m.max_depth,
                   "smoothing": m.smoothing, "min_count": m.min_count,
                   "max_joint_actions": m.max_joint_actions,
-                  "joint_actions": m.joint_actions if isinstance(m.joint_actions, str) else "given"},
+                  "joint_actions": m.joint_actions if isinstance(m.joint_actions, str) else "given",
+                  "groups": m.groups if m.groups is None or isinstance(m.groups, str) else "given"},
+        "groups": None if m.groups_ is None else m.groups_.to_payload(),
         "joint_actions": {"shape": list(m.joint_actions_.shape),
                           "data": arrays.put("joint_actions", m.joint_actions_.ravel())},
         "states": [[n, int(k)] for n, k in zip(m.state_names_, m.state_cards_)],
@@ -424,6 +442,11 @@ def from_payload(doc: dict[str, Any], arrays) -> FactoredWorldModel:
         m.joint_actions = m.joint_actions_.copy()
     ss = doc["seen_states"]
     m.seen_states_ = arrays.get(ss["data"]).astype(np.int64).reshape(ss["shape"])
+    m.groups_ = StateGroups.from_payload(doc.get("groups"))  # files before 2026-12-03 (3rd): none
+    if h.get("groups") == "given" and m.groups_ is not None:
+        m.groups = [[m.groups_.input_names[j] for j in g] for g in m.groups_.groups]
+    else:
+        m.groups = h.get("groups")
     m._build()
     return m
 

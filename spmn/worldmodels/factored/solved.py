@@ -19,21 +19,30 @@ from .structured import StructuredResult, solve_structured
 
 
 def state_codes(mdp: FactoredMDP, states: Any) -> tuple[np.ndarray, bool]:
-    """(rows x state variables int64 codes, one state?) with errors naming the variable."""
-    X, one = state_rows(states, mdp.state_names)
+    """(rows x state variables int64 codes, one state?) with errors naming the variable.
+    A model with one-hot groups also takes states in the logged (input) layout."""
+    g = mdp.groups
+    if g is not None and g.is_input(states):
+        S, one = _codes(states, g.input_names, g.input_cards)
+        return g.encode(S), one
+    return _codes(states, mdp.state_names, mdp.state_cards)
+
+
+def _codes(states: Any, names: list[str], cards: np.ndarray) -> tuple[np.ndarray, bool]:
+    X, one = state_rows(states, names)
     X = np.asarray(X)
     if X.dtype.kind not in "biuf":
         raise DataError(f"states must hold integer codes, got {X.dtype}")
     if X.dtype.kind == "f" and (np.isnan(X).any() or (X != np.round(X)).any()):
         j = int(np.flatnonzero((np.isnan(X) | (X != np.round(X))).any(axis=0))[0])
-        raise DataError(f"state variable {mdp.state_names[j]!r} must hold integer codes")
+        raise DataError(f"state variable {names[j]!r} must hold integer codes")
     S = X.astype(np.int64)
-    bad = (S < 0) | (S >= mdp.state_cards[None, :])
+    bad = (S < 0) | (S >= cards[None, :])
     if bad.any():
         j = int(np.flatnonzero(bad.any(axis=0))[0])
         i = int(np.flatnonzero(bad[:, j])[0])
-        raise DataError(f"state variable {mdp.state_names[j]!r} has code {int(S[i, j])} in row "
-                        f"{i}, outside 0..{mdp.state_cards[j] - 1}")
+        raise DataError(f"state variable {names[j]!r} has code {int(S[i, j])} in row "
+                        f"{i}, outside 0..{cards[j] - 1}")
     return S, one
 
 

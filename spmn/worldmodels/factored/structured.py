@@ -181,6 +181,9 @@ class _Model:
             self.cont = ([], np.array(self.gamma))
         else:
             pa = sorted(mdp.end.parents, key=self._level)
+            if np.prod(cards[pa], dtype=float) > self.dense_cells:  # too wide for dense tables
+                self.dense_cells = 0
+                return
             X = np.zeros((int(np.prod(cards[pa])), mdp.d + mdp.m), np.int64)
             X[:, pa] = _grid(cards[pa])
             self.cont = (pa, (self.gamma * mdp.continuation(X)).reshape(cards[pa]))
@@ -202,7 +205,8 @@ class _Model:
         st, mdp, m = self.store, self.mdp, self.mdp.m
         cards = mdp.cards
         KV = [(lev - m) // 2 for lev in st.support(V)]
-        cols_E = sorted(set().union(*(self._cpt(j)[0] for j in KV)), key=self._level)
+        # parents from the trees: a factor's dense table is built only once the support fits
+        cols_E = sorted(set().union(*(self.mdp.trees[j].parents for j in KV)), key=self._level)
         KQ = sorted(set(cols_E) | {c for cols, _ in self.terms for c in cols}
                     | set(self.cont[0]), key=self._level)
         if np.prod(cards[KQ], dtype=float) > self.dense_cells or len(KQ) + len(KV) > 52:

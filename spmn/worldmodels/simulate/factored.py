@@ -92,6 +92,14 @@ class FactoredDynamics:
         state["ended"] = term.copy()
         return reward, term
 
+    def log_layout(self, S: np.ndarray, Sn: np.ndarray):
+        """(names, S, S_next) in the logged columns: a model with one-hot groups decodes them
+        (observations stay in the model's variables, ``state_names``)."""
+        g = self.mdp.groups
+        if g is None:
+            return self.state_names, S, Sn
+        return list(g.input_names), g.decode(S), g.decode(Sn)
+
     def solution_policy(self, sol: Any):
         if getattr(sol, "mdp", None) is not self.mdp:
             raise SolverError("this solution was not solved from the simulated model: solve "

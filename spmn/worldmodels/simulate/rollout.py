@@ -124,7 +124,10 @@ def _columns(dyn: Any, rec: list[tuple], H: int) -> dict[str, np.ndarray]:
     ep, t = ep[order], t[order]
     out: dict[str, np.ndarray] = {}
     S2, Sn2 = S.reshape(S.shape[0], -1), Sn.reshape(Sn.shape[0], -1)
-    for j, name in enumerate(dyn.state_names):
+    names = dyn.state_names
+    if getattr(dyn, "log_layout", None) is not None:  # states back in the columns logged
+        names, S2, Sn2 = dyn.log_layout(S2, Sn2)
+    for j, name in enumerate(names):
         out[name] = S2[:, j]
         out[f"{name}_next"] = Sn2[:, j]
     A2 = A.reshape(A.shape[0], -1)
