@@ -15,18 +15,22 @@ statistic. dask is an optional extra (``spmn[dask]``): it is imported on first u
 """
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from ..errors import DataError, DistributedError
 
 __all__ = [
     "PARTS",
     "DistinctRows",
+    "ExactSums",
+    "FirstRows",
     "KeyCounts",
     "Partitions",
     "compute",
@@ -265,8 +269,102 @@ class DistinctRows:
                                np.concatenate([self.counts, other.counts]))
 
 
+@dataclass(frozen=True)
+class FirstRows:
+    """The distinct rows of a 2-D array with the position of their first occurrence
+    (``first``: int64 sort keys, e.g. ``(partition << 40) | row``): merged, the earliest wins,
+    so :meth:`ordered` gives the rows in order of first occurrence over the whole collection."""
+
+    rows: np.ndarray
+    first: np.ndarray
+
+    @classmethod
+    def of(cls, X: np.ndarray, pos: np.ndarray) -> FirstRows:
+        X = np.ascontiguousarray(X)
+        pos = np.asarray(pos, np.int64)
+        if X.shape[0] == 0:
+            return cls(X.reshape(0, X.shape[1]), np.zeros(0, np.int64))
+        _, idx, inv = np.unique(_void(X), return_index=True, return_inverse=True)
+        first = np.full(idx.size, np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(first, inv.ravel(), pos)
+        return cls(X[idx], first)
+
+    def merge(self, other: FirstRows) -> FirstRows:
+        if not self.rows.shape[0]:
+            return other
+        if not other.rows.shape[0]:
+            return self
+        return FirstRows.of(np.concatenate([self.rows, other.rows]),
+                            np.concatenate([self.first, other.first]))
+
+    def ordered(self) -> np.ndarray:
+        """The rows in order of first occurrence."""
+        return self.rows[np.argsort(self.first, kind="stable")]
+
+
+#: Binary exponents of float64 (math.frexp: -1073 .. 1024) shifted to bins 1 .. 2098.
+_EXP_SHIFT, _EXP_BINS = 1074, 2100
+#: ``x = M 2^(bin - _EXP_SHIFT - 53)`` with M an integer below 2^53 in magnitude.
+_DENOM_BITS = _EXP_SHIFT + 53
+
+
+@njit(cache=True, nogil=True)
+def _exact_bins(V):
+    """Per column and binary exponent, the sums of the 53-bit integer mantissas, split into a
+    high part (M >> 26) and a low one (0 <= lo < 2^26): exact in int64 for < 2^36 rows."""
+    n, q = V.shape
+    acc = np.zeros((q, _EXP_BINS, 2), np.int64)
+    for i in range(n):
+        for j in range(q):
+            x = V[i, j]
+            if x == 0.0:
+                continue
+            m, e = math.frexp(x)
+            M = np.int64(m * 9007199254740992.0)  # m * 2^53: exact
+            hi = M >> 26
+            acc[j, e + _EXP_SHIFT, 0] += hi
+            acc[j, e + _EXP_SHIFT, 1] += M - (hi << 26)
+    return acc
+
+
+@dataclass(frozen=True)
+class ExactSums:
+    """Exact sums of the columns of a float64 array: ``num[j] / 2^1127`` is the sum of column
+    j with no rounding at all (Python integers), so merges in any order give the same sums,
+    and :meth:`values` rounds each once (correctly) to float64."""
+
+    num: tuple[int, ...]
+
+    @classmethod
+    def of(cls, V: np.ndarray) -> ExactSums:
+        V = np.asarray(V, np.float64)
+        if V.ndim != 2:
+            raise DataError(f"ExactSums takes a 2-D array (rows x quantities), got {V.shape}")
+        if not np.all(np.isfinite(V)):
+            raise DataError("ExactSums takes finite values only (NaN or infinity met)")
+        num = [0] * V.shape[1]
+        for lo in range(0, max(V.shape[0], 1), 1 << 30):
+            acc = _exact_bins(np.ascontiguousarray(V[lo:lo + (1 << 30)]))
+            for j in range(V.shape[1]):
+                for b in np.flatnonzero(acc[j].any(axis=1)).tolist():
+                    num[j] += ((int(acc[j, b, 0]) << 26) + int(acc[j, b, 1])) << b
+        return cls(tuple(num))
+
+    def merge(self, other: ExactSums) -> ExactSums:
+        if len(self.num) != len(other.num):
+            raise DistributedError(f"exact sums of {len(self.num)} and {len(other.num)} "
+                                   "quantities met in a merge")
+        return ExactSums(tuple(a + b for a, b in zip(self.num, other.num)))
+
+    def values(self) -> np.ndarray:
+        """The sums, each correctly rounded to float64."""
+        from fractions import Fraction
+
+        return np.array([float(Fraction(v, 1 << _DENOM_BITS)) for v in self.num], np.float64)
+
+
 def _merge_value(key: str, a: Any, b: Any) -> Any:
-    if isinstance(a, (KeyCounts, DistinctRows)):
+    if isinstance(a, (KeyCounts, DistinctRows, FirstRows, ExactSums)):
         return a.merge(b)
     if isinstance(a, dict):
         return merge_stats(a, b)
@@ -280,8 +378,8 @@ def _merge_value(key: str, a: Any, b: Any) -> Any:
 
 
 def merge_stats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Merge two statistic dicts of the same keys: arrays and numbers add, :class:`KeyCounts`
-    and :class:`DistinctRows` merge, ``("max", array)`` takes the maximum, ``("pairs",
+    """Merge two statistic dicts of the same keys: arrays and numbers add, :class:`KeyCounts`,
+    :class:`DistinctRows`, :class:`FirstRows` and :class:`ExactSums` merge, ``("max", array)`` takes the maximum, ``("pairs",
     (values, counts))`` merges the distinct columns of a 2-D float array with their counts."""
     if a.keys() != b.keys():
         raise DistributedError(f"statistics of different shape met in a merge: {sorted(a)} "
