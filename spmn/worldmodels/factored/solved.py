@@ -51,13 +51,13 @@ class ValueTree:
     node): ``depends_on`` (the variables it tests), ``n_nodes``, ``n_leaves``, ``evaluate``;
     ``str()`` renders it and says which k of the n variables the value depends on."""
 
-    def __init__(self, store: Diagrams, root: int, mdp: FactoredMDP, t: int) -> None:
+    def __init__(self, store: Diagrams, root: int, mdp: FactoredMDP, t: int,
+                 column: np.ndarray) -> None:
         order = store.reachable([root])[::-1]  # root first
         pos = {f: i for i, f in enumerate(order)}
-        m = mdp.m
         self.t = t
         self.names = list(mdp.state_names)
-        self.var = np.array([-1 if store.lev[f] == TERM else (store.lev[f] - m) // 2
+        self.var = np.array([-1 if store.lev[f] == TERM else int(column[store.lev[f]])
                              for f in order], np.int64)
         self.kids = [tuple(pos[c] for c in store.kids[f]) for f in order]
         self.leaf_value = np.array([store.val[f] if store.lev[f] == TERM else np.nan
@@ -199,7 +199,7 @@ class FactoredSolution:
                                    max_nodes=self.max_nodes)
             self._structured = res
         root = res.V[0] if self.horizon is None else res.V[t]
-        return ValueTree(res.store, root, self.mdp, t)
+        return ValueTree(res.store, root, self.mdp, t, res.column)
 
 
 def warn_thin(sol: FactoredSolution, S: np.ndarray, where: str, min_count: int) -> int:

@@ -10,7 +10,8 @@ variable it tests is summed out against its factor, ``Σ_v p(s'_i = v | pa_i) ·
 (a diagram over ``pa_i``); the additive reward's terms and the continuation are added and
 multiplied in as small diagrams, then each action variable is maximized out. Costs grow with
 the diagrams. Levels: action variables first (0..m-1), then each state variable's current and
-next copies side by side (m + 2j, m + 2j + 1).
+next copies side by side (m + 2i, m + 2i + 1 for the i-th in :func:`state_order`: the many-valued
+variables first, e.g. a one-hot group's position above the booleans it decides which of matter).
 """
 from __future__ import annotations
 
@@ -69,6 +70,13 @@ def _grid(cards: np.ndarray) -> np.ndarray:
     return np.indices(cards).reshape(len(cards), -1).T if len(cards) else np.zeros((1, 0), int)
 
 
+def state_order(mdp: FactoredMDP) -> np.ndarray:
+    """State columns top-down in the diagrams: by cardinality, largest first (ties: column
+    order). A variable that selects which others matter (a position) is tested once at the
+    top instead of under every combination of those others."""
+    return np.argsort(-mdp.state_cards, kind="stable").astype(np.int64)
+
+
 class _Model:
     """The learned factors as diagrams: ``P[i][v]`` = p(s'_i = v | pa_i), ``R`` = r(s, a),
     ``C`` = γ (1 - p(end | s, a))."""
@@ -79,16 +87,20 @@ class _Model:
         self.mdp = mdp
         self.gamma = gamma
         self.dense_cells = int(dense_cells)
+        order = state_order(mdp)
+        rank = np.empty(d, np.int64)
+        rank[order] = np.arange(d)
         cards = [*mdp.action_cards.tolist()]
-        for k in mdp.state_cards.tolist():
-            cards += [k, k]
+        for j in order.tolist():
+            cards += [int(mdp.state_cards[j])] * 2
         self.store = Diagrams(cards, max_nodes)
-        self.level_of_col = np.r_[m + 2 * np.arange(d), np.arange(m)].astype(np.int64)
-        column = np.zeros(len(cards), np.int64)
+        self.level_of_col = np.r_[m + 2 * rank, np.arange(m)].astype(np.int64)
+        column = np.zeros(len(cards), np.int64)  # level -> column (current and next copies)
         column[:m] = d + np.arange(m)
-        column[m + 2 * np.arange(d)] = np.arange(d)
+        column[m + 2 * rank] = np.arange(d)
+        column[m + 2 * rank + 1] = np.arange(d)
         self.column = column
-        self.to_next = {m + 2 * j: m + 2 * j + 1 for j in range(d)}
+        self.to_next = {int(m + 2 * rank[j]): int(m + 2 * rank[j] + 1) for j in range(d)}
         st = self.store
         self.P: dict[int, list[int]] = {}  # built on first use: only V's variables need them
         rew = mdp.reward
@@ -204,7 +216,7 @@ class _Model:
         that support has at most ``dense_cells`` cells; None otherwise."""
         st, mdp, m = self.store, self.mdp, self.mdp.m
         cards = mdp.cards
-        KV = [(lev - m) // 2 for lev in st.support(V)]
+        KV = [int(self.column[lev]) for lev in st.support(V)]
         # parents from the trees: a factor's dense table is built only once the support fits
         cols_E = sorted(set().union(*(self.mdp.trees[j].parents for j in KV)), key=self._level)
         KQ = sorted(set(cols_E) | {c for cols, _ in self.terms for c in cols}
@@ -212,7 +224,8 @@ class _Model:
         if np.prod(cards[KQ], dtype=float) > self.dense_cells or len(KQ) + len(KV) > 52:
             return None
         lab = {c: i for i, c in enumerate(KQ)}
-        ops: list = [st.to_dense(V, [m + 2 * j for j in KV]), [len(KQ) + i for i in range(len(KV))]]
+        ops: list = [st.to_dense(V, [int(self.level_of_col[j]) for j in KV]),
+                     [len(KQ) + i for i in range(len(KV))]]
         for i, j in enumerate(KV):
             pa, P = self._cpt(j)
             ops += [P, [lab[c] for c in pa] + [len(KQ) + i]]
@@ -244,7 +257,7 @@ class _Model:
         st, m = self.store, self.mdp.m
         E = st.relabel(V, self.to_next)
         for lev in reversed(st.support(E)):
-            E = st.expectation(E, lev, self.factor((lev - m) // 2))
+            E = st.expectation(E, lev, self.factor(int(self.column[lev])))
         Q = st.add(self.R, st.mul(self.C, E))
         TV = Q if self.M is None else st.add(Q, self.M)  # max over the allowed joint actions
         for lev in range(m):
