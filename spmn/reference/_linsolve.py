@@ -4,6 +4,10 @@ Small dense systems go to LAPACK, banded sparse ones to ``solve_banded`` (O(S·b
 rest to restarted GMRES (BiCGSTAB if it stalls) with iterative refinement, falling back to an exact
 factorisation if the ∞-norm residual target is missed. ``I - γ P_π`` is strictly diagonally dominant
 for γ < 1, so every branch is well posed and ``|v - v_π|∞ <= |residual|∞ / (1 - γ)``.
+
+:func:`evaluate_policy` (what the MDP solvers call) first tries :func:`deflated_richardson`, a few
+matrix-vector products that reach the target on a fast-mixing P_π (a random dense MDP's) without
+Krylov bookkeeping or an O(S³) factorisation, then GMRES cycles, then the solver above.
 """
 from __future__ import annotations
 
@@ -65,6 +69,40 @@ def _banded(Ppi: sp.csr_array, b: np.ndarray, gamma: float, bw: int) -> np.ndarr
     ab = np.zeros((2 * bw + 1, S))
     np.add.at(ab, (bw + coo.row - coo.col, coo.col), coo.data)
     return sla.solve_banded((bw, bw), ab, b, check_finite=False)
+
+
+def deflated_richardson(Ppi, b: np.ndarray, gamma: float, x: np.ndarray, res: np.ndarray,
+                        rtol: float = RESIDUAL_RTOL, max_matvecs: int = 200
+                        ) -> tuple[np.ndarray, int, np.ndarray, bool]:
+    """Refinement x += M⁻¹ (b - (I - γ P_π) x) with M = I - γ 1 uᵀ, u = 1/S the uniform row.
+
+    M⁻¹ y = y + γ/(1 - γ) · mean(y) · 1 (Sherman-Morrison: O(S)). When P_π 1 = 1 the error map
+    γ M⁻¹ (P_π - 1 uᵀ) acts as γ P_π on the quotient by the constants, so the Perron eigenvalue is
+    removed and the error contracts by γ|λ₂(P_π)| per step: 1e-12 in about 8 products on a random
+    dense MDP (|λ₂| ≈ 0.03 at S = 500), where plain evaluation sweeps contract by γ only. Every
+    step computes the true residual; it stops at the target, or (returning ``False``) once a step
+    gains less than half, e.g. on a slowly mixing P_π, where the caller's Krylov or LU path takes
+    over. Returns (x, matvecs, b - (I - γ P_π) x, converged) with the best x seen.
+    """
+    k, S = gamma / (1.0 - gamma), b.shape[0]
+    bn = _norm(b)
+    fixed, floor = rtol * max(1.0, bn), 32 * _EPS  # _target(b, x, rtol) without recomputing |b|
+    rn, xn_norm, n = _norm(res), _norm(x), 0
+    while rn > max(fixed, floor * (xn_norm + bn)) and n < max_matvecs:
+        xn = x + res
+        xn += k * (float(np.add.reduce(res)) / S)
+        res_n = Ppi @ xn
+        res_n *= gamma
+        res_n += b
+        res_n -= xn
+        n += 1
+        rn_new = _norm(res_n)
+        if not rn_new <= 0.5 * rn:  # too slow (or no gain): hand over, keeping the better x
+            if rn_new < rn:
+                x, res, rn = xn, res_n, rn_new
+            break
+        x, res, rn, xn_norm = xn, res_n, rn_new, _norm(xn)
+    return x, n, res, rn <= _target(b, x, rtol)
 
 
 def _gmres_cycle(matvec, r: np.ndarray, tol2: float, m: int) -> np.ndarray:
@@ -174,3 +212,55 @@ def solve_policy_system(Ppi, b: np.ndarray, gamma: float, x0: np.ndarray | None 
         x = _direct(Ppi, b, gamma)
         res = _residual(Ppi, b, gamma, x)
     return x, iters, res
+
+
+#: GMRES cycles tried on a small policy system before its LU (see :func:`evaluate_policy`): two
+#: cost about one LU at S = 500.
+KRYLOV_FIRST_CYCLES = 2
+KRYLOV_MIN_S = 64  # below this an LU is cheaper than any iteration
+
+
+def evaluate_policy(Ppi, b: np.ndarray, gamma: float, x0: np.ndarray | None = None,
+                    method: str = "auto", res0: np.ndarray | None = None,
+                    rtol: float = RESIDUAL_RTOL) -> tuple[np.ndarray, int, np.ndarray]:
+    """:func:`solve_policy_system`, except that with ``method="auto"`` a system of at least
+    ``KRYLOV_MIN_S`` states that is not banded first gets :func:`deflated_richardson` from ``x0``
+    (default 0; ``res0`` its residual if known), then, for S <= ``DENSE_DIRECT_MAX``, at most
+    :data:`KRYLOV_FIRST_CYCLES` GMRES cycles, each checked by its true residual; the LU runs only
+    if they miss the target (larger systems go on to the solver's own GMRES refinement). A
+    factorisation costs S³/3 flops whatever P_π, a matrix-vector product S² (nnz when sparse).
+    Returns (x, iterations, b + γ P_π x - x) as the solver does (iterations: matrix-vector
+    products unless a factorisation answered, then 1)."""
+    S = b.shape[0]
+    dense = isinstance(Ppi, np.ndarray)
+    if method != "auto" or S < KRYLOV_MIN_S or (not dense and bandwidth(Ppi) <= BANDED_MAX_BW):
+        return solve_policy_system(Ppi, b, gamma, x0, method, res0, rtol)
+    count = [0]
+
+    def matvec(z: np.ndarray) -> np.ndarray:
+        count[0] += 1
+        return z - gamma * (Ppi @ z)
+
+    if x0 is None:
+        x, res = np.zeros(S), np.array(b, dtype=np.float64)
+    else:
+        x = np.array(x0, dtype=np.float64)
+        res = b - matvec(x) if res0 is None else res0
+    x, n, res, done = deflated_richardson(Ppi, b, gamma, x, res, rtol)
+    count[0] += n
+    if done:
+        return x, count[0], res
+    if S > DENSE_DIRECT_MAX:
+        x, it, res = solve_policy_system(Ppi, b, gamma, x, "auto", res, rtol)
+        return x, count[0] + it, res
+    for _ in range(KRYLOV_FIRST_CYCLES):
+        if _norm(res) <= _target(b, x, rtol):
+            return x, count[0], res
+        d = _gmres_cycle(matvec, res, 0.5 * _target(b, x, rtol), min(40, S))
+        if not np.all(np.isfinite(d)):
+            break
+        x = x + d
+        res = b - matvec(x)
+    if _norm(res) <= _target(b, x, rtol):
+        return x, count[0], res
+    return solve_policy_system(Ppi, b, gamma, None, "direct", None, rtol)

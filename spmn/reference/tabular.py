@@ -15,23 +15,13 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
 from spmn.errors import DataError, SolverError
-from spmn.reference._linsolve import (
-    BANDED_MAX_BW,
-    DENSE_DIRECT_MAX,
-    METHODS,
-    RESIDUAL_RTOL,
-    _gmres_cycle,
-    _norm,
-    _target,
-    bandwidth,
-    is_exact,
-    solve_policy_system,
-)
+from spmn.reference._linsolve import METHODS, RESIDUAL_RTOL, evaluate_policy, is_exact
 
 ROW_SUM_ATOL = 1e-9  # |Σ_s' P[a,s,s'] - 1| allowed
-LOOSE_RTOL = 1e-6  # residual goal of policy iteration's first (iterative) evaluation
+LOOSE_RTOL = 1e-3  # residual goal of policy iteration's first (iterative) evaluation
 TIE_RTOL = 1e-12  # actions whose Q is within TIE_RTOL * max(1, |Q|∞) of the best tie -> lowest index
 _EPS = np.finfo(np.float64).eps
+GUESS_ROWS_MAX_S = 2048  # dense P up to this many states: the check pass also copies P_π0 (<= 32 MB)
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,54 +56,11 @@ def check_gamma(gamma: float, allow_one: bool = False) -> float:
     return g
 
 
-def _greedy(Q: np.ndarray) -> np.ndarray:
-    """Lowest-index argmax over axis 0 with a relative tie tolerance."""
-    qmax = Q.max(axis=0)
+def _greedy(Q: np.ndarray, qmax: np.ndarray | None = None) -> np.ndarray:
+    """Lowest-index argmax over axis 0 with a relative tie tolerance (``qmax``: Q.max(0) if known)."""
+    qmax = Q.max(axis=0) if qmax is None else qmax
     atol = TIE_RTOL * max(1.0, float(np.abs(qmax).max(initial=0.0)))
     return np.argmax(Q >= qmax - atol, axis=0).astype(np.int64)
-
-
-#: GMRES cycles tried on a small dense policy system before its LU factorisation (see
-#: :func:`evaluate_policy`): two cycles cost about one LU at S = 500, and a mixing P_π
-#: (a random dense MDP's) converges in the first few steps of the first.
-KRYLOV_FIRST_CYCLES = 2
-
-
-def evaluate_policy(Ppi: Any, b: np.ndarray, gamma: float, x0: np.ndarray | None = None,
-                    method: str = "auto", res0: np.ndarray | None = None,
-                    rtol: float = RESIDUAL_RTOL) -> tuple[np.ndarray, int, np.ndarray]:
-    """:func:`~spmn.reference._linsolve.solve_policy_system`, except that a system the solver
-    would factorise densely (``method="auto"``, 64 <= S <= ``DENSE_DIRECT_MAX``, dense or sparse
-    but not banded) first gets at most :data:`KRYLOV_FIRST_CYCLES` GMRES cycles from ``x0``
-    (each checked by its true residual ``b - (I - γ P_π) x``); the LU runs only if they miss the
-    residual target. A factorisation costs S³/3 flops whatever P_π; a matrix-vector product S²
-    (nnz when sparse), and on a P_π that mixes fast a few of them reach 1e-12. Returns
-    (x, iterations, b + γ P_π x - x) as the solver does (iterations: the matrix-vector products
-    when the Krylov cycles answer, 1 for a factorisation)."""
-    S = b.shape[0]
-    dense = isinstance(Ppi, np.ndarray)
-    if (method != "auto" or S > DENSE_DIRECT_MAX or S < 64
-            or (not dense and bandwidth(Ppi) <= BANDED_MAX_BW)):
-        return solve_policy_system(Ppi, b, gamma, x0, method, res0, rtol)
-    count = [0]
-
-    def matvec(z: np.ndarray) -> np.ndarray:
-        count[0] += 1
-        return z - gamma * (Ppi @ z)
-
-    x = np.zeros(S) if x0 is None else np.array(x0, dtype=np.float64)
-    res = b - matvec(x) if res0 is None or x0 is None else res0
-    for _ in range(KRYLOV_FIRST_CYCLES):
-        if _norm(res) <= _target(b, x, rtol):
-            return x, count[0], res
-        d = _gmres_cycle(matvec, res, 0.5 * _target(b, x, rtol), min(40, S))
-        if not np.all(np.isfinite(d)):
-            break
-        x = x + d
-        res = b - matvec(x)
-    if _norm(res) <= _target(b, x, rtol):
-        return x, count[0], res
-    return solve_policy_system(Ppi, b, gamma, None, "direct", None, rtol)
 
 
 def _rows_stack(P: Any) -> tuple[Any, int, int]:
@@ -147,18 +94,38 @@ def _rows_stack(P: Any) -> tuple[Any, int, int]:
     return flat, A, S
 
 
-def _check_stochastic(flat: Any, A: int, S: int, terminal: np.ndarray) -> None:
-    """Finite, non-negative rows summing to 1 (terminal rows may be empty), in one cache-friendly pass."""
+def _check_stochastic(flat: Any, A: int, S: int, terminal: np.ndarray,
+                      vecs: tuple[np.ndarray, ...] = (), rows: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+    """Finite, non-negative rows summing to 1 (terminal rows may be empty), in one cache-friendly pass.
+
+    Returns the row sums P 1, ``[P @ v for v in vecs]`` and the rows ``P_flat[rows]`` (or None),
+    computed in the same pass over a dense P (each block of P is in the core's cache then); for a
+    sparse P, [] and None (its products are cheap whenever needed).
+    """
+    got = None
     if sp.issparse(flat):
         sums = np.asarray(flat.sum(axis=1)).ravel()
         low = float(flat.data.min(initial=0.0))
-    else:  # cache-sized row blocks (1 MB): the sum and the min read each block once from memory
+        prods = []
+    else:
+        # 512 kB row blocks, so P is read once from memory: the minimum streams each block into
+        # the core's cache (a plain reduction prefetches better than BLAS), the rest rereads it
         sums, ones = np.empty(A * S), np.ones(S)
-        low, step = 0.0, max(1, (1 << 17) // S)
-        for i in range(0, A * S, step):
+        prods = [np.empty(A * S) for _ in vecs]
+        low, step = 0.0, max(1, (1 << 16) // S)
+        if rows is not None:
+            got, order = np.empty((rows.shape[0], S)), np.argsort(rows, kind="stable")
+            srt = rows[order]
+            cut = np.searchsorted(srt, np.arange(0, A * S + step, step)).tolist()
+        for j, i in enumerate(range(0, A * S, step)):
             blk = flat[i:i + step]
-            sums[i:i + step] = blk @ ones
             low = min(low, float(blk.min()))
+            np.dot(blk, ones, out=sums[i:i + step])
+            for v, out in zip(vecs, prods):
+                np.dot(blk, v, out=out[i:i + step])
+            if rows is not None and cut[j + 1] > cut[j]:
+                got[order[cut[j]:cut[j + 1]]] = blk[srt[cut[j]:cut[j + 1]] - i]
     if not np.all(np.isfinite(sums)):  # any NaN or infinite entry makes its row sum non-finite
         row = int(np.argmax(~np.isfinite(sums)))
         raise DataError(f"P[a={row // S}, s={row % S}, :] contains NaN or infinite entries")
@@ -172,12 +139,26 @@ def _check_stochastic(flat: Any, A: int, S: int, terminal: np.ndarray) -> None:
             val = float(flat[row, col])
         raise DataError(f"P[a={row // S}, s={row % S}, s'={col}] = {val} is a negative probability")
     bad = np.abs(sums - 1.0) > ROW_SUM_ATOL
-    bad &= ~(np.tile(terminal, A) & (sums == 0.0))  # a terminal state's row may be left empty
+    if bad.any():
+        bad &= ~(np.tile(terminal, A) & (sums == 0.0))  # a terminal state's row may be left empty
     if bad.any():
         row = int(np.argmax(bad))
         raise DataError(
             f"P[a={row // S}, s={row % S}, :] sums to {sums[row]!r}, not 1 (tolerance {ROW_SUM_ATOL})"
         )
+    return sums, prods, got
+
+
+def _start_guess(R: Any, A: int, S: int, terminal: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """(π0 = greedy(r), b0 = r_π0, live) for rewards R[a, s] given as a dense (A, S) array (None
+    otherwise): what policy iteration starts from, known before P is read (see ``_check_stochastic``).
+    Unchecked here (``_reward`` checks R after P)."""
+    if not isinstance(R, np.ndarray) or R.shape != (A, S) or R.dtype.kind not in "fiu":
+        return None
+    r = R.astype(np.float64)  # a copy
+    r[:, terminal] = 0.0
+    pi = _greedy(r)
+    return pi, r[pi, np.arange(S)], (~terminal).astype(np.float64)
 
 
 def _reward(R: Any, flat: Any, A: int, S: int) -> tuple[np.ndarray, str, Any]:
@@ -235,11 +216,20 @@ class TabularMDP:
         self.n_actions, self.n_states = A, S
         self.terminal = self._parse_terminal(terminal, S)
         self._any_terminal = bool(self.terminal.any())
-        _check_stochastic(flat, A, S, self.terminal)
+        guess = _start_guess(R, A, S, self.terminal) if not sp.issparse(flat) else None
+        vecs = guess[1:] if guess and self._any_terminal else guess[1:2] if guess else ()
+        rows = guess[0] * S + np.arange(S) if guess and S <= GUESS_ROWS_MAX_S else None
+        sums, prods, self._Ppi0 = _check_stochastic(flat, A, S, self.terminal, vecs, rows)
+        if guess and not self._any_terminal:
+            prods.append(sums)  # P live = P 1
         self._Pf = flat
         r, self._R_kind, self._R = _reward(R, flat, A, S)
         r[:, self.terminal] = 0.0
         self._r = r
+        # policy iteration's start, read off the check pass: π0, b0 = r_π0, live, P b0, P live
+        self._guess = (*guess, *prods) if guess and self._R_kind == "sa" else None
+        if self._guess is None:
+            self._Ppi0 = None
         self.start = self._parse_start(start, S, self.terminal)
         if int(max_episode_steps) < 1:
             raise DataError(f"max_episode_steps must be >= 1, got {max_episode_steps!r}")
@@ -384,8 +374,9 @@ class TabularMDP:
                 if self.terminal.any():
                     Ppi = sp.csr_array(sp.diags_array(live) @ Ppi)
             else:
-                Ppi = self._Pf[rows]
-                Ppi[self.terminal] = 0.0
+                Ppi = np.take(self._Pf, rows, axis=0)
+                if self._any_terminal:
+                    Ppi[self.terminal] = 0.0
             return Ppi, b
         b = np.einsum("sa,as->s", pi, self._r)
         w = pi * live[:, None]
@@ -478,14 +469,33 @@ class TabularMDP:
             raise DataError("policy0 must be a deterministic policy of shape (S,)")
         seen: set[bytes] = set()
         V, U, res0 = None, None, None  # U[a, s] >= Q_V[a, s], exact where it matters
-        Ppi, b, prev = None, None, pi
+        Ppi, b, prev = None, None, None
         precise = False  # the first evaluation only picks the next policy: an iterative solve may stop early
+        if policy0 is None:  # π0 = greedy(r) valued by one deflated step, V0 = b0 + γ/(1-γ) mean(b0)
+            if self._guess is not None:  # Q(V0) = r + γ (P b0 + m P live), products from the check pass
+                _, b, livef, Pb, Pl = self._guess
+                m = g / (1.0 - g) * float(b.mean())
+                V, U = b + m * livef, Pb + m * Pl
+                U = U.reshape(A, S)
+                U *= g
+                U += self._r
+                if self._any_terminal:
+                    U[:, self.terminal] = 0.0
+            else:
+                b = self._r[pi, ar]
+                V = b + g / (1.0 - g) * float(b.mean()) * live.astype(np.float64)
+                U = self._q(V, g)
+            new = _greedy(U)
+            if self._guess is not None and self._Ppi0 is not None:  # P_π0, copied by the check pass:
+                Ppi, prev, self._Ppi0 = self._Ppi0, pi, None  # patch the rows π1 changes (used once)
+            res0, pi, precise = U[new, ar] - V, new, True
         for it in range(1, int(max_iter) + 1):
             seen.add(pi.tobytes())
-            if res0 is not None and not self.is_sparse:  # dense P_π: overwrite only the changed rows
+            if prev is not None and not self.is_sparse:  # dense P_π: overwrite only the changed rows
                 changed = np.flatnonzero(pi != prev)
                 Ppi[changed] = self._Pf[pi[changed] * S + changed]
-                Ppi[self.terminal] = 0.0
+                if self._any_terminal:
+                    Ppi[self.terminal] = 0.0
                 b = self._r[pi, ar]
             else:
                 Ppi, b = self._policy_system(pi)
@@ -494,27 +504,31 @@ class TabularMDP:
             precise = True
             V_new[self.terminal] = 0.0
             cur = V_new + res  # exact Q[π(s), s] = r_π + γ P_π V
-            if U is None:
+            fresh = U is None  # U is the exact Q of V_new: nothing to recompute below
+            if fresh:
                 U = self._q(V_new, g)
             else:
                 delta = V_new - V
                 hi = float(delta.max())
                 U += g * (hi + ROW_SUM_ATOL * abs(hi)) + 1e-13 * max(1.0, float(np.abs(U).max()))
-                U[:, self.terminal] = 0.0
+                if self._any_terminal:
+                    U[:, self.terminal] = 0.0
             U[pi, ar] = cur
             V = V_new
             atol = TIE_RTOL * max(1.0, float(np.abs(U).max()))
-            cand = (U >= cur - 4 * atol) & live
-            cand[pi, ar] = False
-            ca, cs = np.nonzero(cand)
-            if ca.size > A * S // 4:  # most actions are contenders: one pass over P is cheaper
-                U = self._q(V, g)
-                U[pi, ar] = cur
-            elif ca.size:
-                U[ca, cs] = self._q_rows(ca, cs, V, g)
+            if not fresh:
+                cand = (U >= cur - 4 * atol) & live
+                cand[pi, ar] = False
+                ca, cs = np.nonzero(cand)
+                if ca.size > A * S // 4:  # most actions are contenders: one pass over P is cheaper
+                    U = self._q(V, g)
+                    U[pi, ar] = cur
+                elif ca.size:
+                    U[ca, cs] = self._q_rows(ca, cs, V, g)
             qmax = U.max(axis=0)
+            best = _greedy(U, qmax)
             better = cur < qmax - atol
-            new = np.where(better, _greedy(U), pi)
+            new = np.where(better, best, pi)
             if not better.any() or new.tobytes() in seen:  # optimal, or cycling among exact ties
                 if is_exact(b, V, res):
                     break
@@ -524,7 +538,7 @@ class TabularMDP:
         else:
             raise SolverError(f"policy_iteration did not stabilise in {max_iter} improvement steps")
         residual = float(np.abs(qmax - V).max())
-        return MDPSolution(V, _greedy(U), len(seen), residual, None)
+        return MDPSolution(V, best, len(seen), residual, None)
 
     def finite_horizon(self, H: int, gamma: float = 1.0) -> MDPSolution:
         """Backward induction V_t = max_a r_a + γ P_a V_{t+1}, V_H = 0; values (H+1, S), policy (H, S).
