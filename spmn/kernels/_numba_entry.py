@@ -14,11 +14,13 @@ compiled for one signature only.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
 from ._numba_down import counts_down, mpe_down, policy_down, sample_down
-from ._numba_fast import T_Q, edge_tables, fast_chunk, param_tables, sup_chunk, tolog
+from ._numba_fast import T_Q, cat_tables, edge_tables, fast_chunk, sup_chunk, tolog
 from ._numba_math import fexp, flog
 from ._numba_up import mpe_up_chunk, up_chunk
 
@@ -26,30 +28,39 @@ UPWARD, POLICY, MPE, SAMPLE, COUNTS = 0, 1, 2, 3, 4
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _load_chunk(X, lo, nr, R, xt):
-    """Transpose rows lo..lo+nr of X into xt (variable v, row r at v * R + r)."""
+def _load_chunk(X, lo, nr, R, xt, code, card):
+    """Transpose rows lo..lo+nr of X into xt (variable v, row r at v * R + r) and the codes of
+    the categorical-leaf variables (``card[v] > 0``) as int32 into ``code`` (NaN is the code
+    ``card[v]``), as Cython's load_chunk."""
+    nv = X.shape[1]
     for r in range(nr):
-        for v in range(X.shape[1]):
+        for v in range(nv):
             xt[v * R + r] = X[lo + r, v]
+    for v in range(min(nv, card.shape[0] - 1)):
+        k = card[v]
+        if k > 0:
+            for r in range(nr):
+                d = xt[v * R + r]
+                code[v * R + r] = k if math.isnan(d) else np.int32(d)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo, nr, R,
-           L, U, F, xt, tmp, reach, eacc, pacc, Wall, ptab, gdeg, stack, seen, fuse):
+           L, U, F, xt, code, tmp, reach, eacc, pacc, Wall, gdeg, stack, seen, fuse):
     """One chunk of rows lo..lo+nr of pass ``mode`` with one thread's work arrays. The (L, U)
     pass of UPWARD takes the linear fast path, then the scaled pass (F as the exponents) for
     the rows the fast path flags (their results replace the fast ones); ``fuse``: products of
     categorical leaves may skip their leaves (no caller reads one)."""
     n = circ[0].shape[0]
-    _load_chunk(X, lo, nr, R, xt)
+    _load_chunk(X, lo, nr, R, xt, code, circ[23])
     if mode == MPE:
-        mpe_up_chunk(circ, xt, nr, R, L, tmp)
+        mpe_up_chunk(circ, xt, code, nr, R, L, tmp)
         for r in range(nr):
             logp[lo + r] = L[(n - 1) * R + r]
         mpe_down(circ, X, lo, nr, R, L, out, stack, seen)
         return
     if mode == UPWARD:
-        fast_chunk(circ, Wall, ptab, xt, nr, R, values, L, U, tmp, tmp[R:], cu, fuse)
+        fast_chunk(circ, Wall, code, xt, nr, R, values, L, U, tmp, tmp[R:], cu, fuse)
         nbad = 0.0
         for r in range(nr):
             nbad += tmp[r]
@@ -61,7 +72,7 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
                 for r in range(nr):
                     outU[lo + r, q] = U[nd * R + r]
         if nbad > 0.0:
-            sup_chunk(circ, Wall, ptab, gdeg, xt, nr, R, values, L, F, U, tmp[R:], cu)
+            sup_chunk(circ, Wall, code, gdeg, xt, nr, R, values, L, F, U, tmp[R:], cu)
             for q in range(nodes.shape[0]):
                 nd = nodes[q]
                 for r in range(nr):
@@ -86,42 +97,48 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _buffers(mode, circ, nv, n_edges, n_stats, cu, R, T):
-    """Per-thread work arrays (L, U, flows, transposed rows, scratch, reach, count sums), the
-    linear weights ``W = fexp(log w)`` of the sum groups (shared; empty without groups) and the
-    MPE walk's stack and visit marks."""
+    """Per-thread work arrays (L, U, flows, transposed rows, their int32 codes, scratch, reach,
+    count sums) and the MPE walk's stack and visit marks; the per-circuit tables (edge weights,
+    sum-group degree) come with ``circ`` (:func:`view`)."""
     n = circ[0].shape[0]
     gptr = circ[11]
     gmax = 0
     for q in range(gptr.shape[0] - 1):
         gmax = max(gmax, gptr[q + 1] - gptr[q])
-    lw = circ[3]
-    cptr, gmem = circ[1], circ[12]
-    gdeg = 0
-    for q in range(gptr.shape[0] - 1):
-        gdeg = max(gdeg, cptr[gmem[gptr[q]] + 1] - cptr[gmem[gptr[q]]])
-    Wall = edge_tables(lw)  # rows: W (sum groups), wm, wk (scaled pass), wl (fast path)
-    if gmax:
-        for e in range(lw.shape[0]):
-            Wall[0, e] = fexp(lw[e])
+    gdeg = circ[25][0]
     down = mode == POLICY or mode == SAMPLE
     walk = mode == MPE
     flows = mode == COUNTS or mode == UPWARD
     ntmp = max((10 + 2 * gmax) * R, R + T_Q + 32 * gdeg)
     return (np.empty((T, n * R)), np.zeros((T, (n if cu else 1) * R)),
             np.empty((T, (n if flows else 1) * R)), np.empty((T, nv * R + 1)),
+            np.empty((T, nv * R + 1), np.int32),
             np.empty((T, ntmp)), np.empty((T, (n if down else 1) * R), np.uint8),
             np.empty((T, n_edges if mode == COUNTS else 1)),
-            np.empty((T, n_stats if mode == COUNTS else 1)), Wall,
-            param_tables(circ[6]) if mode == UPWARD else np.empty((3, 1)), gdeg,
-            np.empty((T, lw.shape[0] + 1 if walk else 1), np.int64),
+            np.empty((T, n_stats if mode == COUNTS else 1)), circ[24], gdeg,
+            np.empty((T, circ[3].shape[0] + 1 if walk else 1), np.int64),
             np.full((T, n if walk else 1), -1, np.int64))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _tables(lw, cptr, gptr, gmem):
+    """Per-circuit tables: ``Wall`` (rows: W = fexp(log w) for the sum groups, wm, wk of the
+    scaled pass, wl of the fast path) and the largest sum group's degree."""
+    Wall = edge_tables(lw)
+    if gptr.shape[0] > 1:
+        for e in range(lw.shape[0]):
+            Wall[0, e] = fexp(lw[e])
+    gdeg = 0
+    for q in range(gptr.shape[0] - 1):
+        gdeg = max(gdeg, cptr[gmem[gptr[q]] + 1] - cptr[gmem[gptr[q]]])
+    return Wall, np.array([gdeg], np.int64)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, T, t, w,
            bufs):
     """Thread ``t``'s chunks: ``t, t + T, ...`` (wave ``w``'s chunk ``w * T + t`` for counts)."""
-    Lb, Ub, Fb, xb, tb, rb, eb, pb, Wall, ptab, gdeg, stk, seen = bufs
+    Lb, Ub, Fb, xb, cb, tb, rb, eb, pb, Wall, gdeg, stk, seen = bufs
     rows = X.shape[0]
     nch = (rows + R - 1) // R
     c0 = w * T + t if mode == COUNTS else t
@@ -132,8 +149,8 @@ def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
     for c in range(c0, c1, T):
         lo = c * R
         _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo,
-               min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], tb[t], rb[t], eb[t], pb[t],
-               Wall, ptab, gdeg, stk[t], seen[t], fuse)
+               min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], cb[t], tb[t], rb[t], eb[t],
+               pb[t], Wall, gdeg, stk[t], seen[t], fuse)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -159,7 +176,7 @@ def run(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, edges, stats,
             _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, T,
                    t, w, bufs)
         if mode == COUNTS:
-            _add_counts(w, T, nch, edges, stats, bufs[6], bufs[7])
+            _add_counts(w, T, nch, edges, stats, bufs[7], bufs[8])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -174,7 +191,7 @@ def run_serial(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, edges,
         _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, 1, 0, w,
                bufs)
         if mode == COUNTS:
-            _add_counts(w, 1, nch, edges, stats, bufs[6], bufs[7])
+            _add_counts(w, 1, nch, edges, stats, bufs[7], bufs[8])
 
 
 def _run(*args):
@@ -184,39 +201,61 @@ def _run(*args):
 
 def _ro(a: np.ndarray) -> np.ndarray:
     """A read-only view (so that run() sees one array type whatever the caller holds)."""
+    if not a.flags.writeable:
+        return a
     v = a.view()
     v.setflags(write=False)
     return v
 
 
+#: Length of ``prepare(flat).circ``; :func:`view` appends the Numba backend's own tables.
+CIRC_LEN = 18
+
+
+def view(circ: tuple) -> tuple:
+    """The circuit's tables for these kernels, built once per circuit (``Kernels`` caches it and
+    hands it to every entry below in place of ``circ``): ``circ`` (every array read-only, so
+    that the kernels are compiled for one signature) and, at 18.., the categorical tables of
+    :func:`._numba_fast.cat_tables` (tptr, tabF, tabSM, tabSK, tabM, card), the edge tables
+    ``Wall`` and the largest sum group's degree."""
+    if len(circ) > CIRC_LEN:
+        return circ
+    base = tuple(_ro(np.ascontiguousarray(a)) for a in circ)
+    cats = cat_tables(base[0], base[5], base[6], base[4], base[8])
+    wall, gdeg = _tables(base[3], base[1], base[11], base[12])
+    return base + tuple(_ro(a) for a in (*cats, wall, gdeg))
+
+
 _F1 = np.zeros(1)
 _F2 = np.zeros((1, 1))
-_I1 = np.zeros(1, np.int64)
+_I1 = _ro(np.zeros(1, np.int64))
+_RF1 = _ro(np.zeros(1))
+_RF2 = _ro(np.zeros((1, 1)))
 
 
 def upward(circ, X, values, nodes, outL, outU, cu, want_u, R, T):
-    _run(UPWARD, circ, _ro(X), _ro(values), _ro(nodes), outL, outU, _F2, _F1, _ro(_F2),
-        _ro(_F2), _F1, _F1, cu, want_u, R, T)
+    _run(UPWARD, view(circ), _ro(X), _ro(values), _ro(nodes), outL, outU, _F2, _F1, _RF2,
+         _RF2, _F1, _F1, cu, want_u, R, T)
 
 
 def policy(circ, X, values, out, R, T):
-    _run(POLICY, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, out, _F1, _ro(_F2), _ro(_F2),
-        _F1, _F1, True, False, R, T)
+    _run(POLICY, view(circ), _ro(X), _ro(values), _I1, _F2, _F2, out, _F1, _RF2, _RF2, _F1,
+         _F1, True, False, R, T)
 
 
 def mpe(circ, X, out, logp, R, T):
-    _run(MPE, circ, _ro(X), _ro(_F1), _ro(_I1), _F2, _F2, out, logp, _ro(_F2), _ro(_F2), _F1,
-        _F1, False, False, R, T)
+    _run(MPE, view(circ), _ro(X), _RF1, _I1, _F2, _F2, out, logp, _RF2, _RF2, _F1, _F1, False,
+         False, R, T)
 
 
 def sample(circ, X, values, u, z, out, cu, R, T):
-    _run(SAMPLE, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, out, _F1, _ro(u), _ro(z), _F1,
-        _F1, cu, False, R, T)
+    _run(SAMPLE, view(circ), _ro(X), _ro(values), _I1, _F2, _F2, out, _F1, _ro(u), _ro(z), _F1,
+         _F1, cu, False, R, T)
 
 
 def counts(circ, X, values, edges, stats, cu, R, T):
-    _run(COUNTS, circ, _ro(X), _ro(values), _ro(_I1), _F2, _F2, _F2, _F1, _ro(_F2), _ro(_F2),
-        edges, stats, cu, False, R, T)
+    _run(COUNTS, view(circ), _ro(X), _ro(values), _I1, _F2, _F2, _F2, _F1, _RF2, _RF2, edges,
+         stats, cu, False, R, T)
 
 
 def _drop_stale_cache() -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, uint64
 
 from ..flat import K_CATEGORICAL, K_MAX, K_MVGAUSSIAN, K_PRODUCT, K_SUM
+from ._numba_block import blk_catprod, blk_fsum, blk_fsum_u, blk_prod
 from ._numba_math import as_f64, as_i64, exp_poly, log_series
 from ._numba_mvg import mv_up
 from ._numba_up import (
@@ -247,7 +248,7 @@ def sgroup_blk(cptr, cidx, W, wm, wk, gmem, q0, g, M, Kx, U, R, off, nb, tmp, gd
 
 
 @njit(**_opts)
-def sup_chunk(circ, Wall, ptab, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
+def sup_chunk(circ, Wall, code, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
     """The scaled (M, Kx, U) pass over one chunk (csrc/_cscaled.pxi sup_chunk). U rows of
     nodes without a utility below them are never written (they stay 0)."""
     kind, cptr, cidx, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[4], circ[5], \
@@ -290,15 +291,11 @@ def sup_chunk(circ, Wall, ptab, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
                 U[oi + r] = U[oc + r]
         elif kd == K_CATEGORICAL:
             x0 = var[i] * R
-            p0 = pptr[i]
+            t0 = circ[18][i]
+            tm, tk = circ[20], circ[21]
             for r in range(nr):
-                x = xt[x0 + r]
-                if math.isnan(x):
-                    M[oi + r] = 1.0
-                    Kx[oi + r] = 0.0
-                else:
-                    M[oi + r] = ptab[1, p0 + int(x)]
-                    Kx[oi + r] = ptab[2, p0 + int(x)]
+                M[oi + r] = tm[t0 + code[x0 + r]]
+                Kx[oi + r] = tk[t0 + code[x0 + r]]
         else:
             if kd == K_MVGAUSSIAN:
                 mv_up(params, pptr[i], xt, nr, R, M, oi, False)
@@ -313,64 +310,68 @@ def sup_chunk(circ, Wall, ptab, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
 
 # ------------------------------------------------------------------------------- fast path
 @njit(**_opts)
-def fsum_rows(cidx, w, a0, a1, V, U, R, nr, i, with_u, tmp):
-    """spmn_fsum: s = Σ w p_c, U = Σ (w p_c) U_c / s, rows 0..nr (tmp: s, num; R each)."""
+def fsum_rows(cidx, w, a0, a1, V, U, R, full, nr, i, with_u, tmp):
+    """spmn_fsum: s = Σ w p_c, U = Σ (w p_c) U_c / s, rows full..nr row by row (tmp: s, num;
+    R each); the caller takes rows 0..full in blocks of 16 (:func:`fsum_blocks`)."""
     uR = uint64(R)
     unr = uint64(nr)
+    uf = uint64(full)
     oi = uint64(i) * uR
     tn = uR
-    for j in range(unr):
+    for j in range(uf, unr):
         tmp[j] = 0.0
         tmp[tn + j] = 0.0
     for e in range(a0, a1):
         oc = uint64(cidx[e]) * uR
         we = w[e]
         if with_u:
-            for j in range(unr):
+            for j in range(uf, unr):
                 t = we * V[oc + j]
                 tmp[j] += t
                 tmp[tn + j] += t * U[oc + j]
         else:
-            for j in range(unr):
+            for j in range(uf, unr):
                 tmp[j] += we * V[oc + j]
-    for j in range(unr):
+    for j in range(uf, unr):
         V[oi + j] = tmp[j]
     if with_u:
-        for j in range(unr):
+        for j in range(uf, unr):
             sr = tmp[j]
             U[oi + j] = tmp[tn + j] / sr if sr > 0.0 else 0.0
 
 
 @njit(**_opts)
-def fprod_rows(cidx, a0, a1, V, R, nr, i, tmp):
-    """spmn_fprod: p = 1 * p_c1 * p_c2 * ..., rows 0..nr."""
+def fprod_rows(cidx, a0, a1, V, R, full, nr, i, tmp):
+    """spmn_fprod: p = 1 * p_c1 * p_c2 * ..., rows full..nr row by row (the caller takes rows
+    0..full in blocks of 16)."""
     uR = uint64(R)
     unr = uint64(nr)
+    uf = uint64(full)
     oi = uint64(i) * uR
-    for j in range(unr):
+    for j in range(uf, unr):
         tmp[j] = 1.0
     for e in range(a0, a1):
         oc = uint64(cidx[e]) * uR
-        for j in range(unr):
+        for j in range(uf, unr):
             tmp[j] = tmp[j] * V[oc + j]
-    for j in range(unr):
+    for j in range(uf, unr):
         V[oi + j] = tmp[j]
 
 
 @njit(**_opts)
-def catprod_rows(cidx, a0, a1, var, pptr, ptab, xt, R, nr, V, oi, tmp):
-    """spmn_fcatprod: p = 1 * t_c1 * t_c2 * ... with t_c the probability of categorical leaf
-    c at the row's code (1 for NaN), rows 0..nr."""
-    for j in range(nr):
+def catprod_rows(cidx, a0, a1, var, tptr, tab, code, R, full, nr, V, oi, tmp):
+    """spmn_fcatprod: p = 1 * t_c1 * t_c2 * ... with t_c the entry of categorical leaf c's
+    table ``tab[tptr[c]:]`` at the row's code (:func:`cat_tables`: the probability, 1 for
+    NaN), rows full..nr row by row (the caller takes rows 0..full in blocks of 16)."""
+    for j in range(full, nr):
         tmp[j] = 1.0
     for e in range(a0, a1):
         c = cidx[e]
         x0 = var[c] * R
-        p0 = pptr[c]
-        for j in range(nr):
-            x = xt[x0 + j]
-            tmp[j] = tmp[j] * (1.0 if math.isnan(x) else ptab[0, p0 + int(x)])
-    for j in range(nr):
+        t0 = tptr[c]
+        for j in range(full, nr):
+            tmp[j] = tmp[j] * tab[t0 + code[x0 + j]]
+    for j in range(full, nr):
         V[oi + j] = tmp[j]
 
 
@@ -388,15 +389,17 @@ def check_rows(V, U, oi, t, unr, bad, chk_u):
 
 
 @njit(**_opts)
-def fast_chunk(circ, Wall, ptab, xt, nr, R, values, V, U, bad, tmp, cu, fuse):
+def fast_chunk(circ, Wall, code, xt, nr, R, values, V, U, bad, tmp, cu, fuse):
     """The linear fast path over one chunk (csrc/_cscaled.pxi fast_chunk); bad[r] > 0 marks
-    the rows that must take :func:`sup_chunk`. ``ptab``: :func:`param_tables`. With ``fuse``,
+    the rows that must take :func:`sup_chunk`. ``code``: the chunk's int32 codes. With ``fuse``,
     products of categorical leaves read the leaves' probabilities themselves and the leaves
     are skipped (``circ[17]``)."""
     kind, cptr, cidx, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[4], circ[5], \
         circ[6], circ[7]
     fthr, fchk, fused = circ[13], circ[14], circ[17]
     wl = Wall[3]
+    lcptr, lcidx, tptr, tabF = circ[15], circ[16], circ[18], circ[19]
+    full = nr - nr % SB  # rows 0..full in blocks of 16 in registers, the rest row by row
     for r in range(nr):
         bad[r] = 0.0
     for i in range(kind.shape[0]):
@@ -406,14 +409,27 @@ def fast_chunk(circ, Wall, ptab, xt, nr, R, values, V, U, bad, tmp, cu, fuse):
         oi = i * R
         live = cu and ulive[i] != 0
         if kd == K_SUM:
-            fsum_rows(cidx, wl, a0, a1, V, U, R, nr, i, live, tmp)
+            if live:
+                for off in range(0, full, SB):
+                    blk_fsum_u(cidx, wl, a0, a1, V, U, R, off, oi + off)
+            else:
+                for off in range(0, full, SB):
+                    blk_fsum(cidx, wl, a0, a1, V, R, off, oi + off)
+            if full < nr:
+                fsum_rows(cidx, wl, a0, a1, V, U, R, full, nr, i, live, tmp)
         elif kd == K_PRODUCT:
             if fuse and fused[i] == 1:
-                catprod_rows(cidx, a0, a1, var, pptr, ptab, xt, R, nr, V, oi, tmp)
+                for off in range(0, full, SB):
+                    blk_catprod(cidx, a0, a1, var, tptr, tabF, code, R, off, V, oi + off)
+                if full < nr:
+                    catprod_rows(cidx, a0, a1, var, tptr, tabF, code, R, full, nr, V, oi, tmp)
             else:
-                fprod_rows(cidx, a0, a1, V, R, nr, i, tmp)
+                for off in range(0, full, SB):
+                    blk_prod(cidx, a0, a1, V, R, off, oi + off)
+                if full < nr:
+                    fprod_rows(cidx, a0, a1, V, R, full, nr, i, tmp)
             if live:
-                add_rows(circ[16], circ[15][i], circ[15][i + 1], nr, R, U, i)
+                add_rows(lcidx, lcptr[i], lcptr[i + 1], nr, R, U, i)
         elif kd == K_MAX:
             x0 = var[i] * R
             for r in range(nr):
@@ -421,14 +437,14 @@ def fast_chunk(circ, Wall, ptab, xt, nr, R, values, V, U, bad, tmp, cu, fuse):
                                                 r)] * R
                 V[oi + r] = V[oc + r]
                 U[oi + r] = U[oc + r]
-        elif kd == K_CATEGORICAL:  # lookups in lin(log p), as Cython's tables
+        elif kd == K_CATEGORICAL:  # lookups in lin(log p) by code, as Cython's tables
             if fuse and fused[i] == 2:
                 continue
             x0 = var[i] * R
-            p0 = pptr[i]
+            t0 = circ[18][i]
+            tf = circ[19]
             for r in range(nr):
-                x = xt[x0 + r]
-                V[oi + r] = 1.0 if math.isnan(x) else ptab[0, p0 + int(x)]
+                V[oi + r] = tf[t0 + code[x0 + r]]
         else:
             if kd == K_MVGAUSSIAN:
                 mv_up(params, pptr[i], xt, nr, R, V, oi, False)
@@ -456,14 +472,49 @@ def edge_tables(lw):
 
 
 @njit(**_opts)
-def param_tables(params):
-    """Per leaf parameter: lin, then m and k of to_mk (a categorical leaf's log p as the
-    probabilities of the fast path and the (m, k) of the scaled pass: Cython's tables)."""
-    P = params.shape[0]
-    out = np.empty((3, max(P, 1)))
-    for p in range(P):
-        out[0, p] = lin(params[p])
-        m, k = to_mk(params[p])
-        out[1, p] = m
-        out[2, p] = k
-    return out
+def cat_tables(kind, pptr, params, var, mode_logp):
+    """Categorical leaves as tables indexed by the chunk's int32 codes (NaN is code k), as
+    Cython's ``_CircView._cat_tables``: per leaf its offset ``tptr`` and k + 1 entries of
+    ``tabF`` (lin of log p, then lin(0) for NaN: the fast path), ``tabSM``/``tabSK`` (to_mk of
+    the same: the scaled pass) and ``tabM`` (log p, then the max log p: MPE); ``card`` per
+    variable (0: no categorical leaf reads it)."""
+    n = kind.shape[0]
+    nvc = 0
+    size = 0
+    for i in range(n):
+        nvc = max(nvc, var[i] + 1)
+        if kind[i] == K_CATEGORICAL:
+            size += pptr[i + 1] - pptr[i] + 1
+    card = np.zeros(nvc + 1, np.int32)
+    tptr = np.full(n, -1, np.int64)
+    tabL = np.empty(size + 1)
+    tabM = np.empty(size + 1)
+    size = 0
+    for i in range(n):
+        if kind[i] != K_CATEGORICAL:
+            continue
+        p0 = pptr[i]
+        k = pptr[i + 1] - p0
+        card[var[i]] = k
+        tptr[i] = size
+        for j in range(k):
+            tabL[size + j] = params[p0 + j]
+            tabM[size + j] = params[p0 + j]
+        mode = mode_logp[i]
+        tabL[size + k] = 0.0
+        tabM[size + k] = 0.0 if math.isnan(mode) else mode
+        size += k + 1
+    tabL[size] = 0.0
+    tabM[size] = 0.0
+    tabF = np.empty(size + 1)
+    tabSM = np.empty(size + 1)
+    tabSK = np.empty(size + 1)
+    for j in range(size):
+        tabF[j] = lin(tabL[j])
+        m, k = to_mk(tabL[j])
+        tabSM[j] = m
+        tabSK[j] = k
+    tabF[size] = 0.0
+    tabSM[size] = 0.0
+    tabSK[size] = NEG_INF
+    return tptr, tabF, tabSM, tabSK, tabM, card

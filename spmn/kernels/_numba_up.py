@@ -23,6 +23,7 @@ from ..flat import (
     K_UTILITY_DISCRETE,
     K_UTILITY_HISTOGRAM,
 )
+from ._numba_block import blk_add, blk_summax
 from ._numba_math import fexp, flog
 from ._numba_mvg import mv_up
 from .reference import TIE_RTOL
@@ -209,21 +210,33 @@ def sum_up(cidx, lw, a0, a1, nr, R, L, U, i, tmp, with_u):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def add_rows(cidx, a0, a1, nr, R, A, i):
-    """A[i] = Σ_children A[c] (children in order, starting from 0.0), rows 0..nr."""
+    """A[i] = Σ_children A[c] (children in order, starting from 0.0), rows 0..nr: full blocks
+    of 16 rows in registers (:mod:`._numba_block`), the rest row by row."""
+    full = nr - nr % 16
+    for off in range(0, full, 16):
+        blk_add(cidx, a0, a1, A, R, off, i * R + off)
+    if full == nr:
+        return
     uR = uint64(R)
     unr = uint64(nr)
+    uf = uint64(full)
     oi = uint64(i) * uR
-    for r in range(unr):
+    for r in range(uf, unr):
         A[oi + r] = 0.0
     for e in range(a0, a1):
         oc = uint64(cidx[e]) * uR
-        for r in range(unr):
+        for r in range(uf, unr):
             A[oi + r] += A[oc + r]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def max_rows(cidx, lw, a0, a1, nr, R, M, i, tmp):
-    """M[i] = max_children (log w + M[c]) (starting from -inf), rows 0..nr."""
+    """M[i] = max_children (log w + M[c]) (starting from -inf), rows 0..nr: blocks of 16 rows
+    in registers when every row is in one (:mod:`._numba_block`), else row by row."""
+    if nr % 16 == 0:
+        for off in range(0, nr, 16):
+            blk_summax(cidx, lw, a0, a1, M, R, off, i * R + off)
+        return
     uR = uint64(R)
     unr = uint64(nr)
     oi = uint64(i) * uR
@@ -465,21 +478,32 @@ def up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def mpe_up_chunk(circ, xt, nr, R, M, tmp):
-    """Max-product pass of reference.mpe over one chunk: M (flat, node-major)."""
+def mpe_up_chunk(circ, xt, code, nr, R, M, tmp):
+    """Max-product pass of reference.mpe over one chunk: M (flat, node-major); categorical
+    leaves are lookups by the chunk's int32 codes ``code`` in ``circ[22]`` (log p, then the
+    leaf's max log p for NaN: ``_numba_fast.cat_tables``)."""
     kind, cptr, cidx, lw, var, pptr, params = circ[0], circ[1], circ[2], circ[3], circ[4], \
         circ[5], circ[6]
     mode_logp = circ[8]
     n = kind.shape[0]
+    blocked = nr % 16 == 0  # every row in a block of 16 held in registers
     for i in range(n):
         kd = kind[i]
         a0 = cptr[i]
         a1 = cptr[i + 1]
         oi = i * R
         if kd == K_SUM:
-            max_rows(cidx, lw, a0, a1, nr, R, M, i, tmp)
+            if blocked:
+                for off in range(0, nr, 16):
+                    blk_summax(cidx, lw, a0, a1, M, R, off, oi + off)
+            else:
+                max_rows(cidx, lw, a0, a1, nr, R, M, i, tmp)
         elif kd == K_PRODUCT:
-            add_rows(cidx, a0, a1, nr, R, M, i)
+            if blocked:
+                for off in range(0, nr, 16):
+                    blk_add(cidx, a0, a1, M, R, off, oi + off)
+            else:
+                add_rows(cidx, a0, a1, nr, R, M, i)
         elif kd == K_MAX:
             x0 = var[i] * R
             for r in range(nr):
@@ -492,6 +516,12 @@ def mpe_up_chunk(circ, xt, nr, R, M, tmp):
                     M[oi + r] = best
                 else:
                     M[oi + r] = M[cidx[a0 + int(d)] * R + r]
+        elif kd == K_CATEGORICAL:
+            x0 = var[i] * R
+            t0 = circ[18][i]
+            tm = circ[22]
+            for r in range(nr):
+                M[oi + r] = tm[t0 + code[x0 + r]]
         elif kd == K_MVGAUSSIAN:
             mv_up(params, pptr[i], xt, nr, R, M, oi, True)
         else:

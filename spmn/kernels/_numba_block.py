@@ -1,0 +1,220 @@
+"""16-row register blocks for the Numba kernels, the twins of ``csrc/_cblock.h`` and the ``*16``
+functions of ``csrc/_cfast.h``, written as LLVM IR (Numba intrinsics).
+
+A block is 16 consecutive rows ``off .. off + 16`` of a node-major work array (node ``i``, row
+``r`` at ``i * R + r``), held in four vectors of four doubles while the loop runs over a node's
+edges: one load per child and 4 rows, no accumulator load or store per edge, no loop set-up per
+edge. Numba leaves the SLP vectorizer off and fully unrolls a 16-row loop before its loop
+vectorizer sees it, so plain Python loops give scalar code here; the IR below is what the C
+intrinsics are. Every lane does the scalar row loop's operations in the same order (IEEE
+``fadd``/``fmul``/``fdiv`` without fast-math flags, ``a > b ? a : b`` for the max), so a block
+gives the same bits as the row loops of :mod:`._numba_fast` and :mod:`._numba_up` and as the
+Cython blocks. Callers take full blocks of 16 and leave the rest of the rows to those loops.
+
+Arguments: 1-d C-contiguous arrays and integer offsets (row offsets into the arrays, not
+checked: the callers' offsets stay inside ``n x R`` work arrays).
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_D = ir.DoubleType()
+_V = ir.VectorType(_D, 4)
+_I64 = ir.IntType(64)
+_NV = 4  # vectors of 4 doubles in a block of 16 rows
+
+
+def _c1d(*tys) -> bool:
+    return all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C" for t in tys)
+
+
+def _ints(*tys) -> bool:
+    return all(isinstance(t, types.Integer) for t in tys)
+
+
+def _data(context, builder, ty, val):
+    return context.make_array(ty)(context, builder, val).data
+
+
+def _i64(context, builder, sig, args, q):
+    return context.cast(builder, args[q], sig.args[q], types.int64)
+
+
+def _k(x: int):
+    return ir.Constant(_I64, x)
+
+
+def _vload(builder, base, idx):
+    return builder.load(builder.bitcast(builder.gep(base, [idx]), _V.as_pointer()), align=8)
+
+
+def _vstore(builder, base, idx, v) -> None:
+    builder.store(v, builder.bitcast(builder.gep(base, [idx]), _V.as_pointer()), align=8)
+
+
+def _splat(builder, x):
+    v = ir.Constant(_V, None)
+    for lane in range(4):
+        v = builder.insert_element(v, x, ir.Constant(ir.IntType(32), lane))
+    return v
+
+
+def _accs(builder, init: float):
+    return [cgutils.alloca_once_value(builder, ir.Constant(_V, [init] * 4)) for _ in range(_NV)]
+
+
+def _edges(context, builder, a0, a1):
+    return cgutils.for_range_slice(builder, a0, a1, _k(1), inc=True)
+
+
+def _fold(op, init):
+    """An intrinsic ``(cidx, a0, a1, A, R, off, o)``: A[o + j] = init op A[c_1 R + off + j]
+    op A[c_2 R + off + j] ... (children in edge order), j < 16."""
+
+    def blk(typingctx, cidx, a0, a1, A, R, off, o):
+        if not (_c1d(cidx, A) and _ints(a0, a1, R, off, o)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ci = _data(context, builder, sig.args[0], args[0])
+            ap = _data(context, builder, sig.args[3], args[3])
+            e0, e1, Rv, ov, out = (_i64(context, builder, sig, args, q) for q in (1, 2, 4, 5, 6))
+            acc = _accs(builder, init)
+            with _edges(context, builder, e0, e1) as (e, _):
+                base = builder.add(builder.mul(builder.load(builder.gep(ci, [e])), Rv), ov)
+                for k in range(_NV):
+                    x = _vload(builder, ap, builder.add(base, _k(4 * k)))
+                    builder.store(op(builder, builder.load(acc[k]), x), acc[k])
+            for k in range(_NV):
+                _vstore(builder, ap, builder.add(out, _k(4 * k)), builder.load(acc[k]))
+            return context.get_dummy_value()
+        return types.void(cidx, a0, a1, A, R, off, o), codegen
+    return intrinsic(blk)
+
+
+#: A product of plain probabilities (spmn_fprod16): 1 * p_c1 * p_c2 * ...
+blk_prod = _fold(lambda b, acc, x: b.fmul(acc, x), 1.0)
+#: A sum of log values or utilities (spmn_prod_add16): 0 + a_c1 + a_c2 + ...
+blk_add = _fold(lambda b, acc, x: b.fadd(acc, x), 0.0)
+
+
+@intrinsic
+def blk_summax(typingctx, cidx, lw, a0, a1, M, R, off, o):
+    """M[o + j] = max over edges of (lw[e] + M[c R + off + j]) from -inf (spmn_sum_max16:
+    ``a > m ? a : m``), j < 16: a max-product sum node."""
+    if not (_c1d(cidx, lw, M) and _ints(a0, a1, R, off, o)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ci = _data(context, builder, sig.args[0], args[0])
+        wp = _data(context, builder, sig.args[1], args[1])
+        mp = _data(context, builder, sig.args[4], args[4])
+        e0, e1, Rv, ov, out = (_i64(context, builder, sig, args, q) for q in (2, 3, 5, 6, 7))
+        acc = _accs(builder, float("-inf"))
+        with _edges(context, builder, e0, e1) as (e, _):
+            base = builder.add(builder.mul(builder.load(builder.gep(ci, [e])), Rv), ov)
+            w = _splat(builder, builder.load(builder.gep(wp, [e])))
+            for k in range(_NV):
+                a = builder.fadd(w, _vload(builder, mp, builder.add(base, _k(4 * k))))
+                m = builder.load(acc[k])
+                builder.store(builder.select(builder.fcmp_ordered(">", a, m), a, m), acc[k])
+        for k in range(_NV):
+            _vstore(builder, mp, builder.add(out, _k(4 * k)), builder.load(acc[k]))
+        return context.get_dummy_value()
+    return types.void(cidx, lw, a0, a1, M, R, off, o), codegen
+
+
+@intrinsic
+def blk_fsum(typingctx, cidx, w, a0, a1, V, R, off, o):
+    """V[o + j] = 0 + w_e1 p_c1 + w_e2 p_c2 + ... (spmn_fsum16 without U), j < 16."""
+    if not (_c1d(cidx, w, V) and _ints(a0, a1, R, off, o)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ci = _data(context, builder, sig.args[0], args[0])
+        wp = _data(context, builder, sig.args[1], args[1])
+        vp = _data(context, builder, sig.args[4], args[4])
+        e0, e1, Rv, ov, out = (_i64(context, builder, sig, args, q) for q in (2, 3, 5, 6, 7))
+        acc = _accs(builder, 0.0)
+        with _edges(context, builder, e0, e1) as (e, _):
+            base = builder.add(builder.mul(builder.load(builder.gep(ci, [e])), Rv), ov)
+            we = _splat(builder, builder.load(builder.gep(wp, [e])))
+            for k in range(_NV):
+                t = builder.fmul(we, _vload(builder, vp, builder.add(base, _k(4 * k))))
+                builder.store(builder.fadd(builder.load(acc[k]), t), acc[k])
+        for k in range(_NV):
+            _vstore(builder, vp, builder.add(out, _k(4 * k)), builder.load(acc[k]))
+        return context.get_dummy_value()
+    return types.void(cidx, w, a0, a1, V, R, off, o), codegen
+
+
+@intrinsic
+def blk_fsum_u(typingctx, cidx, w, a0, a1, V, U, R, off, o):
+    """spmn_fsum16 with U, j < 16: t = w_e p_c, s = 0 + t + ..., num = 0 + t U_c + ...;
+    V[o + j] = s, U[o + j] = num / s where s > 0, else 0."""
+    if not (_c1d(cidx, w, V, U) and _ints(a0, a1, R, off, o)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ci = _data(context, builder, sig.args[0], args[0])
+        wp = _data(context, builder, sig.args[1], args[1])
+        vp = _data(context, builder, sig.args[4], args[4])
+        up = _data(context, builder, sig.args[5], args[5])
+        e0, e1, Rv, ov, out = (_i64(context, builder, sig, args, q) for q in (2, 3, 6, 7, 8))
+        s = _accs(builder, 0.0)
+        num = _accs(builder, 0.0)
+        with _edges(context, builder, e0, e1) as (e, _):
+            base = builder.add(builder.mul(builder.load(builder.gep(ci, [e])), Rv), ov)
+            we = _splat(builder, builder.load(builder.gep(wp, [e])))
+            for k in range(_NV):
+                at = builder.add(base, _k(4 * k))
+                t = builder.fmul(we, _vload(builder, vp, at))
+                builder.store(builder.fadd(builder.load(s[k]), t), s[k])
+                tu = builder.fmul(t, _vload(builder, up, at))
+                builder.store(builder.fadd(builder.load(num[k]), tu), num[k])
+        zero = ir.Constant(_V, [0.0] * 4)
+        for k in range(_NV):
+            sk = builder.load(s[k])
+            at = builder.add(out, _k(4 * k))
+            _vstore(builder, vp, at, sk)
+            q = builder.fdiv(builder.load(num[k]), sk)
+            _vstore(builder, up, at, builder.select(builder.fcmp_ordered(">", sk, zero), q, zero))
+        return context.get_dummy_value()
+    return types.void(cidx, w, a0, a1, V, U, R, off, o), codegen
+
+
+@intrinsic
+def blk_catprod(typingctx, cidx, a0, a1, var, tptr, tab, code, R, off, V, o):
+    """V[o + j] = 1 * t_c1 * t_c2 * ... with t_c = tab[tptr[c] + code[var[c] R + off + j]]
+    (spmn_fcatprod16: a product of categorical leaves read from their tables), j < 16."""
+    if not (_c1d(cidx, var, tptr, tab, code, V) and _ints(a0, a1, R, off, o)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ci = _data(context, builder, sig.args[0], args[0])
+        vr = _data(context, builder, sig.args[3], args[3])
+        tp = _data(context, builder, sig.args[4], args[4])
+        tb = _data(context, builder, sig.args[5], args[5])
+        cd = _data(context, builder, sig.args[6], args[6])
+        vp = _data(context, builder, sig.args[9], args[9])
+        e0, e1, Rv, ov, out = (_i64(context, builder, sig, args, q) for q in (1, 2, 7, 8, 10))
+        acc = _accs(builder, 1.0)
+        with _edges(context, builder, e0, e1) as (e, _):
+            c = builder.load(builder.gep(ci, [e]))
+            cbase = builder.add(builder.mul(builder.load(builder.gep(vr, [c])), Rv), ov)
+            t0 = builder.load(builder.gep(tp, [c]))
+            for k in range(_NV):
+                g = ir.Constant(_V, None)
+                for lane in range(4):
+                    x = builder.load(builder.gep(cd, [builder.add(cbase, _k(4 * k + lane))]))
+                    at = builder.add(t0, builder.sext(x, _I64))
+                    g = builder.insert_element(g, builder.load(builder.gep(tb, [at])),
+                                               ir.Constant(ir.IntType(32), lane))
+                builder.store(builder.fmul(builder.load(acc[k]), g), acc[k])
+        for k in range(_NV):
+            _vstore(builder, vp, builder.add(out, _k(4 * k)), builder.load(acc[k]))
+        return context.get_dummy_value()
+    return types.void(cidx, a0, a1, var, tptr, tab, code, R, off, V, o), codegen
