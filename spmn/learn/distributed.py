@@ -357,10 +357,16 @@ class ExactSums:
         return ExactSums(tuple(a + b for a, b in zip(self.num, other.num)))
 
     def values(self) -> np.ndarray:
-        """The sums, each correctly rounded to float64."""
+        """The sums, each correctly rounded to float64 (beyond its range: +-inf)."""
         from fractions import Fraction
 
-        return np.array([float(Fraction(v, 1 << _DENOM_BITS)) for v in self.num], np.float64)
+        def rounded(v: int) -> float:
+            try:
+                return float(Fraction(v, 1 << _DENOM_BITS))
+            except OverflowError:
+                return math.copysign(math.inf, v)
+
+        return np.array([rounded(v) for v in self.num], np.float64)
 
 
 def _merge_value(key: str, a: Any, b: Any) -> Any:

@@ -1,5 +1,6 @@
 """Statistics per partition merged by tree reductions: exact merges, numpy's quantiles from
 counts, partitions checked, and a worker killed mid-fit (dask retries, or a clear error)."""
+import itertools
 import os
 import signal
 import subprocess
@@ -215,3 +216,44 @@ def test_learners_whose_statistics_are_not_counts_gather_with_a_warning():
                            seed=1, min_instances_slice=100)
         XH = df[["O", "H"]].to_numpy(np.float64)
         np.testing.assert_array_equal(s1.log_likelihood(XH), s2.log_likelihood(XH))
+
+
+# ---------------------------------------------------------------------------- exact float sums
+@pytest.mark.xdist_group(name="numba-kernels")
+@settings(max_examples=80, deadline=None)
+@given(x=st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=64),
+                            finite, st.sampled_from([0.0, -0.0, 5e-324, -1e-310, 1e300])),
+                  min_size=1, max_size=40),
+       cut=st.integers(0, 40), q=st.integers(1, 3))
+def test_exact_sums_are_the_correctly_rounded_sum_in_any_split(x, cut, q):
+    """The numerators add exactly: any split merges to the same sums, which are the exact
+    (rational) sums rounded once; a sum beyond float64's range rounds to infinity."""
+    from fractions import Fraction
+
+    V = np.array(x, np.float64)[:, None] * np.array([1.0, -0.5, 0.25])[None, :q]
+    whole = D.ExactSums.of(V)
+    assert D.ExactSums.of(V[:cut]).merge(D.ExactSums.of(V[cut:])) == whole
+    for j in range(q):
+        exact = sum((Fraction(v) for v in V[:, j]), Fraction(0))
+        try:
+            want = float(exact)
+        except OverflowError:
+            want = np.inf if exact > 0 else -np.inf
+        assert whole.values()[j] == want
+    with pytest.raises(DataError, match="finite"):
+        D.ExactSums.of(np.array([[1.0], [np.nan]]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), max_size=60),
+       cuts=st.lists(st.integers(0, 60), max_size=3))
+def test_first_rows_keep_the_order_of_first_occurrence(rows, cuts):
+    X = np.array(rows, np.int64).reshape(-1, 2)
+    edges = [0, *sorted(min(c, len(X)) for c in cuts), len(X)]
+    parts = [D.FirstRows.of(X[a:b], (i << 40) + np.arange(b - a))
+             for i, (a, b) in enumerate(itertools.pairwise(edges))]
+    merged = parts[0]
+    for p in parts[1:]:
+        merged = merged.merge(p)
+    _, first = np.unique(X, axis=0, return_index=True) if len(X) else (None, np.zeros(0, int))
+    np.testing.assert_array_equal(merged.ordered(), X[np.sort(first)])

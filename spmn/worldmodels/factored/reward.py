@@ -14,6 +14,12 @@ the model refitted, until none clears it or the fit is exact (RSS <= n (1e-9 max
 What is approximated: a reward that is not additive over pairs is its least-squares projection
 onto the chosen terms (the residual is reported); the reward is modelled as a function of
 (s, a) only (a dependence on s' is averaged into it).
+
+Everything the fit reads is :class:`RewardRows`: the distinct (x, r) rows of the logs with
+their counts, in a canonical order. They are counted exactly per partition of a dask collection
+and merged (:mod:`.dask_fit`), so the fit is the same, bit for bit, for any partitioning. Its
+size is the number of distinct (s, a, r) rows: small when the reward is a function of (s, a)
+(RDDL), up to the number of rows when it carries continuous noise.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..tabular.coverage import _rows
+from ...learn.distributed import DistinctRows
 
 #: Pairs added per refit at most (largest gains first), and rows per block of the pair scan.
 PAIR_BATCH, CHUNK = 16, 4096
@@ -63,6 +69,34 @@ class AdditiveReward:
                         axis=1)
 
 
+@dataclass(frozen=True)
+class RewardRows:
+    """The distinct (x, r) rows of the logs: ``X`` (m x columns, int64 codes), ``r``, ``w``
+    (how often each was logged), sorted by x (lexicographic) then r: a canonical order."""
+
+    X: np.ndarray
+    r: np.ndarray
+    w: np.ndarray
+
+    @staticmethod
+    def stat(X: np.ndarray, r: np.ndarray) -> DistinctRows:
+        """The mergeable statistic of some rows (``-0.0`` counted as ``0.0``)."""
+        X = np.asarray(X, np.int64)
+        bits = (np.asarray(r, np.float64) + 0.0).view(np.int64)
+        return DistinctRows.of(np.concatenate([X, bits[:, None]], axis=1))
+
+    @classmethod
+    def from_stat(cls, d: DistinctRows) -> RewardRows:
+        X = np.ascontiguousarray(d.rows[:, :-1], np.int64)
+        r = np.ascontiguousarray(d.rows[:, -1]).view(np.float64)
+        order = np.lexsort((r, *X.T[::-1]))
+        return cls(X[order], r[order], np.asarray(d.counts, np.int64)[order])
+
+    @classmethod
+    def of(cls, X: np.ndarray, r: np.ndarray) -> RewardRows:
+        return cls.from_stat(cls.stat(X, r))
+
+
 def _onehot(X: np.ndarray, off: np.ndarray, width: int) -> np.ndarray:
     Z = np.zeros((X.shape[0], width))
     Z[np.arange(X.shape[0])[:, None], off[None, :] + X] = 1.0
@@ -70,17 +104,18 @@ def _onehot(X: np.ndarray, off: np.ndarray, width: int) -> np.ndarray:
 
 
 class _Design:
-    """Columns of the chosen terms, on the distinct rows of the logs (weighted: exact LS)."""
+    """Columns of the chosen terms, on the distinct x rows of the logs (weighted: exact LS)."""
 
-    def __init__(self, X: np.ndarray, r: np.ndarray, cards: np.ndarray) -> None:
-        keys = _rows(X)
-        _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
-        inv = inv.ravel()
-        self.U = X[first]
-        self.w = np.bincount(inv).astype(np.float64)
-        self.ybar = np.bincount(inv, weights=r) / self.w
-        self.within = float(np.sum((r - self.ybar[inv]) ** 2))
-        self.inv = inv
+    def __init__(self, rows: RewardRows, cards: np.ndarray) -> None:
+        X = rows.X
+        new = np.ones(X.shape[0], bool)
+        new[1:] = (X[1:] != X[:-1]).any(axis=1)
+        start = np.flatnonzero(new)
+        self.inv = np.cumsum(new) - 1  # distinct x of every (x, r) row
+        self.U = X[start]
+        self.w = np.add.reduceat(rows.w, start).astype(np.float64)
+        self.ybar = np.add.reduceat(rows.w * rows.r, start) / self.w
+        self.within = float(np.sum(rows.w * (rows.r - self.ybar[self.inv]) ** 2))
         self.cards = cards
         self.singles: list[int] = []
         self.pairs: list[tuple[int, int]] = []
@@ -108,24 +143,25 @@ class _Design:
         return coef, layout, fitted[self.inv], rss, int(rank)
 
 
-def _gain_singles(X, e, cards, off, width):
-    """Between-cell sum of squares of the residual over each column's values."""
+def _gain_singles(X, we, w, off, width):
+    """Between-cell sum of squares of the residual over each column's values (``we``: the
+    rows' weighted residuals, ``w`` their weights)."""
     s = np.zeros(width)
     c = np.zeros(width)
-    np.add.at(s, off[None, :] + X, e[:, None])
-    np.add.at(c, off[None, :] + X, 1.0)
+    np.add.at(s, off[None, :] + X, we[:, None])
+    np.add.at(c, off[None, :] + X, w[:, None])
     g = np.where(c > 0, s * s / np.maximum(c, 1.0), 0.0)
     return np.add.reduceat(g, off)
 
 
-def _gain_pairs(X, e, off, width):
+def _gain_pairs(X, we, w, off, width):
     """The same over each pair of columns' cells (width x width block sums)."""
     S = np.zeros((width, width))
     C = np.zeros((width, width))
     for lo in range(0, X.shape[0], CHUNK):
         Z = _onehot(X[lo:lo + CHUNK], off, width)
-        S += Z.T @ (Z * e[lo:lo + CHUNK, None])
-        C += Z.T @ Z
+        S += Z.T @ (Z * we[lo:lo + CHUNK, None])
+        C += Z.T @ (Z * w[lo:lo + CHUNK, None])
     G = np.where(C > 0, S * S / np.maximum(C, 1.0), 0.0)
     return np.add.reduceat(np.add.reduceat(G, off, axis=0), off, axis=1)
 
@@ -133,9 +169,14 @@ def _gain_pairs(X, e, off, width):
 def fit_additive_reward(X: np.ndarray, r: np.ndarray, cards: np.ndarray,
                         max_terms: int | None = None) -> AdditiveReward:
     """Select terms by BIC and fit them by least squares (module docstring)."""
-    X = np.asarray(X, np.int64)
-    r = np.asarray(r, np.float64)
-    n, p = X.shape
+    return fit_reward_rows(RewardRows.of(X, r), cards, max_terms)
+
+
+def fit_reward_rows(rows: RewardRows, cards: np.ndarray,
+                    max_terms: int | None = None) -> AdditiveReward:
+    """:func:`fit_additive_reward` from the distinct (x, r) rows and their counts."""
+    X, r, w = rows.X, rows.r, rows.w.astype(np.float64)
+    n, p = int(rows.w.sum()), X.shape[1]
     cards = np.asarray(cards, np.int64)
     off = np.r_[0, np.cumsum(cards)[:-1]].astype(np.int64)
     width = int(cards.sum())
@@ -143,7 +184,7 @@ def fit_additive_reward(X: np.ndarray, r: np.ndarray, cards: np.ndarray,
     exact = n * (1e-9 * scale) ** 2
     logn = np.log(max(n, 2))
     max_terms = 4 * p if max_terms is None else int(max_terms)
-    des = _Design(X, r, cards)
+    des = _Design(rows, cards)
 
     def qualifies(rss, gain, dq):
         return (gain > 1e-12 * rss) & \
@@ -152,7 +193,7 @@ def fit_additive_reward(X: np.ndarray, r: np.ndarray, cards: np.ndarray,
     coef, layout, fitted, rss, rank = des.fit()
     # stage 1: single columns
     while rss > exact and len(des.singles) < max_terms:
-        gain = _gain_singles(X, r - fitted, cards, off, width)
+        gain = _gain_singles(X, w * (r - fitted), w, off, width)
         ok = qualifies(rss, gain, cards - 1.0)
         ok[des.singles] = False
         ok &= cards > 1
@@ -162,7 +203,7 @@ def fit_additive_reward(X: np.ndarray, r: np.ndarray, cards: np.ndarray,
         coef, layout, fitted, rss, rank = des.fit()
     # stage 2: pairs, largest gains first
     while rss > exact and p > 1 and len(des.singles) + len(des.pairs) < max_terms:
-        G = _gain_pairs(X, r - fitted, off, width)
+        G = _gain_pairs(X, w * (r - fitted), w, off, width)
         a, b = np.triu_indices(p, 1)
         gain = G[a, b]
         have = set(des.singles)
@@ -179,12 +220,13 @@ def fit_additive_reward(X: np.ndarray, r: np.ndarray, cards: np.ndarray,
         des.pairs = sorted(set(des.pairs) | set(new))
         des.singles = sorted(set(des.singles) | {j for pr in new for j in pr})
         coef, layout, fitted, rss, rank = des.fit()
-    return _terms(des, coef, layout, X, r, rss, rank, scale, logn)
+    return _terms(des, coef, layout, rows, rss, rank, scale, logn)
 
 
-def _terms(des, coef, layout, X, r, rss, rank, scale, logn) -> AdditiveReward:
+def _terms(des, coef, layout, rows: RewardRows, rss, rank, scale, logn) -> AdditiveReward:
     cards = des.cards
-    n = X.shape[0]
+    X, r, w = rows.X, rows.r, rows.w
+    n = int(w.sum())
     cols, tables, cells = [], [], []
     dropped = 0
     pos = 1
@@ -199,13 +241,14 @@ def _terms(des, coef, layout, X, r, rss, rank, scale, logn) -> AdditiveReward:
         cols.append(tuple(int(j) for j in c))
         tables.append(t)
         cl = np.zeros(t.shape, np.int64)
-        np.add.at(cl, tuple(X[:, j] for j in c), 1)
+        np.add.at(cl, tuple(X[:, j] for j in c), w)
         cells.append(cl)
     model = AdditiveReward(float(coef[0]), cols, tables, cells, n, dropped=dropped)
     res = r - model.predict(X)
-    model.rss = float(res @ res)
+    model.rss = float(np.sum(w * res * res))
     model.residual_max = float(np.abs(res).max(initial=0.0))
-    tss = float(np.sum((r - r.mean()) ** 2))
+    mean = float(np.sum(w * r)) / max(n, 1)
+    tss = float(np.sum(w * (r - mean) ** 2))
     model.r2 = 1.0 - model.rss / tss if tss > 0 else 1.0
     model.bic = float(n * np.log(max(model.rss, 1e-300) / n) + rank * logn)
     return model

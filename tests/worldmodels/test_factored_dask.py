@@ -1,0 +1,301 @@
+"""The factored world model fitted from dask collections is the in-memory fit: the same trees
+(splits, parents, node numbering), equal leaf counts, the same hold-out and α, the same reward
+terms and values and the same solved values, whatever the partitioning; one pass per tree level.
+The level-wise learner is checked against the per-node recursive one it replaced."""
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import dask
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.special import chdtrc
+
+from spmn import DataError
+from spmn.errors import CoverageWarning
+from spmn.learn.splits import _g_stats
+from spmn.worldmodels import FactoredWorldModel
+from spmn.worldmodels.factored import dask_fit
+from spmn.worldmodels.factored import trees as T
+
+pytestmark = pytest.mark.xdist_group(name="numba-kernels")
+DASK_SYNC = {"scheduler": "sync"}
+
+
+def dbn_logs(seed: int, n: int, end: bool = True) -> pd.DataFrame:
+    """Three state variables (cards 2-4), two actions; each next variable depends on itself,
+    another and an action; a reward with a pair term; episodes end in state x0 = 0 often."""
+    rng = np.random.default_rng(seed)
+    x = np.c_[rng.integers(0, 3, n), rng.integers(0, 2, n), rng.integers(0, 4, n)]
+    a = np.c_[rng.integers(0, 2, n), rng.integers(0, 3, n)]
+    noise = rng.random((n, 3))
+    xn = np.c_[np.where(noise[:, 0] < 0.7, (x[:, 0] + a[:, 0]) % 3, rng.integers(0, 3, n)),
+               np.where(noise[:, 1] < 0.8, x[:, 2] % 2, 1 - x[:, 2] % 2),
+               np.where(noise[:, 2] < 0.6, (x[:, 2] + a[:, 1]) % 4, x[:, 2])]
+    df = pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "x2": x[:, 2], "a0": a[:, 0], "a1": a[:, 1],
+                       "x0_next": xn[:, 0], "x1_next": xn[:, 1], "x2_next": xn[:, 2],
+                       "r": x[:, 0] - 0.5 * a[:, 0] + (x[:, 1] == a[:, 1]) * 2.0
+                       + rng.integers(0, 2, n) * 0.25})
+    if end:
+        df["done"] = rng.random(n) < np.where(x[:, 0] == 0, 0.3, 0.05)
+    return df
+
+
+def kwargs(end: bool = True, **hyper):
+    kw = {"states": ["x0", "x1", "x2"], "actions": ["a0", "a1"], "reward": "r",
+              "terminated": "done" if end else None, "progress": False}
+    kw.update(hyper)
+    return kw
+
+
+def assert_same_model(m1: FactoredWorldModel, m2: FactoredWorldModel) -> None:
+    trees1 = m1.trees_ + ([m1.end_tree_] if m1.end_tree_ is not None else [])
+    trees2 = m2.trees_ + ([m2.end_tree_] if m2.end_tree_ is not None else [])
+    assert len(trees1) == len(trees2)
+    for i, (a, b) in enumerate(zip(trees1, trees2)):
+        for f in ("var", "child", "counts", "crit"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f"tree {i} {f}")
+    assert m1.parents_ == m2.parents_
+    assert m1.split_p_ == m2.split_p_ and m1.split_scores_ == m2.split_scores_
+    r1, r2 = m1.reward_, m2.reward_
+    assert r1.cols == r2.cols
+    for t1, t2, c1, c2 in zip(r1.tables, r2.tables, r1.cells, r2.cells):
+        np.testing.assert_allclose(t2, t1, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(c1, c2)
+    for f in ("intercept", "rss", "residual_max", "r2", "bic"):
+        assert getattr(r2, f) == pytest.approx(getattr(r1, f), rel=1e-12, abs=1e-12), f
+    assert r1.n == r2.n == m1.n_transitions_ == m2.n_transitions_
+    for f in ("seen_states_", "joint_actions_", "state_cards_", "action_cards_"):
+        np.testing.assert_array_equal(getattr(m1, f), getattr(m2, f), err_msg=f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoverageWarning)
+        s1, s2 = m1.solve(0.9), m2.solve(0.9)
+    np.testing.assert_array_equal(s1.states, s2.states)
+    np.testing.assert_allclose(s2.values, s1.values, rtol=1e-12, atol=1e-12)
+
+
+def pieces(df: pd.DataFrame, cuts) -> dd.DataFrame:
+    """``df`` cut at ``cuts`` (repeated cuts: empty partitions), one partition per piece."""
+    edges = [0, *cuts, len(df)]
+    frames = [df.iloc[a:b] for a, b in itertools.pairwise(edges)]
+    return dd.from_delayed([dask.delayed(f) for f in frames], meta=df.iloc[:0],
+                           verify_meta=False)
+
+
+# ---------------------------------------------------------------------------- the learner
+def reference_grow(X, y, k, cards, rows, *, alpha, min_samples_leaf=5, max_depth=None):
+    """The recursive learner of the first sessions (the oracle): a FIFO of nodes, each node's
+    tables counted over its own rows, children's rows split off the parent's."""
+    kmax, min_leaf = int(max(int(cards.max(initial=1)), 1)), max(int(min_samples_leaf), 1)
+    var, child, counts, crit = [], [], [], []
+
+    def new(r):
+        var.append(-1)
+        child.append(np.zeros(kmax, np.int64))
+        counts.append(np.bincount(y[r], minlength=k).astype(np.float64))
+        crit.append(np.inf)
+        return len(var) - 1
+
+    todo = [(new(rows), rows, 0, np.zeros(X.shape[1], np.bool_))]
+    while todo:
+        node, r, depth, used = todo.pop(0)
+        if (counts[node] > 0).sum() < 2 or r.size < 2 * min_leaf or \
+                (max_depth is not None and depth >= max_depth):
+            continue
+        tab, ok, top, keep = T._node_tables(X, y, r, k, kmax, used, min_leaf)
+        p = tab.shape[0]
+        G, df = _g_stats(tab.reshape(-1), np.arange(p + 1, dtype=np.int64) * (kmax * k),
+                         np.full(p, kmax, np.int64), np.full(p, k, np.int64))
+        cand = np.flatnonzero(ok & (df > 0))
+        if cand.size == 0:
+            continue
+        G, df = G[cand], df[cand]
+        reps = np.array([np.flatnonzero(df == f)[np.argmax(G[df == f])] for f in np.unique(df)])
+        b = int(reps[np.lexsort((cand[reps], -G[reps] / df[reps], chdtrc(df[reps], G[reps])))[0]])
+        j, c = int(cand[b]), float(chdtrc(df[b], G[b])) * cand.size
+        if not c < alpha:
+            continue
+        seen, t = np.flatnonzero(keep[j]), int(top[j])
+        rep = np.full(kmax, t, np.int64)
+        rep[seen] = seen
+        g = rep[X[r, j]]
+        var[node], crit[node] = j, c
+        kids = {int(v): (new(r[g == v]), r[g == v]) for v in seen}
+        child[node][:] = kids[t][0]
+        for v, (m, rv) in kids.items():
+            child[node][v] = m
+            sub = used.copy()
+            sub[j] = True
+            todo.append((m, rv, depth + 1, sub))
+    return T.ConditionalTree(np.array(var, np.int64), np.array(child, np.int64),
+                             np.array(counts), np.array(crit), int(k))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10 ** 6), n=st.integers(20, 1500), p=st.integers(1, 5),
+       k=st.integers(2, 4), alpha=st.sampled_from([0.2, 1e-3]),
+       max_depth=st.sampled_from([None, 1, 3]), min_leaf=st.sampled_from([1, 5]))
+def test_level_wise_growth_is_the_per_node_recursion(seed, n, p, k, alpha, max_depth, min_leaf):
+    """Breadth-first node numbering, the same splits, counts and crit as the recursive
+    learner of the first sessions (``reference_grow``, kept in tests/worldmodels/)."""
+    rng = np.random.default_rng(seed)
+    cards = rng.integers(2, 5, p)
+    X = rng.integers(0, cards, (n, p))
+    y = (X[:, 0] + (X[:, -1] > 1) + rng.integers(0, 2, n)) % k
+    rows = np.flatnonzero(rng.random(n) < 0.8)
+    if rows.size == 0:
+        rows = np.arange(n)
+    Xs = T.small_codes(X, cards)
+    want = reference_grow(Xs, y, k, cards, rows, alpha=alpha, min_samples_leaf=min_leaf,
+                          max_depth=max_depth)
+    got = T.grow_trees(T.RowsSource(Xs, [(y, rows)]), [k], int(cards.max()), p, alpha=alpha,
+                       min_samples_leaf=min_leaf, max_depth=max_depth)[0]
+    for f in ("var", "child", "counts", "crit"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f)
+
+
+def test_the_hold_out_is_a_hash_of_the_row_index():
+    idx = np.arange(200_000)
+    val = T.holdout_mask(T.seed_key(7), idx)
+    assert abs(val.mean() - T.HOLDOUT) < 0.005
+    np.testing.assert_array_equal(T.holdout_mask(T.seed_key(7), idx[5000:9000]), val[5000:9000])
+    assert (T.holdout_mask(T.seed_key(8), idx) != val).mean() > 0.25
+    assert T.seed_key(None) == 0 and T.seed_key(np.random.default_rng(3)) == \
+        T.seed_key(np.random.default_rng(3))
+
+
+# ---------------------------------------------------------------------------- equality
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10 ** 6), n=st.integers(210, 1200),
+       cuts=st.lists(st.floats(0, 1), max_size=6), end=st.booleans(),
+       split_p=st.sampled_from([None, None, 1e-3]), max_depth=st.sampled_from([None, 2]))
+def test_any_partitioning_gives_the_in_memory_model(seed, n, cuts, end, split_p, max_depth):
+    """Hold-out and α chosen (or given), episode ends or none, depth caps; empty partitions
+    wherever two cuts coincide."""
+    df = dbn_logs(seed, n, end)
+    kw = kwargs(end, split_p=split_p, max_depth=max_depth, seed=seed % 3)
+    m1 = FactoredWorldModel(**kw).fit(df)
+    with dask.config.set(DASK_SYNC):
+        m2 = FactoredWorldModel(**kw).fit(pieces(df, sorted(int(c * n) for c in cuts)))
+    assert_same_model(m1, m2)
+
+
+def test_empty_partitions_dask_arrays_and_small_data():
+    df = dbn_logs(4, 900)
+    ddf = pieces(df, [0, 0, 300, 300, 900])  # empty first, middle and last partitions
+    assert ddf.npartitions == 6
+    m1 = FactoredWorldModel(**kwargs()).fit(df)
+    with dask.config.set(DASK_SYNC):
+        assert_same_model(m1, FactoredWorldModel(**kwargs()).fit(ddf))
+        cols = {c: da.from_array(df[c].to_numpy(), chunks=250) for c in df.columns}
+        assert_same_model(m1, FactoredWorldModel(**kwargs()).fit(cols))
+        num = df.drop(columns="done")  # one dtype: every column as float64
+        arr = da.from_array(num.to_numpy(np.float64), chunks=(200, -1))
+        with pytest.raises(DataError, match="needs columns="):
+            FactoredWorldModel(**kwargs(False)).fit(arr)
+        assert_same_model(FactoredWorldModel(**kwargs(False)).fit(num),
+                          FactoredWorldModel(**kwargs(False)).fit(arr, columns=list(num)))
+        small = df.iloc[:150]  # below MIN_HOLDOUT_ROWS: the fixed α, no hold-out
+        s1 = FactoredWorldModel(**kwargs()).fit(small)
+        s2 = FactoredWorldModel(**kwargs()).fit(dd.from_pandas(small, npartitions=4))
+        assert s1.split_p_ == T.SMALL_DATA_ALPHA
+        assert_same_model(s1, s2)
+
+
+def test_one_pass_per_tree_level(monkeypatch):
+    """Passes: the scan, a level of the loose trees each (all targets' frontiers together),
+    the hold-out score, a level of the final trees each."""
+    df = dbn_logs(9, 3000)
+    calls = []
+    real = dask_fit.reduce_partitions
+
+    def counting(parts, fn, *args, **kw):
+        calls.append(fn.__name__)
+        return real(parts, fn, *args, **kw)
+
+    monkeypatch.setattr(dask_fit, "reduce_partitions", counting)
+    with dask.config.set(DASK_SYNC):
+        m = FactoredWorldModel(**kwargs()).fit(dd.from_pandas(df, npartitions=5))
+    depth = max(_depth(t) for t in [*m.trees_, m.end_tree_])
+    assert calls[0] == "_scan" and calls.count("_holdout") == 1 and depth >= 2
+    loose = calls.index("_holdout") - 1
+    final = len(calls) - calls.index("_holdout") - 1
+    assert final == depth + 1  # the last level's nodes are read to find they do not split
+    assert loose >= 1 and len(calls) == 2 + loose + final
+
+
+def _depth(tree) -> int:
+    depth = np.zeros(tree.n_nodes, np.int64)
+    for nd in range(tree.n_nodes):
+        if tree.var[nd] >= 0:
+            depth[np.unique(tree.child[nd])] = depth[nd] + 1
+    return int(depth.max())
+
+
+# ---------------------------------------------------------------------------- RDDL, cluster
+@pytest.mark.slow
+def test_an_rddl_log_from_parquet_on_a_local_cluster(tmp_path):
+    """Elevators (IPPC 2011, instance 1): 4,000 logged steps in Parquet files, counted on two
+    in-process workers; the same model, policy and values as the in-memory fit."""
+    from spmn.envs.rddl import RDDLDomain, log_transitions
+
+    d = RDDLDomain("Elevators_MDP_ippc2011", 1)
+    logs = pd.DataFrame(log_transitions(d, 4000, seed=0, backend="compiled"))
+    for i, (a, b) in enumerate([(0, 1000), (1000, 1000), (1000, 2500), (2500, 4000)]):
+        logs.iloc[a:b].to_parquet(tmp_path / f"part{i}.parquet")
+    kw = {"states": d.state_fluents, "actions": d.action_fluents, "progress": False, "seed": 0}
+    m1 = FactoredWorldModel(**kw).fit(logs)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        m2 = FactoredWorldModel(**kw).fit(dd.read_parquet(str(tmp_path / "*.parquet")),
+                                          client=client)
+    assert sum(len(p) for p in m1.parents_.values()) > len(d.state_fluents)
+    assert_same_model(m1, m2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoverageWarning)
+        s1 = m1.solve(gamma=d.discount, horizon=5, start=d.initial_row)
+        s2 = m2.solve(gamma=d.discount, horizon=5, start=d.initial_row)
+    for t in range(5):
+        np.testing.assert_array_equal(s1.policy(s1.states, t), s2.policy(s2.states, t))
+        np.testing.assert_allclose(s2.q(s1.states, t), s1.q(s1.states, t), rtol=1e-12,
+                                   atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_partitions_that_disagree_are_named(tmp_path):
+    df = dbn_logs(2, 300)
+    a, b, c = df.iloc[:100], df.iloc[100:200].copy(), df.iloc[200:]
+    b["x1"] = b["x1"].astype(np.float64)
+    with dask.config.set(DASK_SYNC), pytest.raises(DataError, match=r"partition 1: column 'x1' "
+                                                                    r"has dtype float64"):
+        FactoredWorldModel(**kwargs()).fit(_frames([a, b, c]))
+    with dask.config.set(DASK_SYNC), pytest.raises(DataError, match=r"partition 2 lacks "
+                                                                    r"column 'x2_next'"):
+        FactoredWorldModel(**kwargs()).fit(_frames([a, df.iloc[100:200],
+                                                    c.drop(columns="x2_next")]))
+    bad = c.copy()
+    bad.loc[bad.index[3], "a1"] = -2
+    with dask.config.set(DASK_SYNC), pytest.raises(DataError, match=r"partition 2: column 'a1' "
+                                                                    r"has negative code"):
+        FactoredWorldModel(**kwargs()).fit(_frames([a, df.iloc[100:200], bad]))
+    b = df.iloc[100:200].copy()
+    b["x0"] = b["x0"].astype(np.int32)
+    for name, part in (("a", a), ("b", b), ("c", c)):
+        part.to_parquet(tmp_path / f"{name}.parquet")
+    with dask.config.set(DASK_SYNC), pytest.raises(DataError, match=r"partition 1: column 'x0' "
+                                                                    r"has dtype int32"):
+        FactoredWorldModel(**kwargs()).fit(dd.read_parquet(str(tmp_path / "*.parquet")))
+    with dask.config.set(DASK_SYNC), pytest.raises(DataError, match="no transitions"):
+        FactoredWorldModel(**kwargs()).fit(dd.from_pandas(df.iloc[:0], npartitions=1))
+
+
+def _frames(frames):
+    return dd.from_delayed([dask.delayed(f) for f in frames], meta=frames[0],
+                           verify_meta=False)
