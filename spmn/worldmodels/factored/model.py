@@ -115,8 +115,18 @@ class FactoredWorldModel(Simulable):
                                  "fit(transitions) first")
 
     # ------------------------------------------------------------------ learning
-    def fit(self, transitions: Any) -> "FactoredWorldModel":
-        """Learn every factor's tree, the additive reward and (if logged) the episode end."""
+    def fit(self, transitions: Any, *, client: Any = None,
+            columns: Sequence[str] | None = None) -> "FactoredWorldModel":
+        """Learn every factor's tree, the additive reward and (if logged) the episode end.
+
+        A dask DataFrame (e.g. ``dask.dataframe.read_parquet``), a dict of dask arrays or a 2-D
+        dask array (``columns=`` names its columns) is counted partition by partition on
+        ``client``'s cluster (default: the active client) and gives the same model
+        (:mod:`.dask_fit`)."""
+        from ...learn.distributed import is_dask
+        if is_dask(transitions):
+            from .dask_fit import fit_partitions
+            return fit_partitions(self, transitions, client=client, columns=columns)
         S, A, r, Sn, term = self._read(transitions)
         n = S.shape[0]
         if n == 0:
