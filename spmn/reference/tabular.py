@@ -21,7 +21,7 @@ ROW_SUM_ATOL = 1e-9  # |Σ_s' P[a,s,s'] - 1| allowed
 LOOSE_RTOL = 1e-3  # residual goal of policy iteration's first (iterative) evaluation
 TIE_RTOL = 1e-12  # actions whose Q is within TIE_RTOL * max(1, |Q|∞) of the best tie -> lowest index
 _EPS = np.finfo(np.float64).eps
-GUESS_ROWS_MAX_S = 2048  # dense P up to this many states: the check pass also copies P_π0 (<= 32 MB)
+CHECK_BLOCK = 1 << 16  # entries of P per block of the check pass (512 kB: the block stays in L2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,37 +95,31 @@ def _rows_stack(P: Any) -> tuple[Any, int, int]:
 
 
 def _check_stochastic(flat: Any, A: int, S: int, terminal: np.ndarray,
-                      vecs: tuple[np.ndarray, ...] = (), rows: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+                      vecs: tuple[np.ndarray, ...] = ()) -> tuple[np.ndarray, list[np.ndarray]]:
     """Finite, non-negative rows summing to 1 (terminal rows may be empty), in one cache-friendly pass.
 
-    Returns the row sums P 1, ``[P @ v for v in vecs]`` and the rows ``P_flat[rows]`` (or None),
-    computed in the same pass over a dense P (each block of P is in the core's cache then); for a
-    sparse P, [] and None (its products are cheap whenever needed).
+    Returns the row sums P 1 and ``[P @ v for v in vecs]``, computed in the same pass over a dense
+    P (each block of P is in the core's cache then); [] for a sparse P (its products are cheap).
     """
-    got = None
     if sp.issparse(flat):
         sums = np.asarray(flat.sum(axis=1)).ravel()
         low = float(flat.data.min(initial=0.0))
         prods = []
     else:
         # 512 kB row blocks, so P is read once from memory: the minimum streams each block into
-        # the core's cache (a plain reduction prefetches better than BLAS), the rest rereads it
-        sums, ones = np.empty(A * S), np.ones(S)
-        prods = [np.empty(A * S) for _ in vecs]
-        low, step = 0.0, max(1, (1 << 16) // S)
-        if rows is not None:
-            got, order = np.empty((rows.shape[0], S)), np.argsort(rows, kind="stable")
-            srt = rows[order]
-            cut = np.searchsorted(srt, np.arange(0, A * S + step, step)).tolist()
-        for j, i in enumerate(range(0, A * S, step)):
+        # the core's cache (a plain reduction prefetches better than BLAS), then one product with
+        # X = [1, vecs...] (S, k) rereads it (cheaper than k matrix-vector products)
+        X = np.empty((S, 1 + len(vecs)), order="F")
+        X[:, 0] = 1.0
+        for j, v in enumerate(vecs, 1):
+            X[:, j] = v
+        Y = np.empty((A * S, X.shape[1]))
+        low, step = 0.0, max(1, CHECK_BLOCK // S)
+        for i in range(0, A * S, step):
             blk = flat[i:i + step]
             low = min(low, float(blk.min()))
-            np.dot(blk, ones, out=sums[i:i + step])
-            for v, out in zip(vecs, prods):
-                np.dot(blk, v, out=out[i:i + step])
-            if rows is not None and cut[j + 1] > cut[j]:
-                got[order[cut[j]:cut[j + 1]]] = blk[srt[cut[j]:cut[j + 1]] - i]
+            np.dot(blk, X, out=Y[i:i + step])
+        sums, prods = Y[:, 0], [Y[:, j] for j in range(1, X.shape[1])]
     if not np.all(np.isfinite(sums)):  # any NaN or infinite entry makes its row sum non-finite
         row = int(np.argmax(~np.isfinite(sums)))
         raise DataError(f"P[a={row // S}, s={row % S}, :] contains NaN or infinite entries")
@@ -146,7 +140,7 @@ def _check_stochastic(flat: Any, A: int, S: int, terminal: np.ndarray,
         raise DataError(
             f"P[a={row // S}, s={row % S}, :] sums to {sums[row]!r}, not 1 (tolerance {ROW_SUM_ATOL})"
         )
-    return sums, prods, got
+    return sums, prods
 
 
 def _start_guess(R: Any, A: int, S: int, terminal: np.ndarray) -> tuple[np.ndarray, ...] | None:
@@ -218,8 +212,7 @@ class TabularMDP:
         self._any_terminal = bool(self.terminal.any())
         guess = _start_guess(R, A, S, self.terminal) if not sp.issparse(flat) else None
         vecs = guess[1:] if guess and self._any_terminal else guess[1:2] if guess else ()
-        rows = guess[0] * S + np.arange(S) if guess and S <= GUESS_ROWS_MAX_S else None
-        sums, prods, self._Ppi0 = _check_stochastic(flat, A, S, self.terminal, vecs, rows)
+        sums, prods = _check_stochastic(flat, A, S, self.terminal, vecs)
         if guess and not self._any_terminal:
             prods.append(sums)  # P live = P 1
         self._Pf = flat
@@ -228,8 +221,6 @@ class TabularMDP:
         self._r = r
         # policy iteration's start, read off the check pass: π0, b0 = r_π0, live, P b0, P live
         self._guess = (*guess, *prods) if guess and self._R_kind == "sa" else None
-        if self._guess is None:
-            self._Ppi0 = None
         self.start = self._parse_start(start, S, self.terminal)
         if int(max_episode_steps) < 1:
             raise DataError(f"max_episode_steps must be >= 1, got {max_episode_steps!r}")
@@ -486,8 +477,6 @@ class TabularMDP:
                 V = b + g / (1.0 - g) * float(b.mean()) * live.astype(np.float64)
                 U = self._q(V, g)
             new = _greedy(U)
-            if self._guess is not None and self._Ppi0 is not None:  # P_π0, copied by the check pass:
-                Ppi, prev, self._Ppi0 = self._Ppi0, pi, None  # patch the rows π1 changes (used once)
             res0, pi, precise = U[new, ar] - V, new, True
         for it in range(1, int(max_iter) + 1):
             seen.add(pi.tobytes())
