@@ -228,6 +228,17 @@ def _void(X: np.ndarray) -> np.ndarray:
     return X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
 
 
+def row_keys(X: np.ndarray) -> np.ndarray:
+    """One comparable key per row of a 2-D array, equal iff the rows are: an int64 code of
+    the row when it holds small non-negative integer codes (a fast sort), else its bytes."""
+    X = np.ascontiguousarray(X)
+    if X.dtype.kind in "iu" and X.shape[0] and X.shape[1] and X.min() >= 0:
+        dims = X.max(axis=0).astype(np.int64) + 1
+        if float(np.prod(dims.astype(np.float64))) < 2.0 ** 62:
+            return np.ravel_multi_index(tuple(X.T.astype(np.int64)), tuple(dims))
+    return _void(X)
+
+
 @dataclass(frozen=True)
 class DistinctRows:
     """The distinct rows of a 2-D array with their multiplicities (rows of small non-negative
@@ -284,7 +295,7 @@ class FirstRows:
         pos = np.asarray(pos, np.int64)
         if X.shape[0] == 0:
             return cls(X.reshape(0, X.shape[1]), np.zeros(0, np.int64))
-        _, idx, inv = np.unique(_void(X), return_index=True, return_inverse=True)
+        _, idx, inv = np.unique(row_keys(X), return_index=True, return_inverse=True)
         first = np.full(idx.size, np.iinfo(np.int64).max, np.int64)
         np.minimum.at(first, inv.ravel(), pos)
         return cls(X[idx], first)

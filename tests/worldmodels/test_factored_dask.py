@@ -161,6 +161,42 @@ def test_level_wise_growth_is_the_per_node_recursion(seed, n, p, k, alpha, max_d
         np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f)
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10 ** 6), n=st.integers(30, 800), p=st.integers(1, 4))
+def test_compiled_counts_and_scores_are_the_numpy_ones(seed, n, p):
+    """The per-partition frontier walk gives node_contingency's keys; the one-walk held-out
+    scores are holdout_loglik's per α, bit for bit, under the exact sums."""
+    from spmn.learn.distributed import ExactSums
+    from spmn.worldmodels.tabular.counts import node_contingency
+
+    rng = np.random.default_rng(seed)
+    cards = rng.integers(2, 5, p)
+    X = T.small_codes(rng.integers(0, cards, (n, p)), cards)
+    y = (X[:, 0] + rng.integers(0, 3, n)) % 3
+    tree = T.grow_trees(T.RowsSource(X, [(y, np.arange(n // 2))]), [3], int(cards.max()), p,
+                        alpha=0.2, min_samples_leaf=2)[0]
+    g = T.Grower(3, int(cards.max()), p)  # the tree as a frontier: its leaves open
+    var, child = tree.var.copy(), tree.child.copy()
+    cands = np.flatnonzero(var < 0)
+    rows = np.flatnonzero(rng.random(n) < 0.7)
+    got = dask_fit.frontier_counts(X, y, rows, var, child, cands, int(cards.max()), 3)
+    want = node_contingency(tree.route(X[rows]), X[rows], cands, int(cards.max()), y[rows],
+                            3)["joint"]
+    np.testing.assert_array_equal(got.keys, want.keys)
+    np.testing.assert_array_equal(got.counts, want.counts)
+    assert g.arrays()[0].tolist() == [-1]
+    val = rng.random(n) < 0.3
+    st_ = T.holdout_stats([tree], X, [(y, rows)], val)
+    va = rows[val[rows]]
+    where = np.flatnonzero(val)
+    ll = np.zeros((where.size, len(T.ALPHA_GRID)))
+    for i, a in enumerate(T.ALPHA_GRID):
+        ll[np.searchsorted(where, va), i] += T.holdout_loglik(tree, X[va], y[va], a)
+    a, b = np.triu_indices(len(T.ALPHA_GRID), 1)
+    assert st_["ll"] == ExactSums.of(np.concatenate([ll, (ll[:, a] - ll[:, b]) ** 2], axis=1))
+    assert st_["n_val"] == where.size
+
+
 def test_the_hold_out_is_a_hash_of_the_row_index():
     idx = np.arange(200_000)
     val = T.holdout_mask(T.seed_key(7), idx)
@@ -187,7 +223,8 @@ def test_any_partitioning_gives_the_in_memory_model(seed, n, cuts, end, split_p,
     assert_same_model(m1, m2)
 
 
-def test_empty_partitions_dask_arrays_and_small_data():
+def test_empty_partitions_dask_arrays_and_small_data(monkeypatch):
+    monkeypatch.setattr(dask_fit, "DENSE_CELLS", 0)  # the sparse per-partition counts too
     df = dbn_logs(4, 900)
     ddf = pieces(df, [0, 0, 300, 300, 900])  # empty first, middle and last partitions
     assert ddf.npartitions == 6

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from ..._progress import progress_bar
 from ...errors import DataError
@@ -53,10 +54,12 @@ from .trees import (
     small_codes,
 )
 
-__all__ = ["fit_partitions"]
+__all__ = ["fit_partitions", "frontier_counts"]
 
 #: Bits of a partition's local row index in the first-occurrence key of :class:`FirstRows`.
 ROW_BITS = 40
+#: Cells of dense frontier tables a partition may hold (else sparse keys are counted).
+DENSE_CELLS = 1 << 22
 
 
 # ---------------------------------------------------------------------------- per partition
@@ -101,8 +104,9 @@ def _prepared(cols, i, model, ctx):
 
 
 def _level(cols, i, model, ctx, trees, cands, train_only) -> dict[str, Any]:
-    """:func:`node_contingency` counts of every tree's open nodes (``cands[t]``; ``trees[t]``:
-    its (var, child) so far, None when it has none open) over the partition's rows."""
+    """Counts of (open node, column, value, y) of every tree (``cands[t]``: its open nodes;
+    ``trees[t]``: its (var, child) so far, None when it has none open) over the partition's
+    rows, as :func:`node_contingency` keys them."""
     X, targets, index = _prepared(cols, i, model, ctx)
     val = holdout_mask(ctx["key"], index) if train_only else None
     out: dict[str, Any] = {}
@@ -111,11 +115,43 @@ def _level(cols, i, model, ctx, trees, cands, train_only) -> dict[str, Any]:
             continue
         if val is not None:
             rows = rows[~val[rows]]
-        var, child = arr
-        node = _route(var, child, X[rows])
-        out[f"t{t}"] = node_contingency(node, X[rows], cand, ctx["kmax"], y[rows],
-                                        ctx["ks"][t])["joint"]
+        out[f"t{t}"] = frontier_counts(X, y, rows, *arr, cand, ctx["kmax"], ctx["ks"][t])
     return out
+
+
+@njit(cache=True, nogil=True)
+def _count_frontier(X, y, rows, var, child, pos, T):
+    """``T[pos[node], j, X[r, j], y[r]] += 1`` for every row r, node the frontier node it
+    reaches, when that node is open (pos >= 0)."""
+    p = X.shape[1]
+    for t in range(rows.shape[0]):
+        r = rows[t]
+        node = 0
+        while var[node] >= 0:
+            node = child[node, X[r, var[node]]]
+        c = pos[node]
+        if c >= 0:
+            for j in range(p):
+                T[c, j, X[r, j], y[r]] += 1
+
+
+def frontier_counts(X: np.ndarray, y: np.ndarray, rows: np.ndarray, var: np.ndarray,
+                    child: np.ndarray, cands: np.ndarray, kmax: int, k: int) -> KeyCounts:
+    """:func:`node_contingency`'s ``joint`` counts of the rows ``rows`` routed through the tree
+    so far (``var``, ``child``) to its open nodes ``cands``: one compiled walk per row into
+    dense tables when they have at most :data:`DENSE_CELLS` cells, else
+    :func:`node_contingency` itself (sparse keys)."""
+    n_c, p = cands.size, X.shape[1]
+    if n_c * p * kmax * k <= DENSE_CELLS:
+        pos = np.full(var.size, -1, np.int64)
+        pos[cands] = np.arange(n_c)
+        T = np.zeros((n_c, p, kmax, k), np.int64)
+        _count_frontier(X, np.asarray(y, np.int64), rows, var, child, pos, T)
+        flat = T.ravel()
+        keys = np.flatnonzero(flat)
+        return KeyCounts(keys.astype(np.int64), flat[keys])
+    node = _route(var, child, X[rows])
+    return node_contingency(node, X[rows], cands, kmax, y[rows], k)["joint"]
 
 
 def _holdout(cols, i, model, ctx, loose) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...learn.distributed import DistinctRows
+from ...learn.distributed import DistinctRows, distinct_pairs, row_keys
 
 #: Pairs added per refit at most (largest gains first), and rows per block of the pair scan.
 PAIR_BATCH, CHUNK = 16, 4096
@@ -82,8 +82,15 @@ class RewardRows:
     def stat(X: np.ndarray, r: np.ndarray) -> DistinctRows:
         """The mergeable statistic of some rows (``-0.0`` counted as ``0.0``)."""
         X = np.asarray(X, np.int64)
-        bits = (np.asarray(r, np.float64) + 0.0).view(np.int64)
-        return DistinctRows.of(np.concatenate([X, bits[:, None]], axis=1))
+        r = np.asarray(r, np.float64) + 0.0
+        if X.shape[0] == 0:
+            return DistinctRows.of(np.zeros((0, X.shape[1] + 1), np.int64))
+        # distinct x rows first (one sort of their keys), then distinct (x, r) pairs
+        _, first, inv = np.unique(row_keys(X), return_index=True, return_inverse=True)
+        pairs, counts = distinct_pairs(np.stack([inv.ravel().astype(np.float64), r]))
+        rows = np.concatenate([X[first[pairs[0].astype(np.int64)]],
+                               pairs[1].view(np.int64)[:, None]], axis=1)
+        return DistinctRows(rows, counts)  # any order: merges and from_stat sort it
 
     @classmethod
     def from_stat(cls, d: DistinctRows) -> RewardRows:

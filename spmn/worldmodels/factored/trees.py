@@ -340,23 +340,44 @@ def holdout_loglik(tree: ConditionalTree, X: np.ndarray, y: np.ndarray, alpha: f
     return np.log(num / (c.sum(axis=1) + SCORE_PSEUDOCOUNT * tree.k))
 
 
+@njit(cache=True, nogil=True)
+def _add_holdout_ll(X, y, rows, pos, var, child, crit, logp, alphas, ll):
+    """``ll[pos[r], i] += logp[node, y[r]]`` for every row r and grid α_i, the node being the
+    one r reaches following splits with crit < α_i (:meth:`ConditionalTree.route`): one walk
+    per row, from the strictest α to the loosest (the stop node only moves down)."""
+    order = np.argsort(alphas)
+    for t in range(rows.shape[0]):
+        r = rows[t]
+        node = 0
+        for o in range(alphas.shape[0]):
+            i = order[o]
+            while var[node] >= 0 and crit[node] < alphas[i]:
+                node = child[node, X[r, var[node]]]
+            ll[pos[r], i] += logp[node, y[r]]
+
+
 def holdout_stats(trees: Sequence[ConditionalTree | None], X: np.ndarray,
                   targets: Sequence[tuple[np.ndarray, np.ndarray]], val: np.ndarray
                   ) -> dict[str, object]:
     """Statistics of the held-out rows (``val``, a mask) that :func:`choose_alpha` reads:
     their number and :class:`~spmn.learn.distributed.ExactSums` of each row's log-likelihood
-    ll_a (summed over targets, in their order) per grid α and of (ll_a - ll_b)² per pair a < b.
-    ``targets``: ``(y, rows)`` per tree; a tree of None (no training rows) adds nothing."""
+    ll_a (:func:`holdout_loglik` summed over targets, in their order) per grid α and of
+    (ll_a - ll_b)² per pair a < b. ``targets``: ``(y, rows)`` per tree; a tree of None (no
+    training rows) adds nothing."""
     where = np.flatnonzero(val)
     pos = np.full(val.size, -1, np.int64)
     pos[where] = np.arange(where.size)
     ll = np.zeros((where.size, len(ALPHA_GRID)))
+    alphas = np.array(ALPHA_GRID, np.float64)
     for tree, (y, rows) in zip(trees, targets):
         va = rows[val[rows]]
         if tree is None or va.size == 0:
             continue
-        for i, a in enumerate(ALPHA_GRID):
-            ll[pos[va], i] += holdout_loglik(tree, X[va], y[va], a)
+        c = tree.counts
+        logp = np.log((c + SCORE_PSEUDOCOUNT) /
+                      (c.sum(axis=1)[:, None] + SCORE_PSEUDOCOUNT * tree.k))
+        _add_holdout_ll(X, np.asarray(y, np.int64), va, pos, tree.var, tree.child, tree.crit,
+                        logp, alphas, ll)
     a, b = np.triu_indices(len(ALPHA_GRID), 1)
     return {"n_val": np.int64(where.size),
             "ll": ExactSums.of(np.concatenate([ll, (ll[:, a] - ll[:, b]) ** 2], axis=1))}
