@@ -236,8 +236,10 @@ def upward(object circ, const double[:, ::1] X, const double[::1] values,
     cdef Py_ssize_t nch = (rows + R - 1) // R, t, c, lo, nr, q, r, nd
     cdef double nbad
     cdef bint fuse = True
-    cdef double[:, ::1] Lb = np.zeros((T, n * R))
-    cdef double[:, ::1] Kb = np.zeros((T, n * R))
+    # L and K: every node's rows 0..nr are written before they are read (fast_chunk skips
+    # only fused leaves, which nothing reads then; sup_chunk writes every node): no zeroing
+    cdef double[:, ::1] Lb = np.empty((T, n * R))
+    cdef double[:, ::1] Kb = np.empty((T, n * R))
     cdef double[:, ::1] Ub = np.zeros((T, (n if cu else 1) * R))
     cdef double[:, ::1] xb = np.zeros((T, xbuf_size(nv, R)))
     cdef double[:, ::1] tb = np.empty((T, cv.tmp_size(R)))

@@ -262,6 +262,8 @@ class Kernels:
         raw, circ, cost = self.raw, self._circ(prep), prep.cost
         zeros = np.zeros(flat.n_interface)
         root = np.array([flat.root], np.int64)
+        zeros.setflags(write=False)  # read-only: the Numba entries then take them as they are
+        root.setflags(write=False)
         noU = np.empty((0, 1))
         cu_ll = prep.has_max
         small = PROGRESS_CELLS // max(cost, 1)  # rows below this never show a progress bar

@@ -113,6 +113,18 @@ def leaf_up(kd, params, p0, v, xt, nr, R, values, L, U, o, cu, mode):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def leaf_one(kd, params, p0, xr, values):
+    """(L, U) of a leaf in one row (:func:`leaf_up` with nr = 1 and no ``mode``, as scalars:
+    no call with arrays per leaf in the one-row pass)."""
+    if kd == K_INTERFACE:
+        return 0.0, values[int(params[p0])]
+    li = 0.0 if math.isnan(xr) else leaf_logp(kd, params, p0, xr)
+    if kd == K_UTILITY_DISCRETE or kd == K_UTILITY_HISTOGRAM:
+        return li, (params[p0 + 1] if math.isnan(xr) else xr)
+    return li, 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def max_choice_above(cidx, a0, deg, d, A, floor, U, R, r):
     """Child (0..deg-1) a max node follows in row ``r``: the observed decision ``d``, else the
     first admissible child (A > floor: L > -inf, or p > 0 for the probabilities and mantissas of
@@ -416,7 +428,10 @@ def up_one(circ, W, xt, values, L, U, tmp, cu):
             if cu:
                 U[i] = 0.0
         else:
-            leaf_up(kd, params, pptr[i], var[i], xt, 1, 1, values, L, U, i, cu, math.nan)
+            li, ui = leaf_one(kd, params, pptr[i], xt[var[i]], values)
+            L[i] = li
+            if cu:
+                U[i] = ui
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
