@@ -136,3 +136,27 @@ def test_dataframe_is_converted_once_in_schema_order():
         s.validate_data(pd.DataFrame({"X": [1, 3]}))
     with pytest.raises(DataError, match="column 'X' holds object"):
         s.validate_data(pd.DataFrame({"X": ["a", "b"]}))
+
+
+@settings(max_examples=60, deadline=None)
+@given(_schema_and_rows(), st.integers(1, 12))
+def test_blocked_validation_decides_as_the_reference_over_many_tiles(case, tile_cells):
+    """valid_values checks blocks of TILE_CELLS cells against tiles of the column bounds:
+    with tiles of a few cells (many blocks, a short last one) it decides as _check_columns."""
+    import spmn.schema as schema_mod
+
+    s, X, allow = case
+    big = np.repeat(X, 3, axis=0)
+    try:
+        s._check_columns(big, allow, "evidence")
+        ref = True
+    except DataError:
+        ref = False
+    old = schema_mod.TILE_CELLS
+    schema_mod.TILE_CELLS = tile_cells
+    try:
+        s.__dict__.pop("_tile_cache", None)
+        assert s._valid_vector(big, allow) == ref
+    finally:
+        schema_mod.TILE_CELLS = old
+        s.__dict__.pop("_tile_cache", None)
