@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from ._numba_down import counts_down, mpe_down, policy_down, sample_down
 from ._numba_fast import T_Q, cat_tables, edge_tables, fast_chunk, sup_chunk, tolog
@@ -33,15 +33,19 @@ def _load_chunk(X, lo, nr, R, xt, code, card):
     the categorical-leaf variables (``card[v] > 0``) as int32 into ``code`` (NaN is the code
     ``card[v]``), as Cython's load_chunk."""
     nv = X.shape[1]
-    for r in range(nr):
-        for v in range(nv):
-            xt[v * R + r] = X[lo + r, v]
+    Xf = X.reshape(X.shape[0] * nv)
+    unv, uR = uint64(nv), uint64(R)  # unsigned offsets: no negative-index wraparound
+    for r in range(uint64(nr)):
+        src = (uint64(lo) + r) * unv
+        for v in range(unv):
+            xt[v * uR + r] = Xf[src + v]
     for v in range(min(nv, card.shape[0] - 1)):
         k = card[v]
         if k > 0:
-            for r in range(nr):
-                d = xt[v * R + r]
-                code[v * R + r] = k if math.isnan(d) else np.int32(d)
+            o = uint64(v) * uR
+            for r in range(uint64(nr)):
+                d = xt[o + r]
+                code[o + r] = k if math.isnan(d) else np.int32(d)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

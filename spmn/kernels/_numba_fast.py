@@ -294,8 +294,9 @@ def sup_chunk(circ, Wall, code, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
             t0 = circ[18][i]
             tm, tk = circ[20], circ[21]
             for r in range(nr):
-                M[oi + r] = tm[t0 + code[x0 + r]]
-                Kx[oi + r] = tk[t0 + code[x0 + r]]
+                at = uint64(t0) + uint64(code[x0 + r])
+                M[oi + r] = tm[at]
+                Kx[oi + r] = tk[at]
         else:
             if kd == K_MVGAUSSIAN:
                 mv_up(params, pptr[i], xt, nr, R, M, oi, False)
@@ -370,7 +371,7 @@ def catprod_rows(cidx, a0, a1, var, tptr, tab, code, R, full, nr, V, oi, tmp):
         x0 = var[c] * R
         t0 = tptr[c]
         for j in range(full, nr):
-            tmp[j] = tmp[j] * tab[t0 + code[x0 + j]]
+            tmp[j] = tmp[j] * tab[uint64(t0) + uint64(code[x0 + j])]
     for j in range(full, nr):
         V[oi + j] = tmp[j]
 
@@ -440,11 +441,12 @@ def fast_chunk(circ, Wall, code, xt, nr, R, values, V, U, bad, tmp, cu, fuse):
         elif kd == K_CATEGORICAL:  # lookups in lin(log p) by code, as Cython's tables
             if fuse and fused[i] == 2:
                 continue
-            x0 = var[i] * R
-            t0 = circ[18][i]
+            x0 = uint64(var[i] * R)
+            t0 = uint64(circ[18][i])
             tf = circ[19]
-            for r in range(nr):
-                V[oi + r] = tf[t0 + code[x0 + r]]
+            uo = uint64(oi)
+            for r in range(uint64(nr)):  # unsigned: no negative-index wraparound per lookup
+                V[uo + r] = tf[t0 + uint64(code[x0 + r])]
         else:
             if kd == K_MVGAUSSIAN:
                 mv_up(params, pptr[i], xt, nr, R, V, oi, False)

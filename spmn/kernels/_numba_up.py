@@ -532,11 +532,12 @@ def mpe_up_chunk(circ, xt, code, nr, R, M, tmp):
                 else:
                     M[oi + r] = M[cidx[a0 + int(d)] * R + r]
         elif kd == K_CATEGORICAL:
-            x0 = var[i] * R
-            t0 = circ[18][i]
+            x0 = uint64(var[i] * R)
+            t0 = uint64(circ[18][i])
             tm = circ[22]
-            for r in range(nr):
-                M[oi + r] = tm[t0 + code[x0 + r]]
+            uo = uint64(oi)
+            for r in range(uint64(nr)):  # unsigned: no negative-index wraparound per lookup
+                M[uo + r] = tm[t0 + uint64(code[x0 + r])]
         elif kd == K_MVGAUSSIAN:
             mv_up(params, pptr[i], xt, nr, R, M, oi, True)
         else:
