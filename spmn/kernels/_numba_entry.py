@@ -86,7 +86,7 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
                             outU[lo + r, q] = U[nd * R + r]
         return
     W = Wall[0]
-    up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu)
+    up_chunk(circ, W, xt, code, nr, R, values, L, U, tmp, cu)
     if mode == POLICY:
         policy_down(circ, X, lo, nr, R, L, U, reach, out)
     elif mode == SAMPLE:
@@ -221,13 +221,13 @@ def view(circ: tuple) -> tuple:
     hands it to every entry below in place of ``circ``): ``circ`` (every array read-only, so
     that the kernels are compiled for one signature) and, at 18.., the categorical tables of
     :func:`._numba_fast.cat_tables` (tptr, tabF, tabSM, tabSK, tabM, card), the edge tables
-    ``Wall`` and the largest sum group's degree."""
+    ``Wall``, the largest sum group's degree and, at 26, ``tabL``."""
     if len(circ) > CIRC_LEN:
         return circ
     base = tuple(_ro(np.ascontiguousarray(a)) for a in circ)
     cats = cat_tables(base[0], base[5], base[6], base[4], base[8])
     wall, gdeg = _tables(base[3], base[1], base[11], base[12])
-    return base + tuple(_ro(a) for a in (*cats, wall, gdeg))
+    return base + tuple(_ro(a) for a in (*cats[:6], wall, gdeg, cats[6]))
 
 
 _F1 = np.zeros(1)

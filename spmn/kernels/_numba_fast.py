@@ -479,7 +479,8 @@ def cat_tables(kind, pptr, params, var, mode_logp):
     Cython's ``_CircView._cat_tables``: per leaf its offset ``tptr`` and k + 1 entries of
     ``tabF`` (lin of log p, then lin(0) for NaN: the fast path), ``tabSM``/``tabSK`` (to_mk of
     the same: the scaled pass) and ``tabM`` (log p, then the max log p: MPE); ``card`` per
-    variable (0: no categorical leaf reads it)."""
+    variable (0: no categorical leaf reads it); last ``tabL`` (log p, then 0 for NaN: the
+    log-space pass of policy, sampling and counts)."""
     n = kind.shape[0]
     nvc = 0
     size = 0
@@ -519,4 +520,4 @@ def cat_tables(kind, pptr, params, var, mode_logp):
     tabF[size] = 0.0
     tabSM[size] = 0.0
     tabSK[size] = NEG_INF
-    return tptr, tabF, tabSM, tabSK, tabM, card
+    return tptr, tabF, tabSM, tabSK, tabM, card, tabL

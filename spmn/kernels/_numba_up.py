@@ -435,11 +435,11 @@ def up_one(circ, W, xt, values, L, U, tmp, cu):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu):
+def up_chunk(circ, W, xt, code, nr, R, values, L, U, tmp, cu):
     """The (L, U) pass of reference.upward over one chunk (U only when ``cu``); ``L``, ``U``
     are flat node-major work arrays (node ``i``, row ``r`` at ``i * R + r``). Sums of a group
     (``circ[10:13]``, see ``_common.sum_groups``) go through :func:`sum_group` with the linear
-    weights ``W``."""
+    weights ``W``; categorical leaves are lookups by the chunk's int32 codes ``code``."""
     kind, cptr, cidx, lw, var, pptr, params, ulive = circ[0], circ[1], circ[2], circ[3], \
         circ[4], circ[5], circ[6], circ[7]
     gid = circ[10]
@@ -483,6 +483,16 @@ def up_chunk(circ, W, xt, nr, R, values, L, U, tmp, cu):
                 oc = cidx[a0 + max_choice(cidx, a0, deg, xt[x0 + r], L, U, R, r)] * R
                 L[oi + r] = L[oc + r]
                 U[oi + r] = U[oc + r]
+        elif kd == K_CATEGORICAL:  # leaf_up's values as lookups by code (circ[26]: tabL)
+            x0 = uint64(var[i] * R)
+            t0 = uint64(circ[18][i])
+            tl = circ[26]
+            uo = uint64(oi)
+            for r in range(uint64(nr)):
+                L[uo + r] = tl[t0 + uint64(code[x0 + r])]
+            if cu:
+                for r in range(nr):
+                    U[oi + r] = 0.0
         elif kd == K_MVGAUSSIAN:
             mv_up(params, pptr[i], xt, nr, R, L, oi, False)
             if cu:

@@ -129,6 +129,6 @@ def test_numba_view_is_built_once_and_read_only():
     first = mod.log_likelihood(flat, X)
     from spmn.kernels._prepare import prepare
     view = prepare(flat).views["numba"]
-    assert len(view) == 26 and all(not a.flags.writeable for a in view)
+    assert len(view) == 27 and all(not a.flags.writeable for a in view)
     np.testing.assert_array_equal(mod.log_likelihood(flat, X), first)
     assert prepare(flat).views["numba"] is view
