@@ -73,6 +73,7 @@ def numba_work_bytes(flat, rows, threads, cu=True, down=False):
     R = prepare(flat).chunk
     # L (or the fast path's p), U, the scaled pass's exponents (not for MPE), rows, MPE marks
     per = (flat.n_nodes * R * 8 * (1 + cu + (not down)) + (flat.n_vars + 7) * R * 8
+           + flat.n_vars * R * 4  # the int32 codes of the chunk
            + flat.n_nodes * R * down)
     return threads * per
 
@@ -316,10 +317,12 @@ def print_table(rows_out, T) -> None:
     """The table; the last two columns: our rate over each SPFlow's rate on the same rows."""
     peer_rate = {(impl, c, r): f.n_edges * r / s for c, f, r, impl, p, _, s, _ in rows_out
                  if impl.startswith("SPFlow")}
-    print(f"\nthreads={T}; rate = edges x rows / s (steady); ratio = rate / the peer's rate")
+    cy_time = {(c, r, p): s for c, f, r, impl, p, _, s, _ in rows_out if impl == "spmn-cython"}
+    print(f"\nthreads={T}; rate = edges x rows / s (steady); ratio = rate / the peer's rate; "
+          "nb/cy = Numba's steady time / Cython's (same rows, same run)")
     head = (f"{'circuit':20s} {'nodes/edges':>12s} {'rows':>7s} {'impl':18s} {'pass':15s} "
             f"{'first s':>8s} {'steady s':>9s} {'rate':>9s} {'peak MB':>8s} {'vs 0.0.48':>9s} "
-            f"{'vs torch':>9s}")
+            f"{'vs torch':>9s} {'nb/cy':>6s}")
     print(head)
     print("-" * len(head))
     for c, f, r, impl, p, first, steady, peak in rows_out:
@@ -328,8 +331,11 @@ def print_table(rows_out, T) -> None:
         for peer in ("SPFlow 0.0.48", "SPFlow 1.1.0 torch"):
             ref = peer_rate.get((peer, c, r))
             cells.append(f"{rate / ref:8.1f}x" if ref and p == "log-likelihood" else f"{'':9s}")
+        cy = cy_time.get((c, r, p)) if impl == "spmn-numba" else None
+        nbcy = f"{steady / cy:6.2f}" if cy else ""
         print(f"{c:20s} {f'{f.n_nodes}/{f.n_edges}':>12s} {r:7d} {impl:18s} {p:15s} "
-              f"{first:8.4f} {steady:9.4f} {rate:9.2e} {peak / 2**20:8.1f} {' '.join(cells)}")
+              f"{first:8.4f} {steady:9.4f} {rate:9.2e} {peak / 2**20:8.1f} {' '.join(cells)} "
+              f"{nbcy}")
 
 
 if __name__ == "__main__":

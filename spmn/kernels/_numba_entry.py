@@ -49,6 +49,18 @@ def _load_chunk(X, lo, nr, R, xt, code, card):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _pad_chunk(nr, nb, R, xt, code, card):
+    """Rows nr..nb of a loaded chunk as rows with nothing observed (NaN, the NaN code): the fast
+    path then runs whole 16-row blocks; the padding rows are valid rows whose results are never
+    read (each row's values depend on that row only)."""
+    for v in range(xt.shape[0] // R):
+        k = card[v] if v < card.shape[0] - 1 else 0
+        for r in range(nr, nb):
+            xt[v * R + r] = math.nan
+            code[v * R + r] = k
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo, nr, R,
            L, U, F, xt, code, tmp, reach, eacc, pacc, Wall, gdeg, stack, seen, fuse):
     """One chunk of rows lo..lo+nr of pass ``mode`` with one thread's work arrays. The (L, U)
@@ -57,6 +69,10 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
     categorical leaves may skip their leaves (no caller reads one)."""
     n = circ[0].shape[0]
     _load_chunk(X, lo, nr, R, xt, code, circ[23])
+    if mode == UPWARD:  # a short chunk padded with unobserved rows to whole 16-row blocks
+        nb = min(R, (nr + 15) // 16 * 16)
+        _pad_chunk(nr, nb, R, xt, code, circ[23])
+        fast_chunk(circ, Wall, code, xt, nb, R, values, L, U, tmp, tmp[R:], cu, fuse)
     if mode == MPE:
         mpe_up_chunk(circ, xt, code, nr, R, L, tmp)
         for r in range(nr):
@@ -64,7 +80,6 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
         mpe_down(circ, X, lo, nr, R, L, out, stack, seen)
         return
     if mode == UPWARD:
-        fast_chunk(circ, Wall, code, xt, nr, R, values, L, U, tmp, tmp[R:], cu, fuse)
         nbad = 0.0
         for r in range(nr):
             nbad += tmp[r]
@@ -238,6 +253,8 @@ _RF2 = _ro(np.zeros((1, 1)))
 
 
 def upward(circ, X, values, nodes, outL, outU, cu, want_u, R, T):
+    if 1 < R < 16:  # chunks of at least one 16-row block (no result depends on the chunking)
+        R = 16
     _run(UPWARD, view(circ), _ro(X), _ro(values), _ro(nodes), outL, outU, _F2, _F1, _RF2,
          _RF2, _F1, _F1, cu, want_u, R, T)
 

@@ -310,7 +310,7 @@ def sup_chunk(circ, Wall, code, gdeg, xt, nr, R, values, M, Kx, U, tmp, cu):
 
 
 # ------------------------------------------------------------------------------- fast path
-@njit(**_opts)
+@njit(inline="always", **_opts)  # one caller: no call with arrays per node
 def fsum_rows(cidx, w, a0, a1, V, U, R, full, nr, i, with_u, tmp):
     """spmn_fsum: s = Σ w p_c, U = Σ (w p_c) U_c / s, rows full..nr row by row (tmp: s, num;
     R each); the caller takes rows 0..full in blocks of 16 (:func:`fsum_blocks`)."""
@@ -341,7 +341,7 @@ def fsum_rows(cidx, w, a0, a1, V, U, R, full, nr, i, with_u, tmp):
             U[oi + j] = tmp[tn + j] / sr if sr > 0.0 else 0.0
 
 
-@njit(**_opts)
+@njit(inline="always", **_opts)  # one caller: no call with arrays per node
 def fprod_rows(cidx, a0, a1, V, R, full, nr, i, tmp):
     """spmn_fprod: p = 1 * p_c1 * p_c2 * ..., rows full..nr row by row (the caller takes rows
     0..full in blocks of 16)."""
@@ -359,7 +359,7 @@ def fprod_rows(cidx, a0, a1, V, R, full, nr, i, tmp):
         V[oi + j] = tmp[j]
 
 
-@njit(**_opts)
+@njit(inline="always", **_opts)  # one caller: no call with arrays per node
 def catprod_rows(cidx, a0, a1, var, tptr, tab, code, R, full, nr, V, oi, tmp):
     """spmn_fcatprod: p = 1 * t_c1 * t_c2 * ... with t_c the entry of categorical leaf c's
     table ``tab[tptr[c]:]`` at the row's code (:func:`cat_tables`: the probability, 1 for

@@ -20,7 +20,7 @@ numba = pytest.importorskip("numba")
 pytestmark = [pytest.mark.xdist_group(name="numba-kernels"),
               pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")]
 
-from spmn.kernels._numba_block import (  # noqa: E402
+from spmn.kernels._numba_block import (
     blk_add,
     blk_catprod,
     blk_fsum,
