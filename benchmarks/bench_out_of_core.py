@@ -1,4 +1,5 @@
-"""Out-of-core fit of the tabular world model: transitions streamed from Parquet through dask.
+"""Out-of-core fit of the tabular and factored world models: transitions streamed from Parquet
+through dask.
 
 Writes ``--rows`` FrozenLake 8x8 transitions (slippery; random exploration) as
 Parquet files of ``--part-rows`` rows each into a temporary folder (generated chunk by chunk,
@@ -10,6 +11,13 @@ rows (``WorldModel.fit`` on a pandas DataFrame read from the same files), run up
 ``--peer-rows`` rows; there the two models are compared (same tree, equal count tables).
 
     python benchmarks/bench_out_of_core.py --rows 20000000 --workers 1,2 --peer-rows 3000000
+
+``--kind factored`` does the same for ``FactoredWorldModel`` on logs of a chain DBN (8 binary
+fluents, 2 binary actions: x_i' depends on x_i, x_{i-1} and a_{i mod 2}; reward
+x_0 + x_1 + x_2 - 0.1 (a_0 + a_1)), α chosen by the held-out rows (split_p=None), comparing
+the trees, leaf counts, reward and solved values with the in-memory fit of the peer's rows.
+
+    python benchmarks/bench_out_of_core.py --kind factored --rows 20000000 --peer-rows 3000000
 
 Prints rows/s (transitions fitted per second of wall time), the passes over the data, the
 peak RSS and the ratio to the in-memory peer. The machine is shared and loaded: one repeat
@@ -80,6 +88,48 @@ def generate(folder: str, rows: int, part_rows: int, seed: int = 0) -> list[str]
     return files
 
 
+def generate_chain(folder: str, rows: int, part_rows: int, seed: int = 0, d: int = 8,
+                   m: int = 2) -> list[str]:
+    """Uniform-random logs of the chain DBN of the module docstring as Parquet files of
+    ``part_rows`` rows, generated chunk by chunk (never all in memory)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    files = []
+    for i, start in enumerate(range(0, rows, part_rows)):
+        n = min(part_rows, rows - start)
+        S, A = rng.integers(0, 2, (n, d)), rng.integers(0, 2, (n, m))
+        nb = np.c_[np.zeros((n, 1), np.int64), S[:, :-1]]
+        act = A[:, np.arange(d) % m]
+        p1 = np.where(act == 1, 0.85 + 0.1 * S, 0.05 + 0.7 * S + 0.2 * nb)
+        Sn = rng.random((n, d)) < p1
+        cols = {f"x{j}": S[:, j].astype(np.int8) for j in range(d)}
+        cols.update({f"x{j}_next": Sn[:, j].astype(np.int8) for j in range(d)})
+        cols.update({f"a{k}": A[:, k].astype(np.int8) for k in range(m)})
+        cols["r"] = S[:, :3].sum(axis=1) - 0.1 * A.sum(axis=1)
+        path = os.path.join(folder, f"part{i:05d}.parquet")
+        pd.DataFrame(cols).to_parquet(path, index=False)
+        files.append(path)
+    return files
+
+
+def factored_model():
+    from spmn.worldmodels import FactoredWorldModel
+
+    return FactoredWorldModel([f"x{j}" for j in range(8)], ["a0", "a1"], progress=False)
+
+
+def same_factored(m1, m2) -> bool:
+    """Same trees (splits, numbering), equal leaf counts, the same reward and solved values."""
+    same = m1.split_p_ == m2.split_p_ and all(
+        np.array_equal(getattr(a, f), getattr(b, f))
+        for a, b in zip(m1.trees_, m2.trees_) for f in ("var", "child", "counts", "crit"))
+    r1, r2 = m1.reward_, m2.reward_
+    same &= r1.cols == r2.cols and all(np.array_equal(a, b) for a, b in zip(r1.tables, r2.tables))
+    v1, v2 = m1.solve(0.95).values, m2.solve(0.95).values
+    return bool(same and np.allclose(v1, v2, rtol=1e-12, atol=1e-12))
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -89,33 +139,44 @@ def child(args) -> dict:
     import dask.dataframe as dd
     import pandas as pd
 
+    from spmn.worldmodels.factored import dask_fit
     from spmn.worldmodels.tabular import counts
     from spmn.worldmodels.tabular.model import WorldModel
 
+    factored = args.kind == "factored"
     files = sorted(os.path.join(args.folder, f) for f in os.listdir(args.folder))
     files = files[:args.files]
     passes = [0]
-    real = counts.reduce_partitions
+    mod = dask_fit if factored else counts
+    real = mod.reduce_partitions
 
     def counting(*a, **k):
         passes[0] += 1
         return real(*a, **k)
 
-    counts.reduce_partitions = counting
+    mod.reduce_partitions = counting
+
+    def model():
+        if factored:
+            return factored_model()
+        return WorldModel("s", "a", "r", "terminated", progress=False)
+
     base = peak_rss_mb()
     if args.mode == "memory":
         t0 = time.perf_counter()
         df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        m = WorldModel("s", "a", "r", "terminated", progress=False).fit(df)
+        m = model().fit(df)
         wall = time.perf_counter() - t0
         out = {"rows": len(df)}
         if args.compare:
             import dask
             with dask.config.set(scheduler="threads", num_workers=2):
-                m2 = WorldModel("s", "a", "r", "terminated", progress=False).fit(
-                    dd.read_parquet(files))
-            same = all(np.array_equal(m.tables_[k], m2.tables_[k]) for k in m.tables_) and \
-                np.array_equal(m.tree_.var, m2.tree_.var)
+                m2 = model().fit(dd.read_parquet(files))
+            if factored:
+                same = same_factored(m, m2)
+            else:
+                same = all(np.array_equal(m.tables_[k], m2.tables_[k]) for k in m.tables_) and \
+                    np.array_equal(m.tree_.var, m2.tree_.var)
             out["same_model"] = bool(same)
     else:
         from distributed import Client, LocalCluster
@@ -123,18 +184,22 @@ def child(args) -> dict:
         with LocalCluster(n_workers=args.n_workers, threads_per_worker=1, processes=False,
                           dashboard_address=":0") as cluster, Client(cluster) as client:
             t0 = time.perf_counter()
-            m = WorldModel("s", "a", "r", "terminated", progress=False).fit(
-                dd.read_parquet(files), client=client)
+            m = model().fit(dd.read_parquet(files), client=client)
             wall = time.perf_counter() - t0
         out = {"rows": m.n_transitions_}
-    out.update(wall=wall, passes=passes[0], regions=m.n_regions_, rss_mb=peak_rss_mb(),
-               rss_before_mb=base, value0=float(m.solve(0.95).value(0)))
+    if factored:
+        size = sum(t.leaves.size for t in m.trees_)
+        value0 = float(m.solve(0.95).value(np.zeros(8, np.int64)))
+    else:
+        size, value0 = m.n_regions_, float(m.solve(0.95).value(0))
+    out.update(wall=wall, passes=passes[0], regions=size, rss_mb=peak_rss_mb(),
+               rss_before_mb=base, value0=value0)
     return out
 
 
-def run_child(folder, files, mode, n_workers=1, compare=False) -> dict:
+def run_child(folder, files, mode, n_workers=1, compare=False, kind="tabular") -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--folder", folder,
-           "--files", str(files), "--mode", mode, "--n-workers", str(n_workers)]
+           "--files", str(files), "--mode", mode, "--n-workers", str(n_workers), "--kind", kind]
     if compare:
         cmd.append("--compare")
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -150,6 +215,8 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--peer-rows", type=int, default=3_000_000)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--kind", choices=("tabular", "factored"), default="tabular",
+                    help="the world model fitted (module docstring)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     ap.add_argument("--files", type=int, default=0, help=argparse.SUPPRESS)
@@ -163,22 +230,26 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="spmn_ooc_") as folder:
         t0 = time.perf_counter()
-        files = generate(folder, args.rows, args.part_rows)
+        make = generate_chain if args.kind == "factored" else generate
+        files = make(folder, args.rows, args.part_rows)
         size = sum(os.path.getsize(f) for f in files) / 2 ** 20
         print(f"wrote {args.rows:,} transitions in {len(files)} Parquet files ({size:.0f} MB) "
               f"in {time.perf_counter() - t0:.1f} s")
         rows = []
         for w in [int(x) for x in args.workers.split(",")]:
-            reps = [run_child(folder, len(files), "dask", w) for _ in range(args.repeats)]
+            reps = [run_child(folder, len(files), "dask", w, kind=args.kind)
+                    for _ in range(args.repeats)]
             r = sorted(reps, key=lambda d: d["wall"])[len(reps) // 2]
             rows.append((f"spmn dask, {w} worker{'s' * (w > 1)}", r))
         peer_files = max(1, min(len(files), args.peer_rows // args.part_rows))
-        reps = [run_child(folder, peer_files, "memory", compare=True)
+        reps = [run_child(folder, peer_files, "memory", compare=True, kind=args.kind)
                 for _ in range(args.repeats)]
         peer = sorted(reps, key=lambda d: d["wall"])[len(reps) // 2]
         rows.append(("in-memory fit (peer)", peer))
         peer_rate = peer["rows"] / peer["wall"]
-        print(f"\n{'fit':28s} {'rows':>11s} {'passes':>6s} {'regions':>7s} {'wall s':>8s} "
+        size = "leaves" if args.kind == "factored" else "regions"
+        print(f"\n{args.kind} world model")
+        print(f"{'fit':28s} {'rows':>11s} {'passes':>6s} {size:>7s} {'wall s':>8s} "
               f"{'rows/s':>10s} {'peak RSS MB':>11s} {'V(s0)':>8s} {'vs peer':>7s}")
         for name, r in rows:
             rate = r["rows"] / r["wall"]

@@ -334,3 +334,37 @@ def test_partitions_that_disagree_are_named(tmp_path):
 def _frames(frames):
     return dd.from_delayed([dask.delayed(f) for f in frames], meta=frames[0],
                            verify_meta=False)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10 ** 6), n=st.integers(40, 600), cut=st.integers(0, 600))
+def test_the_reward_from_distinct_rows_is_least_squares_on_every_row(seed, n, cut):
+    """The terms fitted from the distinct (x, r) counts are the least-squares fit of those
+    terms on every logged row (numpy lstsq on the full one-hot design), and the statistic of
+    two halves merged gives the same fit."""
+    from spmn.worldmodels.factored.reward import (
+        RewardRows,
+        fit_additive_reward,
+        fit_reward_rows,
+    )
+
+    rng = np.random.default_rng(seed)
+    cards = np.array([2, 3, 2, 3])
+    X = rng.integers(0, cards, (n, 4))
+    r = X[:, 0] - 0.5 * (X[:, 1] == 2) + 1.5 * (X[:, 2] == 1) * (X[:, 3] == 2) \
+        + rng.integers(0, 3, n) * 0.25
+    model = fit_additive_reward(X, r, cards)
+    cols = [np.ones(n)]
+    for c in model.cols:  # every cell indicator of each chosen term (rank-deficient is fine)
+        flat = np.ravel_multi_index(tuple(X[:, j] for j in c), tuple(cards[list(c)]))
+        cols += [(flat == v).astype(float) for v in range(int(np.prod(cards[list(c)])))]
+    D = np.stack(cols, axis=1)
+    coef = np.linalg.lstsq(D, r, rcond=None)[0]
+    np.testing.assert_allclose(model.predict(X), D @ coef, atol=1e-9)
+    assert model.rss == pytest.approx(float(np.sum((r - D @ coef) ** 2)), rel=1e-9, abs=1e-9)
+    cut = min(cut, n)
+    merged = RewardRows.stat(X[:cut], r[:cut]).merge(RewardRows.stat(X[cut:], r[cut:]))
+    again = fit_reward_rows(RewardRows.from_stat(merged), cards)
+    assert again.cols == model.cols and again.rss == model.rss
+    for a, b in zip(again.tables, model.tables):
+        np.testing.assert_array_equal(a, b)
