@@ -195,7 +195,8 @@ def table(rows: list[dict]) -> str:
                         r.get("H", "—"), "—", "—", r["error"][:60], "", "", "", "", "", "", ""])
             continue
         if "error" in r:
-            out.append([r["domain"], r["instance"], r["fluents"], r["joint_actions"], r["H"],
+            flu = f"{r['fluents']} ({r['model_vars']})" if r.get("groups") else r["fluents"]
+            out.append([r["domain"], r["instance"], flu, r["joint_actions"], r["H"],
                         _f(r["fit_s"], "{:.1f}"), "—", r["error"][:60], "", "", "", "", "", "", ""])
             continue
         learned = _f(r["v_learned"], "{:.3f}") + ("" if r["how"] == "exact" else
@@ -211,7 +212,8 @@ def table(rows: list[dict]) -> str:
         out.append([r["domain"], r["instance"], flu, r["joint_actions"], r["H"],
                     _f(r["fit_s"], "{:.1f}"), _f(r["solve_s"], "{:.1f}"), r["method"], tree,
                     learned, _f(r.get("v_star")), rnd,
-                    "no gap (V* = random)" if r.get("gap") is None else _f(r["gap"], "{:.1%}"),
+                    ("V* not enumerable" if r.get("v_star") is None else "no gap (V* = random)")
+                    if r.get("gap") is None else _f(r["gap"], "{:.1%}"),
                     f"{err:.1%}", tab])
     return markdown_table(head, out)
 

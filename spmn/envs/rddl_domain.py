@@ -339,21 +339,30 @@ class RDDLDomain:
         H = getattr(solution, "horizon", None)
         tt = int(t) if H is None else min(int(t), int(H) - 1)
         S = np.asarray(states, np.int64)
-        try:
-            rows = np.asarray(solution.policy(S, tt), np.int64).reshape(len(S), -1)
-        except SolverError:
-            # a solution that covers only some (state, step) pairs (a layered flat solve from
-            # the start states): the others take the no-op, with a warning saying how many
-            rows = np.tile(self.action_defaults, (len(S), 1))
-            miss = 0
-            for i in range(len(S)):
-                try:
-                    rows[i] = np.asarray(solution.policy(S[i:i + 1], tt), np.int64).reshape(-1)
-                except SolverError:
-                    miss += 1
-            warnings.warn(f"{self.instance_name}: the solution does not cover {miss} of {len(S)} "
-                          f"states at step {tt} (not reachable by then from its start states); "
-                          "they take the no-op", CoverageWarning, stacklevel=2)
+        rows = np.tile(self.action_defaults, (len(S), 1))
+        covers = getattr(solution, "covers", None)
+        if covers is not None:  # e.g. a layered flat solve: which (state, step) it answers
+            ok = np.asarray(covers(S, tt), bool)
+        else:  # otherwise probe: a whole batch, then row by row when some row is refused
+            try:
+                ok = np.ones(len(S), bool)
+                rows = np.asarray(solution.policy(S, tt), np.int64).reshape(len(S), -1)
+            except SolverError:
+                for i in range(len(S)):
+                    try:
+                        solution.policy(S[i:i + 1], tt)
+                    except SolverError:
+                        ok[i] = False
+        if covers is not None or not ok.all():
+            if ok.any():
+                got = np.asarray(solution.policy(S[ok], tt), np.int64).reshape(int(ok.sum()), -1)
+                if got.shape[1] != rows.shape[1]:
+                    rows = np.tile(self.action_defaults[:1], (len(S), got.shape[1]))
+                rows[ok] = got
+        if not ok.all():
+            warnings.warn(f"{self.instance_name}: the solution does not cover {int((~ok).sum())} "
+                          f"of {len(S)} states at step {tt} (not reachable by then from its start "
+                          "states); they take the no-op", CoverageWarning, stacklevel=2)
         if rows.shape[1] != len(self.action_fluents):
             raise DataError(f"{self.instance_name}: the solution gives {rows.shape[1]} action "
                             f"columns per state, the domain has {len(self.action_fluents)} action "

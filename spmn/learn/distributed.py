@@ -232,7 +232,8 @@ def row_keys(X: np.ndarray) -> np.ndarray:
     """One comparable key per row of a 2-D array, equal iff the rows are: an int64 code of
     the row when it holds small non-negative integer codes (a fast sort), else its bytes."""
     X = np.ascontiguousarray(X)
-    if X.dtype.kind in "iu" and X.shape[0] and X.shape[1] and X.min() >= 0:
+    # ravel_multi_index takes at most 64 axes (many constant columns keep the product small)
+    if X.dtype.kind in "iu" and X.shape[0] and 0 < X.shape[1] <= 32 and X.min() >= 0:
         dims = X.max(axis=0).astype(np.int64) + 1
         if float(np.prod(dims.astype(np.float64))) < 2.0 ** 62:
             return np.ravel_multi_index(tuple(X.T.astype(np.int64)), tuple(dims))

@@ -543,3 +543,34 @@ def test_layered_flat_solve_is_exact_where_it_answers():
     small = m.solve(1.0, horizon=H, start=start, max_states=10)
     assert small.method == "flat" and small.result.model.steps is not None
     assert small.value(start[0]) == pytest.approx(closed.q_rows(m.mdp_, start, 0).max(), abs=1e-12)
+    # covers() says exactly which (state, step) lookups answer, without trying them one by one
+    every = np.array([[x, z] for x in range(10) for z in (0, 1)], np.int64)
+    for t in range(H):
+        mask = small.covers(every, t)
+        for row, ok in zip(every, mask):
+            try:
+                small.value(row, t)
+                answered = True
+            except SolverError:
+                answered = False
+            assert answered == ok
+        assert mask.any() and not mask.all() if t < H - 1 else mask.any()
+    assert m.solve(1.0, horizon=H, method="structured").covers(every, 0).all()
+
+
+def test_many_constant_columns_need_no_joint_code():
+    """84 columns, most constant (Navigation 10's layout): no code over more than 64 axes."""
+    rng = np.random.default_rng(0)
+    n, d = 3000, 84
+    S = np.zeros((n, d), np.int64)
+    S[:, 0] = rng.integers(0, 2, n)
+    a = rng.integers(0, 2, n)
+    logs = {f"x{i}": S[:, i] for i in range(d)}
+    logs.update({f"x{i}_next": S[:, i] for i in range(d)})
+    logs["x0_next"] = a
+    logs.update(a=a, r=S[:, 0].astype(float) + a)
+    m = FactoredWorldModel([Variable.discrete(f"x{i}", 2) for i in range(d)], ["a"],
+                           progress=False, seed=0).fit(logs)
+    assert m.parents_["x0_next"] == ["a"]
+    sol = m.solve(0.9, horizon=3, start=S[:1])
+    assert sol.value(S[0]) == pytest.approx(2.0 + 0.9 * 2.0 + 0.81 * 2.0)

@@ -280,6 +280,28 @@ class FlatResult:
             Q[miss] = self._backup(mdp, S[miss], Vn, t)
         return Q
 
+    def covers(self, mdp: FactoredMDP, S: np.ndarray, t: int) -> np.ndarray:
+        """Whether :meth:`q_rows` answers each state of ``S`` at step ``t`` (bool per row):
+        an enumerated state reachable by step t, or one whose successors are all known."""
+        fm = self.model
+        idx = fm.index.find(S.astype(fm.states.dtype))
+        ok = idx >= 0
+        if fm.steps is not None:
+            ok[ok] = fm.steps[idx[ok]] <= t
+        miss = np.flatnonzero(idx < 0)
+        if miss.size:
+            X = mdp.all_actions(S[miss])
+            src, nxt, _ = successors(mdp, X)
+            j = fm.index.find(nxt)
+            st = fm.steps
+            if st is not None and t + 1 < int(self.horizon):
+                j = np.where((j >= 0) & (st[np.maximum(j, 0)] > t + 1), -1, j)
+            if st is not None and t + 1 >= int(self.horizon):
+                j = np.zeros_like(j)  # V_H = 0: successors left out do not matter
+            bad = np.bincount(src[j < 0] // mdp.n_actions, minlength=miss.size)
+            ok[miss] = bad == 0
+        return ok
+
     def _backup(self, mdp: FactoredMDP, S: np.ndarray, Vn: np.ndarray, t: int = 0) -> np.ndarray:
         X = mdp.all_actions(S)
         src, nxt, prob = successors(mdp, X)

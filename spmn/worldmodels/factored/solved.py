@@ -165,6 +165,16 @@ class FactoredSolution:
         S, one = state_codes(self.mdp, states)
         return self.result.q_rows(self.mdp, S, t if self.horizon is not None else 0), one
 
+    def covers(self, states: Any, t: int = 0) -> np.ndarray:
+        """Whether the lookups answer each state at step ``t`` (bool per row): always for a
+        structured or closed flat solve; a layered one (class docstring) answers the states
+        reachable by step t and those whose successors it holds."""
+        t = check_step(t, self.horizon)
+        S, _ = state_codes(self.mdp, states)
+        if isinstance(self.result, FlatResult):
+            return self.result.covers(self.mdp, S, t if self.horizon is not None else 0)
+        return np.ones(S.shape[0], bool)
+
     def q(self, states: Any, t: int = 0) -> np.ndarray:
         """Q_t(s, a) per state and joint action (rows x joint actions; (A,) for one state)."""
         Q, one = self._q(states, t)
