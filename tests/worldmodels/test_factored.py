@@ -215,7 +215,9 @@ def test_fits_repeat_given_a_seed():
 def test_a_200_variable_domain_fits_and_solves_structurally():
     logs = chain_logs(200, 4, 2000)
     t0 = time.perf_counter()
-    model = fit(logs, 200, 4)
+    # α pinned: this test is about scale, and on 2,000 rows α = 0.01 and 0.05 score within
+    # noise of each other (0.05 keeps ~70 more weak parents and larger diagrams)
+    model = fit(logs, 200, 4, split_p=1e-3)
     t1 = time.perf_counter()
     sol = model.solve(0.9, horizon=8)  # auto: successors explode, so structured
     t2 = time.perf_counter()
