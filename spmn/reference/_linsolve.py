@@ -19,7 +19,8 @@ import scipy.sparse.linalg as spla
 DENSE_DIRECT_MAX = 600  # systems up to this size: LU (cheaper than Krylov overhead)
 DENSE_FALLBACK_MAX = 8000  # a non-banded sparse fallback is densified up to this size (sparse LU fills in)
 BANDED_MAX_BW = 64  # sparse systems of half-bandwidth <= this: banded LU
-RESIDUAL_RTOL = 1e-12  # target |b - (I - γP)v|∞ <= RESIDUAL_RTOL·max(1, |b|∞), or the rounding floor
+RESIDUAL_RTOL = 1e-12  # target |b - (I - γP)v|∞ <= RESIDUAL_RTOL·(1 - γ)·max(1, |v|∞), or the rounding
+#                        floor; then |v - v_π|∞ <= |residual|∞ / (1 - γ) <= RESIDUAL_RTOL·max(1, |v|∞)
 _EPS = np.finfo(np.float64).eps
 
 METHODS = ("auto", "direct", "banded", "iterative")
@@ -41,14 +42,16 @@ def _norm(v: np.ndarray) -> float:
     return float(np.abs(v).max(initial=0.0))
 
 
-def _target(b: np.ndarray, x: np.ndarray, rtol: float = RESIDUAL_RTOL) -> float:
-    """rtol·max(1, |b|∞), never below the rounding floor of b - (I - γP)x."""
-    return max(rtol * max(1.0, _norm(b)), 32 * _EPS * (_norm(x) + _norm(b)))
+def _target(b: np.ndarray, x: np.ndarray, gamma: float, rtol: float = RESIDUAL_RTOL) -> float:
+    """rtol·(1 - γ)·max(1, |x|∞) (a relative error rtol in x), never below the rounding floor of
+    b - (I - γP)x."""
+    xn = _norm(x)
+    return max(rtol * (1.0 - gamma) * max(1.0, xn), 32 * _EPS * (xn + _norm(b)))
 
 
-def is_exact(b: np.ndarray, x: np.ndarray, res: np.ndarray) -> bool:
+def is_exact(b: np.ndarray, x: np.ndarray, res: np.ndarray, gamma: float) -> bool:
     """Whether a residual res = b - (I - γP)x meets the exact-solve target."""
-    return _norm(res) <= _target(b, x)
+    return _norm(res) <= _target(b, x, gamma)
 
 
 def _direct(Ppi, b: np.ndarray, gamma: float) -> np.ndarray:
@@ -72,37 +75,42 @@ def _banded(Ppi: sp.csr_array, b: np.ndarray, gamma: float, bw: int) -> np.ndarr
 
 
 def deflated_richardson(Ppi, b: np.ndarray, gamma: float, x: np.ndarray, res: np.ndarray,
-                        rtol: float = RESIDUAL_RTOL, max_matvecs: int = 200
-                        ) -> tuple[np.ndarray, int, np.ndarray, bool]:
-    """Refinement x += M⁻¹ (b - (I - γ P_π) x) with M = I - γ 1 uᵀ, u = 1/S the uniform row.
+                        rtol: float = RESIDUAL_RTOL, max_matvecs: int = 200,
+                        w: np.ndarray | None = None) -> tuple[np.ndarray, int, np.ndarray, bool]:
+    """Refinement x += M⁻¹ (b - (I - γ P_π) x) with M = I - γ w uᵀ, u = 1/S the uniform row and
+    w = P_π 1 the row sums (None: all ones, a stochastic P_π).
 
-    M⁻¹ y = y + γ/(1 - γ) · mean(y) · 1 (Sherman-Morrison: O(S)). When P_π 1 = 1 the error map
-    γ M⁻¹ (P_π - 1 uᵀ) acts as γ P_π on the quotient by the constants, so the Perron eigenvalue is
-    removed and the error contracts by γ|λ₂(P_π)| per step: 1e-12 in about 8 products on a random
-    dense MDP (|λ₂| ≈ 0.03 at S = 500), where plain evaluation sweeps contract by γ only. Every
-    step computes the true residual; it stops at the target, or (returning ``False``) once a step
-    gains less than half, e.g. on a slowly mixing P_π, where the caller's Krylov or LU path takes
-    over. Returns (x, matvecs, b - (I - γ P_π) x, converged) with the best x seen.
+    M⁻¹ y = y + γ mean(y) / (1 - γ mean(w)) · w (Sherman-Morrison: O(S)). With E = P_π - w uᵀ,
+    E 1 = 0, and when P_π 1 = 1 the error map γ M⁻¹ E acts as γ P_π on the quotient by the
+    constants: the Perron eigenvalue is removed and the error contracts by γ|λ₂(P_π)| per step,
+    1e-12 in about 8 products on a random dense MDP (|λ₂| ≈ 0.03 at S = 500), where plain
+    evaluation sweeps contract by γ only (zero rows of terminal states are why w is not 1).
+    Every step computes the true residual; it stops at the target, or (returning ``False``) once
+    a step gains less than half, e.g. on a slowly mixing P_π, where the caller's Krylov or LU path
+    takes over. Returns (x, matvecs, b - (I - γ P_π) x, converged) with the best x seen.
     """
-    k, S = gamma / (1.0 - gamma), b.shape[0]
-    bn = _norm(b)
-    fixed, floor = rtol * max(1.0, bn), 32 * _EPS  # _target(b, x, rtol) without recomputing |b|
-    rn, xn_norm, n = _norm(res), _norm(x), 0
-    while rn > max(fixed, floor * (xn_norm + bn)) and n < max_matvecs:
+    S = b.shape[0]
+    k = gamma / (1.0 - gamma * (1.0 if w is None else float(np.add.reduce(w)) / S)) / S
+    rel = rtol * (1.0 - gamma)  # the target rel·max(1, |x|∞); its rounding floor is checked at the end
+    rn, n = _norm(res), 0
+    while rn > rel * max(1.0, _norm(x)) and n < max_matvecs:
         xn = x + res
-        xn += k * (float(np.add.reduce(res)) / S)
+        if w is None:
+            xn += k * float(np.add.reduce(res))
+        else:
+            xn += (k * float(np.add.reduce(res))) * w
         res_n = Ppi @ xn
         res_n *= gamma
         res_n += b
         res_n -= xn
         n += 1
         rn_new = _norm(res_n)
-        if not rn_new <= 0.5 * rn:  # too slow (or no gain): hand over, keeping the better x
+        if not rn_new <= 0.5 * rn:  # too slow (or no gain, or at the rounding floor): stop
             if rn_new < rn:
                 x, res, rn = xn, res_n, rn_new
             break
-        x, res, rn, xn_norm = xn, res_n, rn_new, _norm(xn)
-    return x, n, res, rn <= _target(b, x, rtol)
+        x, res, rn = xn, res_n, rn_new
+    return x, n, res, rn <= _target(b, x, gamma, rtol)
 
 
 def _gmres_cycle(matvec, r: np.ndarray, tol2: float, m: int) -> np.ndarray:
@@ -152,8 +160,8 @@ def _iterative(Ppi, b: np.ndarray, gamma: float, x: np.ndarray, res: np.ndarray 
     res = b - matvec(x) if res is None else res
     rn = _norm(res)
     use_bicgstab = False
-    while rn > _target(b, x, rtol) and count[0] <= 4 * S + 400:
-        target = _target(b, x, rtol)
+    while rn > _target(b, x, gamma, rtol) and count[0] <= 4 * S + 400:
+        target = _target(b, x, gamma, rtol)
         if use_bicgstab:
             op = spla.LinearOperator((S, S), matvec=matvec, dtype=np.float64)
             rt = min(0.5, 0.25 * target / float(np.linalg.norm(res)))
@@ -204,11 +212,11 @@ def solve_policy_system(Ppi, b: np.ndarray, gamma: float, x0: np.ndarray | None 
         if x0 is None:
             x0, res0 = np.zeros(S), b.copy()
         x, iters, res = _iterative(Ppi, b, gamma, np.array(x0, dtype=np.float64), res0, rtol)
-        if _norm(res) <= _target(b, x, rtol):
+        if _norm(res) <= _target(b, x, gamma, rtol):
             return x, iters, res
         x = _direct(Ppi, b, gamma)  # Krylov stagnated: an exact factorisation is always available
     res = _residual(Ppi, b, gamma, x)
-    if method == "banded" and _norm(res) > _target(b, x):  # banded LU of an M-matrix is stable
+    if method == "banded" and _norm(res) > _target(b, x, gamma):  # banded LU of an M-matrix is stable
         x = _direct(Ppi, b, gamma)
         res = _residual(Ppi, b, gamma, x)
     return x, iters, res
@@ -222,10 +230,12 @@ KRYLOV_MIN_S = 64  # below this an LU is cheaper than any iteration
 
 def evaluate_policy(Ppi, b: np.ndarray, gamma: float, x0: np.ndarray | None = None,
                     method: str = "auto", res0: np.ndarray | None = None,
-                    rtol: float = RESIDUAL_RTOL) -> tuple[np.ndarray, int, np.ndarray]:
+                    rtol: float = RESIDUAL_RTOL, rowsums: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, int, np.ndarray]:
     """:func:`solve_policy_system`, except that with ``method="auto"`` a system of at least
     ``KRYLOV_MIN_S`` states that is not banded first gets :func:`deflated_richardson` from ``x0``
-    (default 0; ``res0`` its residual if known), then, for S <= ``DENSE_DIRECT_MAX``, at most
+    (default 0; ``res0`` its residual if known; ``rowsums`` P_π 1 if known, else one product
+    computes it), then, for S <= ``DENSE_DIRECT_MAX``, at most
     :data:`KRYLOV_FIRST_CYCLES` GMRES cycles, each checked by its true residual; the LU runs only
     if they miss the target (larger systems go on to the solver's own GMRES refinement). A
     factorisation costs S³/3 flops whatever P_π, a matrix-vector product S² (nnz when sparse).
@@ -246,7 +256,11 @@ def evaluate_policy(Ppi, b: np.ndarray, gamma: float, x0: np.ndarray | None = No
     else:
         x = np.array(x0, dtype=np.float64)
         res = b - matvec(x) if res0 is None else res0
-    x, n, res, done = deflated_richardson(Ppi, b, gamma, x, res, rtol)
+    if rowsums is None:  # P_π 1, for the deflation (one product; exact ones are the common case)
+        rowsums = np.asarray(Ppi @ np.ones(S), dtype=np.float64)
+        count[0] += 1
+    w = None if np.all(rowsums == 1.0) else rowsums
+    x, n, res, done = deflated_richardson(Ppi, b, gamma, x, res, rtol, w=w)
     count[0] += n
     if done:
         return x, count[0], res
@@ -254,13 +268,13 @@ def evaluate_policy(Ppi, b: np.ndarray, gamma: float, x0: np.ndarray | None = No
         x, it, res = solve_policy_system(Ppi, b, gamma, x, "auto", res, rtol)
         return x, count[0] + it, res
     for _ in range(KRYLOV_FIRST_CYCLES):
-        if _norm(res) <= _target(b, x, rtol):
+        if _norm(res) <= _target(b, x, gamma, rtol):
             return x, count[0], res
-        d = _gmres_cycle(matvec, res, 0.5 * _target(b, x, rtol), min(40, S))
+        d = _gmres_cycle(matvec, res, 0.5 * _target(b, x, gamma, rtol), min(40, S))
         if not np.all(np.isfinite(d)):
             break
         x = x + d
         res = b - matvec(x)
-    if _norm(res) <= _target(b, x, rtol):
+    if _norm(res) <= _target(b, x, gamma, rtol):
         return x, count[0], res
     return solve_policy_system(Ppi, b, gamma, None, "direct", None, rtol)

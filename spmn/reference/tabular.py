@@ -428,7 +428,8 @@ class TabularMDP:
             raise SolverError(f"method={method!r} is not one of {METHODS}")
         pi = self._check_policy(policy)
         Ppi, b = self._policy_system(pi)
-        V, iters, res = evaluate_policy(Ppi, b, g, v0, method)
+        V, iters, res = evaluate_policy(Ppi, b, g, v0, method,
+                                        rowsums=(~self.terminal).astype(np.float64))
         V[self.terminal] = 0.0
         residual = float(np.abs(res).max(initial=0.0))
         det = pi if pi.ndim == 1 else np.argmax(pi, axis=1).astype(np.int64)
@@ -455,7 +456,11 @@ class TabularMDP:
             raise SolverError(f"method={method!r} is not one of {METHODS}")
         S, A = self.n_states, self.n_actions
         ar, live = np.arange(S), ~self.terminal
-        pi = _greedy(self._r) if policy0 is None else self._check_policy(policy0)
+        livef = live.astype(np.float64)  # P_π 1: rows sum to 1, terminal rows are zeroed
+        if policy0 is not None:
+            pi = self._check_policy(policy0)
+        else:  # the check pass's start (same r, same rule) when it kept one
+            pi = self._guess[0] if self._guess is not None else _greedy(self._r)
         if pi.ndim != 1:
             raise DataError("policy0 must be a deterministic policy of shape (S,)")
         seen: set[bytes] = set()
@@ -464,7 +469,7 @@ class TabularMDP:
         precise = False  # the first evaluation only picks the next policy: an iterative solve may stop early
         if policy0 is None:  # π0 = greedy(r) valued by one deflated step, V0 = b0 + γ/(1-γ) mean(b0)
             if self._guess is not None:  # Q(V0) = r + γ (P b0 + m P live), products from the check pass
-                _, b, livef, Pb, Pl = self._guess
+                _, b, _, Pb, Pl = self._guess
                 m = g / (1.0 - g) * float(b.mean())
                 V, U = b + m * livef, Pb + m * Pl
                 U = U.reshape(A, S)
@@ -474,7 +479,7 @@ class TabularMDP:
                     U[:, self.terminal] = 0.0
             else:
                 b = self._r[pi, ar]
-                V = b + g / (1.0 - g) * float(b.mean()) * live.astype(np.float64)
+                V = b + g / (1.0 - g) * float(b.mean()) * livef
                 U = self._q(V, g)
             new = _greedy(U)
             res0, pi, precise = U[new, ar] - V, new, True
@@ -489,9 +494,10 @@ class TabularMDP:
             else:
                 Ppi, b = self._policy_system(pi)
             V_new, _, res = evaluate_policy(Ppi, b, g, V, method, res0,
-                                            RESIDUAL_RTOL if precise else LOOSE_RTOL)
+                                            RESIDUAL_RTOL if precise else LOOSE_RTOL, livef)
             precise = True
-            V_new[self.terminal] = 0.0
+            if self._any_terminal:
+                V_new[self.terminal] = 0.0
             cur = V_new + res  # exact Q[π(s), s] = r_π + γ P_π V
             fresh = U is None  # U is the exact Q of V_new: nothing to recompute below
             if fresh:
@@ -519,7 +525,7 @@ class TabularMDP:
             better = cur < qmax - atol
             new = np.where(better, best, pi)
             if not better.any() or new.tobytes() in seen:  # optimal, or cycling among exact ties
-                if is_exact(b, V, res):
+                if is_exact(b, V, res, g):
                     break
                 new = pi  # stopped on a loose evaluation: refine it from the warm start
             res0 = U[new, ar] - V  # residual of the next policy at the warm start V (exact entries)

@@ -390,6 +390,6 @@ def test_krylov_first_evaluation_is_exact_or_falls_back_to_lu(kind):
     x, iters, res = evaluate_policy(P, b, g)
     want = np.linalg.solve(np.eye(S) - g * (P.toarray() if sp.issparse(P) else P), b)
     np.testing.assert_allclose(x, want, rtol=1e-10, atol=1e-10)
-    assert is_exact(b, x, res)
+    assert is_exact(b, x, res, g)
     if kind != "chain":
         assert 2 <= iters <= 2 * 41  # matrix-vector products: the Krylov cycles answered
