@@ -376,7 +376,7 @@ class ExactSums:
             try:
                 return float(Fraction(v, 1 << _DENOM_BITS))
             except OverflowError:
-                return math.copysign(math.inf, v)
+                return math.inf if v > 0 else -math.inf  # v is too large for float()
 
         return np.array([rounded(v) for v in self.num], np.float64)
 
