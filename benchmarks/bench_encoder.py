@@ -169,14 +169,7 @@ def main(argv=None) -> int:
         table = tasks_table(rows) + (f"\nseed {args.seed}, γ = {GAMMA}; {platform.machine()}, "
                                      f"{os.cpu_count()} cores, python "
                                      f"{platform.python_version()}, numpy {np.__version__}.\n")
-        print(table)
-        if args.markdown:
-            with open(args.markdown, "w") as fh:
-                fh.write(table)
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(rows, fh, indent=1)
-        return 0
+        return _report(args, table, rows)
     if args.quick:
         args.n, args.steps = 20_000, 300
     mdp = TabularMDP.from_gymnasium("FrozenLake-v1", is_slippery=True)
@@ -216,6 +209,11 @@ def main(argv=None) -> int:
             f"torch threads {args.threads or 'default'}; {platform.machine()}, {os.cpu_count()} "
             f"cores, python {platform.python_version()}, numpy {np.__version__}, torch {tv}.\n")
     table = head + body + note
+    return _report(args, table, rows)
+
+
+def _report(args, table: str, rows: list) -> int:
+    """Print the table; write it (``--markdown``) and the rows (``--json``) when asked."""
     print(table)
     if args.markdown:
         with open(args.markdown, "w") as fh:

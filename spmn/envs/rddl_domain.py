@@ -339,34 +339,33 @@ class RDDLDomain:
         H = getattr(solution, "horizon", None)
         tt = int(t) if H is None else min(int(t), int(H) - 1)
         S = np.asarray(states, np.int64)
-        rows = np.tile(self.action_defaults, (len(S), 1))
         covers = getattr(solution, "covers", None)
         if covers is not None:  # e.g. a layered flat solve: which (state, step) it answers
             ok = np.asarray(covers(S, tt), bool)
-        else:  # otherwise probe: a whole batch, then row by row when some row is refused
+            got = [(int(ok.sum()), solution.policy(S[ok], tt))] if ok.any() else []
+        else:  # otherwise a whole batch, then row by row when some row is refused
             try:
-                ok = np.ones(len(S), bool)
-                rows = np.asarray(solution.policy(S, tt), np.int64).reshape(len(S), -1)
+                ok, got = np.ones(len(S), bool), [(len(S), solution.policy(S, tt))]
             except SolverError:
+                ok, got = np.zeros(len(S), bool), []
                 for i in range(len(S)):
                     try:
-                        solution.policy(S[i:i + 1], tt)
+                        got.append((1, solution.policy(S[i:i + 1], tt)))
+                        ok[i] = True
                     except SolverError:
-                        ok[i] = False
-        if covers is not None or not ok.all():
-            if ok.any():
-                got = np.asarray(solution.policy(S[ok], tt), np.int64).reshape(int(ok.sum()), -1)
-                if got.shape[1] != rows.shape[1]:
-                    rows = np.tile(self.action_defaults[:1], (len(S), got.shape[1]))
-                rows[ok] = got
+                        pass
+        rows = np.tile(self.action_defaults, (len(S), 1))
+        if got:
+            block = np.concatenate([np.asarray(g, np.int64).reshape(k, -1) for k, g in got])
+            if block.shape[1] != len(self.action_fluents):
+                raise DataError(f"{self.instance_name}: the solution gives {block.shape[1]} action "
+                                f"columns per state, the domain has {len(self.action_fluents)} "
+                                f"action fluents {self.action_fluents}")
+            rows[ok] = block
         if not ok.all():
             warnings.warn(f"{self.instance_name}: the solution does not cover {int((~ok).sum())} "
                           f"of {len(S)} states at step {tt} (not reachable by then from its start "
                           "states); they take the no-op", CoverageWarning, stacklevel=2)
-        if rows.shape[1] != len(self.action_fluents):
-            raise DataError(f"{self.instance_name}: the solution gives {rows.shape[1]} action "
-                            f"columns per state, the domain has {len(self.action_fluents)} action "
-                            f"fluents {self.action_fluents}")
         out = np.fromiter((self._action_index.get(np.ascontiguousarray(r).tobytes(), -1)  # type: ignore[union-attr]
                            for r in rows), np.int64, len(rows))
         if (out < 0).any():

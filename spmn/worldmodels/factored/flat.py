@@ -290,28 +290,27 @@ class FlatResult:
             ok[ok] = fm.steps[idx[ok]] <= t
         miss = np.flatnonzero(idx < 0)
         if miss.size:
-            X = mdp.all_actions(S[miss])
-            src, nxt, _ = successors(mdp, X)
-            j = fm.index.find(nxt)
-            st = fm.steps
-            if st is not None and t + 1 < int(self.horizon):
-                j = np.where((j >= 0) & (st[np.maximum(j, 0)] > t + 1), -1, j)
-            if st is not None and t + 1 >= int(self.horizon):
-                j = np.zeros_like(j)  # V_H = 0: successors left out do not matter
-            bad = np.bincount(src[j < 0] // mdp.n_actions, minlength=miss.size)
-            ok[miss] = bad == 0
+            _, src, _, j = self._next(mdp, S[miss], t)
+            ok[miss] = np.bincount(src[j < 0] // mdp.n_actions, minlength=miss.size) == 0
         return ok
 
-    def _backup(self, mdp: FactoredMDP, S: np.ndarray, Vn: np.ndarray, t: int = 0) -> np.ndarray:
+    def _next(self, mdp: FactoredMDP, S: np.ndarray, t: int):
+        """(X, src, prob, j): every (state, action) row of ``S``, its successors and their
+        indices, -1 where V_{t+1} is not known there. A layered solve knows V_{t+1} of states
+        reachable by step t + 1; successors at t + 1 = H are dropped (V_H = 0)."""
         X = mdp.all_actions(S)
         src, nxt, prob = successors(mdp, X)
         j = self.model.index.find(nxt)
         st = self.model.steps
-        if st is not None:  # layered: successors must be known at step t + 1 (V_H = 0)
+        if st is not None:
             if t + 1 >= int(self.horizon):
                 src, prob, j = src[j >= 0], prob[j >= 0], j[j >= 0]
             else:
                 j = np.where((j >= 0) & (st[np.maximum(j, 0)] > t + 1), -1, j)
+        return X, src, prob, j
+
+    def _backup(self, mdp: FactoredMDP, S: np.ndarray, Vn: np.ndarray, t: int = 0) -> np.ndarray:
+        X, src, prob, j = self._next(mdp, S, t)
         if (j < 0).any():
             bad = S[src[j < 0][0] // mdp.n_actions]
             raise SolverError(f"state {bad.tolist()} leads outside the states this flat solution "
