@@ -43,6 +43,7 @@ class ExactRDDL:
     n_transitions: int
     seconds: float
     _index: Any = field(default=None, repr=False)
+    _P: Any = field(default=None, repr=False)  # the transition arrays given to ``mdp``
 
     @property
     def n_states(self) -> int:
@@ -144,8 +145,47 @@ class ExactRDDL:
         return V
 
     def policy_value(self, policy: Any, horizon: int | None = None, gamma: float | None = None) -> float:
-        """The exact value of ``policy`` from the initial state over ``horizon`` steps."""
-        return float(self.policy_values(policy, horizon, gamma)[0, 0])
+        """The exact value of ``policy`` from the initial state over ``horizon`` steps.
+
+        A solved model or a callable is asked only at the (state, step) pairs the policy itself
+        reaches from the initial state (forward pass): V_0(s0) depends on no other, so the
+        value equals :meth:`policy_values`' ``[0, 0]`` at a fraction of the lookups."""
+        H, g = self._H_gamma(horizon, gamma)
+        if isinstance(policy, str) or not (callable(policy) or hasattr(policy, "policy")):
+            return float(self.policy_values(policy, H, g)[0, 0])
+        pi = self._reached_actions(policy, H)
+        V = np.zeros(self.n_states)
+        for t in range(H - 1, -1, -1):
+            Q = self.mdp.q_values(V, g)  # (A, S), 0 on terminal states
+            V = Q[pi[t], np.arange(self.n_states)]
+        return float(V[0])
+
+    def _reached_actions(self, policy: Any, H: int) -> np.ndarray:
+        """(H, S) action indices of ``policy`` at the states it reaches by each step from the
+        initial state (0 elsewhere: those entries never reach V_0(s0))."""
+        idx = np.zeros((H, self.n_states), np.int64)
+        live = np.zeros(1, np.int64)
+        for t in range(H):
+            live = live[~self.mdp.terminal[live]]
+            if live.size == 0:
+                break
+            if hasattr(policy, "policy") and hasattr(policy, "value"):  # a solved model
+                a = self.domain.policy_indices(policy, self.states[live], t)
+            else:
+                a = np.fromiter((self.domain.action_index(policy(self.state(s), t))
+                                 for s in live), np.int64, live.size)
+            idx[t, live] = a
+            if t + 1 < H:
+                live = self._successors(live, a)
+        return idx
+
+    def _successors(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """The distinct next states of the (state, action) pairs ``(s[i], a[i])``."""
+        P = self._P
+        if isinstance(P, np.ndarray):
+            return np.unique(np.nonzero(P[a, s])[1])
+        out = [P[u][s[a == u]].indices for u in np.unique(a)]
+        return np.unique(np.concatenate(out)).astype(np.int64)
 
     def greedy_policy(self, horizon: int | None = None, gamma: float | None = None
                       ) -> Callable[[Mapping[str, int], int], dict[str, int]]:
@@ -393,5 +433,6 @@ def compile_exact(domain: RDDLDomain, *, max_states: int = MAX_STATES, max_actio
     mdp.env_id = f"{domain.name}#{domain.instance}"
     out = ExactRDDL(domain, mdp, states, acts.copy(), int(len(p)), time.perf_counter() - t0)
     out._index = index
+    out._P = P
     return out
 

@@ -176,6 +176,25 @@ def test_exact_compile_reproduces_reference_values(name, H, vstar, vrandom):
     assert ex.policy_value(ex.greedy_policy(H), H) == pytest.approx(ex.optimal_value(H), abs=1e-9)
 
 
+@pytest.mark.parametrize("name", ["CrossingTraffic_MDP_ippc2011", "Navigation_MDP_ippc2011"])
+def test_policy_value_asks_only_the_states_the_policy_reaches(name):
+    ex = exact(name)
+    H = 6
+    greedy = ex.greedy_policy(H)
+    asked: list[tuple[int, int]] = []
+
+    def policy(state, t):  # greedy on even steps, a state-dependent other action on odd ones
+        asked.append((ex.state_index(state), t))
+        return greedy(state, t) if t % 2 == 0 else ex.action(sum(state.values()) % ex.n_actions)
+
+    v = ex.policy_value(policy, H)
+    n_forward = len(asked)
+    full = ex.policy_values(policy, H)  # every (state, step) asked
+    assert v == pytest.approx(full[0, 0], abs=1e-12)
+    assert len(set(asked[:n_forward])) == n_forward < H * ex.n_states
+    assert {s for s, t in asked[:n_forward] if t == 0} == {0}
+
+
 def test_exact_state_mapping_round_trips():
     ex = exact("Navigation_MDP_ippc2011")
     for i in range(ex.n_states):
