@@ -5,6 +5,9 @@ same reward terms and values, bit for bit), whatever the partitioning.
 
 Passes over the data (each one :func:`~spmn.learn.distributed.reduce_partitions`):
 
+0. with ``groups=``: the largest code of every state column and the counts of rows where each
+   boolean column, and each pair of them, is true (:func:`~.groups.true_counts`), from which
+   the one-hot groups are found as in memory; every later pass reads the states grouped;
 1. ``scan``: rows per partition (their global row indices, for the hold-out hash), the largest
    code of every column (the cards), the distinct joint actions, the distinct states in order
    of first occurrence, and the distinct (s, a, r) rows with their counts, which is all the
@@ -39,6 +42,7 @@ from ...learn.distributed import (
 from ...schema import Variable
 from ..columns import name as name_of
 from ..tabular.counts import contingency_tables, node_contingency
+from .groups import StateGroups, true_counts
 from .reward import RewardRows, fit_reward_rows
 from .trees import (
     ALPHA_GRID,
@@ -63,16 +67,30 @@ DENSE_CELLS = 1 << 22
 
 
 # ---------------------------------------------------------------------------- per partition
-def _read(model: Any, cols: dict[str, np.ndarray], i: int):
+def _read(model: Any, cols: dict[str, np.ndarray], i: int, groups: StateGroups | None = None):
+    """The partition's (S, A, r, S', ended), its states in the model's layout."""
     try:
         S, A, r, Sn, term = model._read(cols)
+        if groups is not None:
+            S, Sn = groups.encode(S), groups.encode(Sn, "next-state")
     except DataError as exc:
         raise DataError(f"partition {i}: {exc}") from None
     return S, A, r, Sn, term
 
 
-def _scan(cols, i, model, n_parts) -> dict[str, Any]:
-    S, A, r, Sn, term = _read(model, cols, i)
+def _ones(cols, i, model, n_parts) -> dict[str, Any]:
+    """What ``groups=`` needs: the largest code per state column and :func:`true_counts` of
+    the current and next states stacked, as the in-memory fit stacks them."""
+    S, _A, _r, Sn, _term = _read(model, cols, i)
+    St = np.concatenate([S, Sn])
+    ones, co = true_counts(St)
+    smax = St.max(axis=0) if St.shape[0] else np.full(S.shape[1], -1)
+    return {"n": np.int64(St.shape[0]), "ones": ones, "co": co,
+            "smax": ("max", smax.astype(np.int64))}
+
+
+def _scan(cols, i, model, n_parts, groups=None) -> dict[str, Any]:
+    S, A, r, Sn, term = _read(model, cols, i, groups)
     n, d, m = S.shape[0], S.shape[1], A.shape[1]
     rows = np.zeros(n_parts, np.int64)
     rows[i] = n
@@ -97,7 +115,7 @@ def _targets(S, A, Sn, term, ctx) -> tuple[np.ndarray, list[tuple[np.ndarray, np
 
 
 def _prepared(cols, i, model, ctx):
-    S, A, _r, Sn, term = _read(model, cols, i)
+    S, A, _r, Sn, term = _read(model, cols, i, ctx["groups"])
     X, targets = _targets(S, A, Sn, term, ctx)
     index = ctx["offsets"][i] + np.arange(X.shape[0], dtype=np.int64)
     return X, targets, index
@@ -206,19 +224,29 @@ def fit_partitions(model: Any, data: Any, *, client: Any = None,
 
     if not model.actions:
         raise DataError("a factored world model needs at least one action variable")
-    if getattr(model, "groups", None) is not None:
-        raise DataError("groups= is not supported for dask collections yet: fit with "
-                        "groups=None, or fit the in-memory data")
-    scan = run(_scan, parts.n)
+    snames = [name_of(v) for v in model.states]
+    anames = [name_of(v) for v in model.actions]
+    given = {name_of(v): v.k for v in (*model.states, *model.actions) if isinstance(v, Variable)}
+    groups = None
+    if getattr(model, "groups", None) is not None:  # one more pass: the one-hot groups
+        ones = run(_ones, parts.n)
+        if int(ones["n"]) == 0:
+            raise DataError("no transitions to learn from (every partition is empty)")
+        raw = np.array([given.get(x) or int(ones["smax"][1][j]) + 1
+                        for j, x in enumerate(snames)], np.int64)
+        groups = StateGroups.from_counts(ones["ones"], ones["co"], int(ones["n"]), snames, raw,
+                                         model.groups)
+    scan = run(_scan, parts.n, groups)
     lengths = scan["rows"]
     n = int(lengths.sum())
     if n == 0:
         raise DataError("no transitions to learn from (every partition is empty)")
-    snames = [name_of(v) for v in model.states]
-    anames = [name_of(v) for v in model.actions]
-    given = {name_of(v): v.k for v in (*model.states, *model.actions) if isinstance(v, Variable)}
     smax, amax = scan["smax"][1], scan["amax"][1]
-    scards = np.array([given.get(x) or int(smax[j]) + 1 for j, x in enumerate(snames)], np.int64)
+    if groups is not None:
+        snames, scards = list(groups.names), groups.cards
+    else:
+        scards = np.array([given.get(x) or int(smax[j]) + 1 for j, x in enumerate(snames)],
+                          np.int64)
     acards = np.array([given.get(x) or int(amax[j]) + 1 for j, x in enumerate(anames)], np.int64)
     allowed = model._allowed(scan["joint"].rows.astype(np.int64), anames, acards)
     cards = np.r_[scards, acards]
@@ -228,7 +256,7 @@ def fit_partitions(model: Any, data: Any, *, client: Any = None,
     ctx = {"cards": cards, "kmax": int(max(int(cards.max(initial=1)), 1)), "p": cards.size,
            "ks": ks, "end": end, "some_cont": int(scan["cont"]) > 0,
            "offsets": np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64),
-           "key": seed_key(model.seed)}
+           "key": seed_key(model.seed), "groups": groups}
     kw = {"min_samples_leaf": model.min_samples_leaf, "max_depth": model.max_depth}
     scores: dict[float, float] = {}
     alpha = model.split_p
@@ -251,7 +279,7 @@ def fit_partitions(model: Any, data: Any, *, client: Any = None,
         "action_cards_": acards, "trees_": trees[:d], "end_tree_": trees[d] if end else None,
         "reward_": fit_reward_rows(RewardRows.from_stat(scan["reward"]), cards),
         "split_p_": float(alpha), "split_scores_": scores, "n_transitions_": n,
-        "joint_actions_": allowed, "seen_states_": scan["seen"].ordered(), "groups_": None}
+        "joint_actions_": allowed, "seen_states_": scan["seen"].ordered(), "groups_": groups}
     vars(model).update(out)  # all at once: a failed pass leaves no half-fitted model
     model._build()
     return model

@@ -45,6 +45,13 @@ def _group_name(members: Sequence[str], taken: set[str]) -> str:
     return name
 
 
+def true_counts(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows where each column is 1, rows where both of each pair are 1) of the state rows
+    ``S``, as floats holding integers (what :meth:`StateGroups.from_counts` reads)."""
+    B = (np.asarray(S) == 1).astype(np.float64)
+    return B.sum(axis=0), B.T @ B
+
+
 @dataclass(eq=False)
 class StateGroups:
     """The map from the logged (input) state columns to the model's state variables: the
@@ -77,16 +84,24 @@ class StateGroups:
              ) -> "StateGroups | None":
         """Groups from ``spec`` ("auto" or lists of column names) checked on the logged state
         rows ``S`` (current and next stacked); None when no group is found."""
+        counts, co = true_counts(S)
+        return cls.from_counts(counts, co, S.shape[0], names, cards, spec)
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, co: np.ndarray, n: int, names: Sequence[str],
+                    cards: np.ndarray, spec: Any) -> "StateGroups | None":
+        """:meth:`find` from :func:`true_counts` of the ``n`` rows (summed over partitions of
+        them: the counts are integers, so any order of the sums gives the same groups)."""
         names = list(names)
         cards = np.asarray(cards, np.int64)
-        B = (S == 1) & (cards[None, :] == 2)
-        counts = B.sum(axis=0).astype(np.float64)
-        co = B.T.astype(np.float64) @ B.astype(np.float64)  # rows with both true
+        binary = (cards == 2).astype(np.float64)
+        counts = np.asarray(counts, np.float64) * binary
+        co = np.asarray(co, np.float64) * np.outer(binary, binary)  # rows with both true
         if isinstance(spec, str):
             if spec != "auto":
                 raise DataError(f"groups must be None, 'auto' or lists of state column names, "
                                 f"got {spec!r}")
-            groups = cls._auto(names, cards, counts, co, S.shape[0])
+            groups = cls._auto(names, cards, counts, co, int(n))
         else:
             groups = cls._given(spec, names, cards, co)
         return cls(names, cards, groups) if groups else None
