@@ -155,10 +155,10 @@ def _columns_of(kind: str, columns: list[str], dtypes: dict[str, Any], part: Any
     return cols
 
 
-def gather(data: Any, learner: str, client: Any = None) -> Any:
+def gather(data: Any, learner: str, client: Any = None, reason: str | None = None) -> Any:
     """A dask collection computed into memory (a DataFrame, a dict of arrays or an array),
     with an :class:`~spmn.errors.InMemoryWarning`: the documented fallback of the learners
-    whose statistics are not all counts (LearnSPN's row clustering and RDC tests)."""
+    whose statistics are not all counts (``reason`` says why; e.g. continuous columns)."""
     import warnings
 
     from ..errors import InMemoryWarning
@@ -168,9 +168,10 @@ def gather(data: Any, learner: str, client: Any = None) -> Any:
     if keys is not None:
         out = dict(zip(keys, out))
     n = len(next(iter(out.values()))) if keys is not None else len(out)
-    warnings.warn(f"{learner} clusters rows (its statistics are not all counts), so the dask "
-                  f"collection is gathered into memory ({n:,} rows): a fit beyond one machine "
-                  "is the world models' (counts per partition)", InMemoryWarning, stacklevel=3)
+    why = reason or "its statistics are not all counts"
+    warnings.warn(f"{learner}: {why}, so the dask collection is gathered into memory "
+                  f"({n:,} rows): a fit beyond one machine needs count statistics (discrete "
+                  "columns)", InMemoryWarning, stacklevel=3)
     return out
 
 
@@ -382,7 +383,8 @@ class ExactSums:
 
 
 def _merge_value(key: str, a: Any, b: Any) -> Any:
-    if isinstance(a, (KeyCounts, DistinctRows, FirstRows, ExactSums)):
+    if isinstance(a, (KeyCounts, DistinctRows, FirstRows, ExactSums)) or \
+            callable(getattr(a, "merge", None)):  # e.g. the learners' own exact statistics
         return a.merge(b)
     if isinstance(a, dict):
         return merge_stats(a, b)

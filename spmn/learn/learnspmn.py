@@ -35,9 +35,10 @@ from ..circuit.circuit import Circuit
 from ..data import as_columns, infer_variables, training_matrix
 from ..errors import DataError, SchemaError
 from ..schema import Schema, Variable
-from .distributed import gather, is_dask
-from .learnspn import CellProgress, LearnOptions, SliceLearner, Table, flatten_products
-from .splits import as_generator, independent_groups
+from .distributed import is_dask
+from .learnspn import CellProgress, LearnOptions, SliceLearner, flatten_products
+from .slices import MemSlice, Table, Task, answer_in_memory, base_seed, node_rng, run_tasks
+from .splits import independent_groups
 
 __all__ = ["learn_spmn", "spmn_schema", "empirical_meu"]
 
@@ -112,11 +113,15 @@ def _levels(schema: Schema) -> list[tuple[str, list[int]]]:
 
 
 class _Builder:
-    def __init__(self, table: Table, opts: LearnOptions, rng, progress, unseen: str,
+    """LearnSPMN as tasks (:mod:`spmn.learn.slices`): every method taking a slice is a step
+    that reads the slice's statistics and returns a node whose children are further steps;
+    ``path`` names the node (its random stream), ``quiet``: cells not counted (pooled)."""
+
+    def __init__(self, table: Table, opts: LearnOptions, base: int, progress, unseen: str,
                  bins: int) -> None:
         self.t = table
         self.opts = opts
-        self.spn = SliceLearner(table, opts, rng, progress)
+        self.spn = SliceLearner(table, opts, base, progress)
         self.levels = _levels(table.schema)
         self.last_dec = max(i for i, (k, _) in enumerate(self.levels) if k == "decision")
         self.unseen = unseen
@@ -125,79 +130,82 @@ class _Builder:
         # a full payoff range below the worst payoff in the data (1 below if all are equal)
         self.worst = {j: float(table.lo[j] - ((table.hi[j] - table.lo[j]) or 1.0))
                       for j in self.utils}
+        # the columns a slice at level li can be asked about (what a dask slice counts)
+        self.track = [sorted(j for _, cols in self.levels[li:] for j in cols)
+                      for li in range(len(self.levels))]
 
-    def _count(self, k: int) -> None:
-        if self.spn.progress is not None:
+    def _count(self, k: int, quiet: bool) -> None:
+        if self.spn.progress is not None and not quiet:
             self.spn.progress.update(k)
 
     def after(self, li: int) -> list[int]:
         return [j for _, cols in self.levels[li + 1:] for j in cols]
 
     # -------------------------------------------------------------- levels
-    def level(self, rows: np.ndarray, li: int, pess: dict | None) -> N.Node:
+    def level(self, sl, li: int, pess: dict | None, path: tuple, quiet: bool) -> Task:
         kind, cols = self.levels[li]
         if kind == "decision":
-            return self.decide(rows, li, 0, pess)
-        return self.chance(rows, li, list(cols), pess, tested=False)
+            return Task(self.decide, sl, li, 0, pess, path, quiet)
+        return Task(self.chance, sl, li, list(cols), pess, False, path, quiet)
 
-    def free(self, rows: np.ndarray, cols: list[int], pess: dict | None) -> N.Node:
+    def free(self, sl, cols: list[int], pess: dict | None, path: tuple, quiet: bool):
         """After the last decision: LearnSPN; pessimistic utilities are constants."""
         if pess is None:
-            return self.spn.learn(rows, cols)
+            return self.spn.learn(sl, cols, path, quiet)
         chance = [j for j in cols if j not in pess]
-        kids = [self.spn.learn(rows, chance)] if chance else []
+        kids = [self.spn.learn(sl, chance, (*path, 0), quiet)] if chance else []
         kids += [N.Utility.constant(self.t.schema[j].name, pess[j]) for j in cols if j in pess]
-        return kids[0] if len(kids) == 1 else flatten_products(N.Product(kids))
+        return kids[0] if len(kids) == 1 else N.Product(kids)
 
-    def decide(self, rows: np.ndarray, li: int, k: int, pess: dict | None) -> N.Node:
+    def decide(self, sl, li: int, k: int, pess: dict | None, path: tuple, quiet: bool):
         cols = self.levels[li][1]
         if k == len(cols):
-            return self.level(rows, li + 1, pess)
+            return self.level(sl, li + 1, pess, path, quiet)
         j = cols[k]
         var = self.t.schema[j]
-        self._count(rows.size)
-        x = self.t.codes[rows, j]
+        (st,) = yield [sl]
+        sl = st.slice
+        self._count(st.n, quiet)
+        seen = st.counts(j) > 0
         kids = []
         for v in range(var.k):
-            sub = rows[x == v]
-            if sub.size:
-                kids.append(self.decide(sub, li, k + 1, pess))
+            p = (*path, v)
+            if seen[v]:
+                kids.append(Task(self.decide, sl.where(j, v, p, self.track[li]), li, k + 1,
+                                 pess, p, quiet))
             else:
-                kids.append(self.missing_value(rows, li, k, pess, var, v))
+                kids.append(self.missing_value(sl, st.n, li, k, pess, var, v, p))
         return N.Max(var.name, kids)
 
-    def missing_value(self, rows, li, k, pess, var: Variable, v: int) -> N.Node:
-        """The child of a decision value the context's rows never show (module docstring)."""
+    def missing_value(self, sl, n: int, li, k, pess, var: Variable, v: int, path) -> Task:
+        """The child of a decision value the context's rows never show (module docstring);
+        its cells are not counted again (they are the context's)."""
         if self.unseen == "error":
             raise DataError(f"decision {var.name!r} never takes value {v} in a context of "
-                            f"{rows.size} rows; pass unseen='pessimistic' or 'pooled'")
+                            f"{n} rows; pass unseen='pessimistic' or 'pooled'")
         if self.unseen == "pessimistic":
             pess = {j: self.worst[j] for j in self.utils}
-        saved, self.spn.progress = self.spn.progress, None  # pooled cells are counted once
-        try:
-            return self.decide(rows, li, k + 1, pess)
-        finally:
-            self.spn.progress = saved
+        return Task(self.decide, sl, li, k + 1, pess, path, True)
 
-    def chance(self, rows: np.ndarray, li: int, pending: list[int], pess: dict | None,
-               tested: bool) -> N.Node:
+    def chance(self, sl, li: int, pending: list[int], pess: dict | None, tested: bool,
+               path: tuple, quiet: bool):
         if li > self.last_dec:
-            return self.free(rows, pending + self.after(li), pess)
+            return self.free(sl, pending + self.after(li), pess, path, quiet)
         if not pending:
-            return self.level(rows, li + 1, pess)
-        if rows.size < self.opts.min_instances_slice:
-            return flatten_products(N.Product([*(self.spn.leaf(j, rows) for j in pending),
-                                       self.level(rows, li + 1, pess)]))
+            return self.level(sl, li + 1, pess, path, quiet)
+        (st,) = yield [sl]
+        sl = st.slice
+        if st.n < self.opts.min_instances_slice:
+            return N.Product([*(self.spn.leaf(st, j, quiet) for j in pending),
+                              self.level(sl, li + 1, pess, path, quiet)])
         below = [j for j in self.after(li) if j not in self.utils or pess is None]
         cols = pending + below
-        dep, strength = self.spn.dependencies(rows, cols)
+        rng = node_rng(self.spn.base, path)
+        dep, strength = st.dependencies(cols, None, rng)
         # given the later decisions too: with random decisions an observation can matter only
         # through its interaction with a decision (u = f(x, d)) and look independent of u
         later = [j for kind, cs in self.levels[li + 1:] if kind == "decision" for j in cs]
-        strata = np.zeros(rows.size, np.int64)
-        for j in later:
-            strata = strata * self.t.card[j] + self.t.codes[rows, j]
-        dep_s, strength_s = self.spn.dependencies(rows, cols, strata)
+        dep_s, strength_s = st.dependencies(cols, later, rng)
         dep, strength = dep | dep_s, np.maximum(strength, strength_s)
         glue = list(range(len(pending), len(cols)))
         groups = independent_groups(dep, glue)
@@ -205,35 +213,42 @@ class _Builder:
         others = [g for g in groups if glue[0] not in g]
         if others and not tested:
             keep = [cols[i] for i in main if i < len(pending)]
-            kids = [self.spn.learn(rows, [cols[i] for i in g]) for g in others]
-            kids.append(self.chance(rows, li, keep, pess, tested=True))
-            return flatten_products(N.Product(kids))
+            kids: list = [self.spn.learn(sl, [cols[i] for i in g], (*path, gi), quiet)
+                          for gi, g in enumerate(others)]
+            kids.append(Task(self.chance, sl, li, keep, pess, True, (*path, len(others)),
+                             quiet))
+            return N.Product(kids)
         score = [float(strength[i, glue].max()) for i in range(len(pending))]
         at = int(np.argmax(score))  # first maximum: partial-order order breaks ties
-        return self.split(rows, li, pending, pending[at], pess)
+        return self.split(st, li, pending, pending[at], pess, path, quiet)
 
-    def split(self, rows, li, pending, j, pess) -> N.Node:
+    def split(self, st, li, pending, j, pess, path, quiet) -> N.Node:
         """Deterministic sum on variable ``j``: one branch per observed value / interval."""
         rest = [c for c in pending if c != j]
         var = self.t.schema[j]
-        self._count(rows.size)
+        self._count(st.n, quiet)
+        sl = st.slice
         if var.is_discrete:
-            x = self.t.codes[rows, j]
-            values = np.flatnonzero(np.bincount(x, minlength=var.k))
-            parts = [(rows[x == v], N.Categorical(var.name, np.eye(var.k)[v])) for v in values]
+            values = np.flatnonzero(st.counts(j))
+            cnt = st.counts(j)[values]
+            parts = [(sl.where(j, int(v), (*path, int(v)), self.track[li]),
+                      N.Categorical(var.name, np.eye(var.k)[v]), float(c), (*path, int(v)))
+                     for v, c in zip(values, cnt)]
         else:
-            parts = self._intervals(rows, j)
-        kids = [flatten_products(N.Product([leaf, self.chance(sub, li, rest, pess, False)]))
-                for sub, leaf in parts]
+            parts = [(sub, leaf, float(sub.rows.size), (*path, i))
+                     for i, (sub, leaf) in enumerate(self._intervals(st, j, path))]
+        kids = [N.Product([leaf, Task(self.chance, sub, li, rest, pess, False, p, quiet)])
+                for sub, leaf, _, p in parts]
         if len(kids) == 1:
             return kids[0]
-        w = np.array([sub.size for sub, _ in parts], np.float64) / rows.size
+        w = np.array([c for _, _, c, _ in parts], np.float64) / st.n
         return N.Sum(kids, w / math.fsum(w.tolist()))
 
-    def _intervals(self, rows, j):
-        """Quantile intervals of continuous ``j``: (rows, histogram confined to the interval);
-        interval ``i`` is ``[c_i, c_{i+1})`` and ends just below ``c_{i+1}`` (disjoint)."""
-        x = self.t.X[rows, j]
+    def _intervals(self, st, j, path):
+        """Quantile intervals of continuous ``j`` (in memory): (slice, histogram confined to
+        the interval); interval ``i`` is ``[c_i, c_{i+1})`` and ends just below ``c_{i+1}``."""
+        x = st.values(j)
+        rows, t = st.slice.rows, st.slice.table
         qs = np.quantile(x, np.linspace(0.0, 1.0, self.bins + 1)[1:-1])
         cuts = np.unique(qs[(qs > x.min()) & (qs <= x.max())])
         idx = np.searchsorted(cuts, x, side="right")
@@ -247,7 +262,8 @@ class _Builder:
                 continue
             a = bounds[i]
             b = bounds[i + 1] if i == cuts.size else np.nextafter(bounds[i + 1], -np.inf)
-            out.append((sub, _interval_histogram(self.t.X[sub, j], a, b, self.opts, name)))
+            out.append((MemSlice(t, sub, (*path, i)),
+                        _interval_histogram(t.X[sub, j], a, b, self.opts, name)))
         return out
 
 
@@ -274,7 +290,7 @@ def learn_spmn(data: Any, partial_order: Sequence[Sequence[str]] | None = None,
                kinds: Mapping[str, Any] | None = None, columns: Sequence[str] | None = None,
                unseen: str = "pessimistic", continuous_bins: int = 4, seed=None,
                progress: bool | None = None, allow_constant: bool = False,
-               **hyper: Any) -> Circuit:
+               client: Any = None, **hyper: Any) -> Circuit:
     """Learn a sum-product-max network from decision data with LearnSPMN (module docstring).
 
     ``data``: array, dict of columns or DataFrame, complete. ``partial_order``: information
@@ -286,11 +302,13 @@ def learn_spmn(data: Any, partial_order: Sequence[Sequence[str]] | None = None,
     hyper-parameters are those of :class:`LearnOptions` (``min_instances_slice``,
     ``independence``, ``threshold``, ``p_value``, ``clustering``, ``n_clusters``, ``leaf``,
     ``alpha`` ...). ``seed`` makes it deterministic; ``progress`` shows a tqdm bar (None: only
-    on a terminal) and the summary after. The result has passed ``Circuit.validate()``. A
-    dask collection is gathered into memory with an :class:`~spmn.errors.InMemoryWarning`.
+    on a terminal) and the summary after. The result has passed ``Circuit.validate()``.
+
+    ``data`` may be a dask collection (as :func:`~spmn.learn.learn_spn` takes it): discrete
+    variables and utilities of few payoffs are learned from counts per partition on the
+    ``client``'s cluster, one pass per level, the same circuit as in memory; with continuous
+    variables it is gathered into memory with an :class:`~spmn.errors.InMemoryWarning`.
     """
-    if is_dask(data):  # clustering is no count statistic: gathered, with a warning
-        data = gather(data, "learn_spmn")
     opts, extra = LearnOptions.split(hyper)
     if extra:
         raise TypeError(f"learn_spmn got unknown hyper-parameters {sorted(extra)}")
@@ -298,16 +316,35 @@ def learn_spmn(data: Any, partial_order: Sequence[Sequence[str]] | None = None,
         raise ValueError(f"unseen must be one of {UNSEEN}, got {unseen!r}")
     if int(continuous_bins) < 2:
         raise ValueError(f"continuous_bins must be >= 2, got {continuous_bins}")
+    src = None
+    if is_dask(data):
+        from .dask_spn import DaskSource
+
+        given = [v.name for v in schema if v.role == "utility"] if schema is not None else []
+        src = DaskSource(data, columns, client, opts, _names(utility) + given)
+        data = src.proxy()
     sch = spmn_schema(data, partial_order, decisions, utility, schema=schema, kinds=kinds,
                       columns=columns)
-    if schema is None and _is_array(data):
-        data = as_columns(data, columns)
-    X = training_matrix(data, sch, allow_constant=allow_constant)
-    table = Table(X, sch, opts)
-    bar = CellProgress(X.size, progress, "learn_spmn")
-    builder = _Builder(table, opts, as_generator(seed), bar, unseen, int(continuous_bins))
-    root = builder.level(np.arange(X.shape[0]), 0, None)
-    circuit = Circuit(flatten_products(root), sch)
+    if src is not None:
+        table = src.prepare(sch, allow_constant, "learn_spmn")
+        if table is None:
+            data = src.gather("learn_spmn")
+            src = None
+    if src is None:
+        if schema is None and _is_array(data):
+            data = as_columns(data, columns)
+        X = training_matrix(data, sch, allow_constant=allow_constant)
+        table = Table(X, sch, opts)
+    n, d = (src.n if src is not None else table.X.shape[0]), len(sch)
+    bar = CellProgress(n * d, progress, "learn_spmn")
+    builder = _Builder(table, opts, base_seed(seed), bar, unseen, int(continuous_bins))
+    if src is None:
+        root, answer = MemSlice(table, np.arange(n), ()), answer_in_memory(opts)
+    else:
+        root, answer = src.root(), src.answer(builder.spn.base)
+    known = (lambda r: True) if src is None else src.known
+    circuit = Circuit(flatten_products(run_tasks(builder.level(root, 0, None, (), False),
+                                                 answer, known)), sch)
     bar.close(str(circuit.summary()) if progress else None)
     return circuit
 

@@ -21,14 +21,19 @@ from ..circuit.circuit import Circuit
 from ..data import as_columns, infer_variables, training_matrix
 from ..errors import SchemaError
 from ..schema import Schema, Variable
-from .distributed import gather, is_dask
-from .splits import (
-    as_generator,
-    cluster_rows,
-    codes_of,
-    dependency_matrix,
-    independent_groups,
+from .distributed import is_dask
+from .slices import (  # noqa: F401 (Table, make_leaf, utility_leaf: re-exported)
+    MemSlice,
+    Table,
+    Task,
+    answer_in_memory,
+    base_seed,
+    make_leaf,
+    node_rng,
+    run_tasks,
+    utility_leaf,
 )
+from .splits import independent_groups
 
 __all__ = ["learn_spn", "LearnOptions", "Table", "SliceLearner", "make_schema"]
 
@@ -47,7 +52,8 @@ class LearnOptions:
     gets a discrete ``Utility`` leaf, else a histogram. ``hist_bins``: bins of histogram leaves
     (``"auto"`` = numpy's rule, at most ``max_bins``). ``min_std``: Gaussian std floor relative
     to the column's global std. ``cluster_sample``: clusterings of larger slices are fitted on
-    this many random rows, then every row is assigned.
+    their this many rows of smallest hash of (seed, slice, global row index), then every row
+    is assigned (any partitioning of the rows picks the same ones; None: whole slices).
     """
 
     min_instances_slice: int = 200
@@ -90,35 +96,6 @@ class LearnOptions:
         return opts, {k: v for k, v in hyper.items() if k not in names}
 
 
-class Table:
-    """Training data ready for learning: values, integer codes and a card per column.
-
-    ``card[j] = k`` for discrete columns and for utilities with at most ``utility_max_values``
-    distinct payoffs (codes index ``uvalues[j]``); 0 for continuous columns.
-    """
-
-    def __init__(self, X: np.ndarray, schema: Schema, opts: LearnOptions) -> None:
-        self.X = X
-        self.schema = schema
-        n, d = X.shape
-        self.codes = np.zeros((n, d), np.int32)
-        self.card = np.zeros(d, np.int64)
-        self.uvalues: dict[int, np.ndarray] = {}
-        for j, v in enumerate(schema.variables):
-            if v.is_discrete:
-                self.codes[:, j] = X[:, j].astype(np.int32)
-                self.card[j] = v.k
-            else:
-                vals, codes = codes_of(X[:, j])
-                if v.role == "utility" and vals.size <= opts.utility_max_values:
-                    self.codes[:, j] = codes
-                    self.card[j] = vals.size
-                    self.uvalues[j] = vals
-        self.lo = X.min(axis=0)
-        self.hi = X.max(axis=0)
-        self.std = X.std(axis=0)
-
-
 class CellProgress:
     """Cells (row, variable) covered by finished leaves: every cell ends in exactly one leaf."""
 
@@ -145,134 +122,56 @@ class CellProgress:
             self.bar.close()
 
 
-# ---------------------------------------------------------------------------- leaves
-def _histogram(x: np.ndarray, lo: float, hi: float, opts: LearnOptions, alpha: float):
-    """(breaks, densities): numpy's bins over the slice, widened to the column's range
-    [lo, hi] by outer bins, smoothed ``(c_j + α) / (n + mα) / width_j``."""
-    a, b = float(x.min()), float(x.max())
-    if b - a <= 1e-12 * max(1.0, abs(a), abs(b)):
-        half = max((hi - lo) * 1e-3, 1e-9 * max(1.0, abs(a)))
-        edges = np.array([a - half, a + half])
-    else:
-        bins = opts.hist_bins
-        edges = np.histogram_bin_edges(x, bins=bins)
-        if edges.size - 1 > opts.max_bins:
-            edges = np.linspace(a, b, opts.max_bins + 1)
-    counts = np.histogram(x, bins=edges)[0].astype(np.float64)
-    if lo < edges[0]:
-        edges = np.r_[lo, edges]
-        counts = np.r_[0.0, counts]
-    if hi > edges[-1]:
-        edges = np.r_[edges, hi]
-        counts = np.r_[counts, 0.0]
-    widths = np.diff(edges)
-    m = counts.size
-    dens = (counts + alpha) / (counts.sum() + m * alpha) / widths
-    dens /= math.fsum((dens * widths).tolist())
-    return edges, dens
-
-
-def make_leaf(table: Table, j: int, rows: np.ndarray, opts: LearnOptions) -> N.Leaf:
-    """The leaf of variable ``j`` fitted to ``rows`` (module docstring)."""
-    v = table.schema[j]
-    if v.role == "utility":
-        return utility_leaf(table, j, rows, opts)
-    if v.is_discrete:
-        cnt = np.bincount(table.codes[rows, j], minlength=v.k).astype(np.float64)
-        p = (cnt + opts.alpha) / (cnt.sum() + v.k * opts.alpha)
-        return N.Categorical(v.name, p / math.fsum(p.tolist()))
-    x = table.X[rows, j]
-    if opts.leaf == "gaussian":
-        floor = opts.min_std * (table.std[j] if table.std[j] > 0 else 1.0)
-        return N.Gaussian(v.name, float(x.mean()), max(float(x.std()), floor, 1e-300))
-    b, d = _histogram(x, table.lo[j], table.hi[j], opts, opts.alpha)
-    return N.Histogram(v.name, b, d)
-
-
-def utility_leaf(table: Table, j: int, rows: np.ndarray, opts: LearnOptions) -> N.Utility:
-    """Empirical payoff distribution of ``rows``: discrete values when few, else a histogram."""
-    name = table.schema[j].name
-    if j in table.uvalues:
-        cnt = np.bincount(table.codes[rows, j], minlength=table.card[j]).astype(np.float64)
-        keep = cnt > 0
-        vals, p = table.uvalues[j][keep], cnt[keep] / cnt.sum()
-    else:
-        vals, cnt = np.unique(table.X[rows, j], return_counts=True)
-        if vals.size > opts.utility_max_values:
-            b, d = _histogram(table.X[rows, j], vals[0], vals[-1], opts, 0.0)
-            return N.Utility(name, breaks=b, densities=d)
-        p = cnt / cnt.sum()
-    return N.Utility(name, values=vals, probs=p / math.fsum(p.tolist()))
-
-
 # ---------------------------------------------------------------------------- recursion
 class SliceLearner:
-    """LearnSPN over slices of one :class:`Table`; :meth:`learn` returns the sub-circuit."""
+    """LearnSPN over slices (:mod:`spmn.learn.slices`): :meth:`learn` gives the task of a
+    sub-circuit, for :func:`~spmn.learn.slices.run_tasks` to run. ``table`` holds the column
+    facts (cards, payoff values, ranges); the rows come with the slices."""
 
-    def __init__(self, table: Table, opts: LearnOptions, rng: np.random.Generator,
+    def __init__(self, table: Table, opts: LearnOptions, base: int,
                  progress: CellProgress | None = None) -> None:
         self.t = table
         self.opts = opts
-        self.rng = rng
+        self.base = base
         self.progress = progress
 
-    def leaf(self, j: int, rows: np.ndarray) -> N.Leaf:
-        if self.progress is not None:
-            self.progress.update(int(rows.size))
-        return make_leaf(self.t, j, rows, self.opts)
+    def leaf(self, st: Any, j: int, quiet: bool = False) -> N.Leaf:
+        if self.progress is not None and not quiet:
+            self.progress.update(st.n)
+        return st.leaf(j)
 
-    def factorize(self, rows: np.ndarray, cols: Sequence[int]) -> N.Node:
-        leaves = [self.leaf(j, rows) for j in cols]
+    def factorize(self, st: Any, cols: Sequence[int], quiet: bool = False) -> N.Node:
+        leaves = [self.leaf(st, j, quiet) for j in cols]
         return leaves[0] if len(leaves) == 1 else N.Product(leaves)
 
-    def dependencies(self, rows: np.ndarray, cols: Sequence[int],
-                     strata: np.ndarray | None = None):
-        """(dependent?, strength) between the columns ``cols`` on ``rows`` (within ``strata``,
-        a code per row, when given)."""
-        cols = np.asarray(cols, np.int64)
-        t, o = self.t, self.opts
-        return dependency_matrix(t.X[np.ix_(rows, cols)], t.codes[np.ix_(rows, cols)],
-                                 t.card[cols], method=o.independence, threshold=o.threshold,
-                                 p_value=o.p_value, rdc_features=o.rdc_features, seed=self.rng,
-                                 strata=strata)
+    def learn(self, sl: Any, cols: Sequence[int], path: tuple[int, ...] = (),
+              quiet: bool = False) -> Task:
+        """The task of LearnSPN on the slice ``sl`` x ``cols``; ``path`` names the node (its
+        random stream); ``quiet``: its cells are not counted by the progress bar."""
+        return Task(self._step, sl, list(cols), True, tuple(path), quiet)
 
-    def learn(self, rows: np.ndarray, cols: Sequence[int]) -> N.Node:
-        """LearnSPN on the slice ``rows x cols`` (iterative: no recursion limit)."""
-        root: list[N.Node | None] = [None]
-        # task: rows, cols, holder list, index in holder, may a product split be tried?
-        stack: list[tuple[np.ndarray, list[int], list, int, bool]] = [
-            (np.asarray(rows, np.int64), list(cols), root, 0, True)]
-        while stack:
-            r, c, holder, at, try_split = stack.pop()
-            holder[at] = self._step(r, c, try_split, stack)
-        return flatten_products(root[0])
-
-    def _step(self, r, c, try_split, stack) -> N.Node:
-        o = self.opts
+    def _step(self, sl, c, try_split, path, quiet):
+        (st,) = yield [sl]
+        sl, o = st.slice, self.opts
         if len(c) == 1:
-            return self.leaf(c[0], r)
-        if r.size < o.min_instances_slice:
-            return self.factorize(r, c)
+            return self.leaf(st, c[0], quiet)
+        if st.n < o.min_instances_slice:
+            return self.factorize(st, c, quiet)
+        rng = node_rng(self.base, path)
         if try_split:
-            dep, _ = self.dependencies(r, c)
+            dep, _ = st.dependencies(c, None, rng)
             groups = independent_groups(dep)
             if len(groups) > 1:
-                node = N.Product([None] * len(groups))
-                for g_i in range(len(groups) - 1, -1, -1):
-                    stack.append((r, [c[i] for i in groups[g_i]], node.children, g_i, False))
-                return node
-        t = self.t
-        cc = np.asarray(c, np.int64)
-        parts = cluster_rows(t.X[np.ix_(r, cc)], t.codes[np.ix_(r, cc)], t.card[cc],
-                             o.n_clusters, method=o.clustering, seed=self.rng, alpha=o.alpha,
-                             sample=o.cluster_sample)
-        if parts is None:
-            return self.factorize(r, c)
-        node = N.Sum([None] * len(parts), [p.size / r.size for p in parts])
-        node.weights = node.weights / math.fsum(node.weights.tolist())
-        for k in range(len(parts) - 1, -1, -1):
-            stack.append((r[parts[k]], c, node.children, k, True))
-        return node
+                return N.Product([Task(self._step, sl, [c[i] for i in g], False, (*path, gi),
+                                       quiet) for gi, g in enumerate(groups)])
+        model, labels = st.fit_clusters(c, rng, self.base)
+        kids = yield sl.partition(model, c, labels, [(*path, k) for k in range(o.n_clusters)])
+        live = sorted((s for s in kids if s.n), key=lambda s: (-s.n, s.first))
+        if len(live) < 2:
+            return self.factorize(st, c, quiet)
+        w = np.array([s.n / st.n for s in live])
+        return N.Sum([Task(self._step, s.slice, c, True, s.slice.key, quiet) for s in live],
+                     w / math.fsum(w.tolist()))
 
 
 def flatten_products(root: N.Node) -> N.Node:
@@ -323,37 +222,69 @@ def make_schema(data: Any, schema: Any = None, *, columns: Sequence[str] | None 
 
 def learn_spn(data: Any, schema: Schema | Sequence[Variable] | Mapping[str, Any] |
               Sequence[str] | None = None, *, columns: Sequence[str] | None = None, seed=None,
-              progress: bool | None = None, allow_constant: bool = False,
+              progress: bool | None = None, allow_constant: bool = False, client: Any = None,
               **hyper: Any) -> Circuit:
     """Learn a sum-product network for ``p(x)`` with LearnSPN.
 
-    ``data``: array (rows x variables), dict of columns or DataFrame, complete (no NaN).
-    ``schema``: a :class:`Schema`, Variables, ``{name: "discrete" | "continuous" | k}``, a
-    list of kinds, or None to infer kinds (integer codes -> discrete). ``columns`` names the
-    columns of a bare array (default ``x0, x1, ...``). Hyper-parameters: the fields of
-    :class:`LearnOptions` (``min_instances_slice=200, independence="auto", threshold=0.3,
-    p_value=1e-3, clustering="em", n_clusters=2, leaf="histogram", alpha=0.1`` ...).
-    ``seed`` (int or Generator) makes the result deterministic; ``progress`` shows a tqdm bar
-    (None: only on a terminal) and the summary after. A constant column raises
-    :class:`spmn.DataError` unless ``allow_constant``. A dask collection is gathered into
-    memory with an :class:`~spmn.errors.InMemoryWarning`.
+    ``data``: array (rows x variables), dict of columns or DataFrame, complete (no NaN); or a
+    dask DataFrame / 2-D dask array (``columns=`` names it) / dict of dask arrays, e.g.
+    ``dask.dataframe.read_parquet(...)``. ``schema``: a :class:`Schema`, Variables,
+    ``{name: "discrete" | "continuous" | k}``, a list of kinds, or None to infer kinds (integer
+    codes -> discrete). ``columns`` names the columns of a bare array (default ``x0, x1,
+    ...``). Hyper-parameters: the fields of :class:`LearnOptions` (``min_instances_slice=200,
+    independence="auto", threshold=0.3, p_value=1e-3, clustering="em", n_clusters=2,
+    leaf="histogram", alpha=0.1`` ...). ``seed`` (int or Generator) makes the result
+    deterministic: each node draws from its own stream, so the order nodes are learned in does
+    not matter. ``progress`` shows a tqdm bar (None: only on a terminal) and the summary after.
+    A constant column raises :class:`spmn.DataError` unless ``allow_constant``.
+
+    A dask collection of discrete columns is learned from counts per partition on the
+    ``client``'s cluster (else the active client, else dask's scheduler): one pass per level
+    of the circuit, slices of at most ``cluster_sample`` rows gathered and learned in memory,
+    the same circuit as the in-memory fit (:mod:`spmn.learn.dask_spn`). With continuous
+    columns, ``independence="rdc"`` or ``cluster_sample=None`` it is gathered into memory
+    with an :class:`~spmn.errors.InMemoryWarning`.
     """
-    if is_dask(data):  # clustering is no count statistic: gathered, with a warning
-        data = gather(data, "learn_spn")
     opts, extra = LearnOptions.split(hyper)
     if extra:
         raise TypeError(f"learn_spn got unknown hyper-parameters {sorted(extra)}; known: "
                         f"{[f.name for f in fields(LearnOptions)]}")
+    src = None
+    if is_dask(data):
+        from .dask_spn import DaskSource
+
+        src = DaskSource(data, columns, client, opts, _utility_names(schema))
+        data = src.proxy()
     sch = make_schema(data, schema, columns=columns)
     if sch.decisions:
         names = [v.name for v in sch.decisions]
         raise SchemaError(f"learn_spn learns densities; decisions {names} "
                           "need learn_spmn")
-    X = training_matrix(data, sch, allow_constant=allow_constant)
-    table = Table(X, sch, opts)
-    bar = CellProgress(X.size, progress, "learn_spn")
-    learner = SliceLearner(table, opts, as_generator(seed), bar)
-    root = learner.learn(np.arange(X.shape[0]), list(range(X.shape[1])))
-    circuit = Circuit(root, sch)
+    if src is not None:
+        table = src.prepare(sch, allow_constant, "learn_spn")
+        if table is None:
+            data = src.gather("learn_spn")
+            src = None
+    if src is None:
+        X = training_matrix(data, sch, allow_constant=allow_constant)
+        table = Table(X, sch, opts)
+    n, d = (src.n if src is not None else table.X.shape[0]), len(sch)
+    bar = CellProgress(n * d, progress, "learn_spn")
+    learner = SliceLearner(table, opts, base_seed(seed), bar)
+    if src is None:
+        root, answer = MemSlice(table, np.arange(n), ()), answer_in_memory(opts)
+    else:
+        root, answer = src.root(), src.answer(learner.base)
+    known = (lambda r: True) if src is None else src.known
+    circuit = Circuit(flatten_products(run_tasks(learner.learn(root, list(range(d))), answer,
+                                                 known)), sch)
     bar.close(str(circuit.summary()) if progress else None)
     return circuit
+
+
+def _utility_names(schema: Any) -> list[str]:
+    """Utilities a schema argument declares (their payoffs are counted by a dask scan)."""
+    vs = schema.variables if isinstance(schema, Schema) else schema
+    if isinstance(vs, (list, tuple)):
+        return [v.name for v in vs if isinstance(v, Variable) and v.role == "utility"]
+    return []

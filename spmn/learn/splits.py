@@ -12,8 +12,8 @@ Columns are described by ``card``: ``card[j] > 0`` means column ``j`` holds inte
   ``sin(ω F(x) + b)`` of the empirical copula ``F(x)`` of a continuous one. All pairs come from
   one matrix product ``QᵀQ``; dependent when ``rdc > threshold``.
 
-Clusterings split the rows of a slice in two or more groups: k-means on one-hot / standardized
-features, or EM for a naive-Bayes mixture (categorical and Gaussian factors), hard-assigned.
+Clusterings (k-means, EM for a naive-Bayes mixture) live in :mod:`spmn.learn.clusters` and are
+re-exported here.
 """
 from __future__ import annotations
 
@@ -24,15 +24,13 @@ import numpy as np
 from numba import njit
 from scipy.special import chdtrc
 
-__all__ = ["codes_of", "pair_counts", "g_test_matrix", "rdc_matrix", "dependency_matrix",
-           "independent_groups", "kmeans", "em_naive_bayes", "cluster_rows", "as_generator"]
+from .clusters import as_generator, cluster_rows, em_naive_bayes, kmeans  # noqa: F401 (re-exported)
+
+__all__ = ["codes_of", "pair_counts", "g_test_matrix", "g_test_from_tables", "rdc_matrix",
+           "dependency_matrix", "dependency_from_pvalues", "independent_groups", "kmeans",
+           "em_naive_bayes", "cluster_rows", "as_generator"]
 
 LOG_2PI = math.log(2.0 * math.pi)
-
-
-def as_generator(seed) -> np.random.Generator:
-    """A numpy Generator from an int, None or a Generator (returned as is)."""
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def codes_of(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,16 +131,39 @@ def g_test_matrix(codes: np.ndarray, cards: Sequence[int],
     """
     m = codes.shape[1]
     if strata is None:
-        G, dof = g_stats_matrix(codes, cards)
-    else:
-        G, dof = np.zeros((m, m)), np.zeros((m, m))
-        for s_val in np.unique(strata):
-            g, d = g_stats_matrix(codes[strata == s_val], cards)
-            G += g
-            dof += d
+        return g_test_from_tables([_tables(codes, cards)[0]] if codes.shape[0] else [], cards, m)
+    flats = [_tables(codes[strata == s_val], cards)[0] for s_val in np.unique(strata)]
+    return g_test_from_tables(flats, cards, m)
+
+
+def g_test_from_tables(flats: Sequence[np.ndarray], cards: Sequence[int], m: int) -> np.ndarray:
+    """:func:`g_test_matrix` from the flattened pair-count tables (the layout of
+    :func:`pair_counts`: pairs ``a < b`` in order, ``cards[a] x cards[b]`` each) of every
+    non-empty stratum, in stratum order: what a dask fit merges from its partitions."""
+    cards = np.asarray(cards, np.int64)
+    G, dof = np.zeros((m, m)), np.zeros((m, m))
+    a_idx, b_idx = np.triu_indices(m, 1)
+    if a_idx.size:
+        ka, kb = cards[a_idx], cards[b_idx]
+        offsets = np.zeros(a_idx.size + 1, np.int64)
+        np.cumsum(ka * kb, out=offsets[1:])
+        for flat in flats:
+            g, d = _g_stats(np.asarray(flat, np.float64), offsets, ka, kb)
+            G[a_idx, b_idx] += g
+            dof[a_idx, b_idx] += d
+        G[b_idx, a_idx] = G[a_idx, b_idx]
+        dof[b_idx, a_idx] = dof[a_idx, b_idx]
     P = np.where(dof > 0, chdtrc(np.maximum(dof, 1.0), G), 1.0)
     np.fill_diagonal(P, 1.0)
     return P
+
+
+def dependency_from_pvalues(P: np.ndarray, p_value: float) -> tuple[np.ndarray, np.ndarray]:
+    """(dependent?, strength) of :func:`dependency_matrix` when every column is discrete and
+    tested by the G-test: ``P < p_value`` and ``1 - P``, the diagonal not dependent."""
+    dep = P < p_value
+    np.fill_diagonal(dep, False)
+    return dep, 1.0 - P
 
 
 # ---------------------------------------------------------------------------- RDC
@@ -278,263 +299,3 @@ def independent_groups(dep: np.ndarray, glue: Sequence[int] = ()) -> list[np.nda
                 members.append(int(v))
         groups.append(np.array(sorted(members), np.int64))
     return groups
-
-
-# ---------------------------------------------------------------------------- clustering
-def _standardized(X: np.ndarray, cards: np.ndarray) -> np.ndarray:
-    """z-scores of the continuous columns (rows x continuous)."""
-    Z = X[:, cards == 0]
-    sd = Z.std(axis=0)
-    return np.ascontiguousarray((Z - Z.mean(axis=0)) / np.where(sd > 0, sd, 1.0))
-
-
-@njit(cache=True, nogil=True)
-def _dist(codes, disc, cards, Z, r, F, FF, M, c):
-    """Squared distance of row ``r`` to centre ``c``: ``½ Σ_disc ||onehot(x_j) - F_cj||² +
-    Σ_cont (z_j - M_cj)²`` (one-hot indicators scaled by 1/√2)."""
-    s = 0.0
-    for j in range(disc.shape[0]):
-        s += 0.5 * (1.0 - 2.0 * F[c, j, codes[r, disc[j]]] + FF[c, j])
-    for j in range(Z.shape[1]):
-        t = Z[r, j] - M[c, j]
-        s += t * t
-    return s
-
-
-@njit(cache=True, nogil=True)
-def _centres(codes, disc, cards, Z, lab, k, kmax):
-    """Centres of the rows with ``lab >= 0``: value frequencies ``F`` (and ``FF = Σ_v F²``) per
-    discrete column, means ``M`` of the continuous ones; ``cnt`` rows per centre."""
-    nd = disc.shape[0]
-    F = np.zeros((k, nd, kmax))
-    FF = np.zeros((k, nd))
-    M = np.zeros((k, Z.shape[1]))
-    cnt = np.zeros(k)
-    for r in range(codes.shape[0]):
-        c = lab[r]
-        if c >= 0:
-            cnt[c] += 1.0
-            for j in range(nd):
-                F[c, j, codes[r, disc[j]]] += 1.0
-            for j in range(Z.shape[1]):
-                M[c, j] += Z[r, j]
-    for c in range(k):
-        if cnt[c] > 0:
-            for j in range(nd):
-                for v in range(cards[j]):
-                    F[c, j, v] /= cnt[c]
-                    FF[c, j] += F[c, j, v] * F[c, j, v]
-            for j in range(Z.shape[1]):
-                M[c, j] /= cnt[c]
-    return F, FF, M, cnt
-
-
-@njit(cache=True, nogil=True)
-def _assign(codes, disc, cards, Z, F, FF, M, cnt, lab):
-    """Each row to its nearest non-empty centre (first on ties); returns how many changed."""
-    changed = 0
-    for r in range(codes.shape[0]):
-        best, bd = 0, np.inf
-        for c in range(F.shape[0]):
-            if cnt[c] > 0:
-                d = _dist(codes, disc, cards, Z, r, F, FF, M, c)
-                if d < bd:
-                    bd, best = d, c
-        if lab[r] != best:
-            lab[r] = best
-            changed += 1
-    return changed
-
-
-@njit(cache=True, nogil=True)
-def _kmeans(codes, disc, cards, Z, k, u, max_iter):
-    """k-means++ seeding (uniforms ``u``) then Lloyd iterations, without materializing the
-    one-hot features: a centre holds value frequencies per discrete column."""
-    n = codes.shape[0]
-    kmax = 1
-    for j in range(disc.shape[0]):
-        kmax = max(kmax, cards[j])
-    seed_lab = np.full(n, -1, np.int64)
-    d2 = np.full(n, np.inf)
-    for c in range(k):
-        i = min(int(u[0] * n), n - 1)
-        if c > 0:
-            tot, acc, i = d2.sum(), 0.0, n - 1
-            for r in range(n):
-                acc += d2[r]
-                if tot > 0 and acc > u[c] * tot:
-                    i = r
-                    break
-        seed_lab[:] = -1
-        seed_lab[i] = 0
-        F, FF, M, _ = _centres(codes, disc, cards, Z, seed_lab, 1, kmax)
-        for r in range(n):
-            d2[r] = min(d2[r], _dist(codes, disc, cards, Z, r, F, FF, M, 0))
-        seed_lab[i] = c
-        if c == 0:
-            lab = seed_lab.copy()
-        else:
-            lab[i] = c
-    F, FF, M, cnt = _centres(codes, disc, cards, Z, lab, k, kmax)
-    lab[:] = -1
-    for _ in range(max_iter):
-        if _assign(codes, disc, cards, Z, F, FF, M, cnt, lab) == 0:
-            break
-        F, FF, M, cnt = _centres(codes, disc, cards, Z, lab, k, kmax)
-    return lab
-
-
-def kmeans(X: np.ndarray, codes: np.ndarray, cards: Sequence[int], k: int, seed=None,
-           max_iter: int = 100) -> np.ndarray:
-    """k-means labels ``0..k-1`` of the rows: one-hot indicators (scaled by 1/√2, so two codes
-    differ by distance 1) for discrete columns, z-scores for continuous ones; k-means++
-    seeding, Lloyd iterations (numba)."""
-    rng = as_generator(seed)
-    cards = np.asarray(cards, np.int64)
-    disc = np.flatnonzero(cards > 0)
-    u = rng.random(k)
-    return _kmeans(np.ascontiguousarray(codes, np.int32), disc.astype(np.int64), cards[disc],
-                   _standardized(X, cards), int(k), u, int(max_iter))
-
-
-@njit(cache=True, nogil=True)
-def _nb_em(codes, disc_cols, cards, X, cont_cols, R, alpha, max_iter, tol, min_var):
-    """EM of a naive-Bayes mixture from initial responsibilities ``R`` (n x k), in place."""
-    n, k = R.shape
-    kmax = 1
-    for j in range(disc_cols.shape[0]):
-        kmax = max(kmax, cards[j])
-    logt = np.zeros((k, disc_cols.shape[0], kmax))
-    mu = np.zeros((k, cont_cols.shape[0]))
-    var = np.ones((k, cont_cols.shape[0]))
-    logw = np.zeros(k)
-    prev = -np.inf
-    for it in range(max_iter):
-        # M-step
-        nk = np.zeros(k)
-        for r in range(n):
-            for c in range(k):
-                nk[c] += R[r, c]
-        for c in range(k):
-            logw[c] = np.log((nk[c] + 1e-12) / (n + k * 1e-12))
-        cnt = np.zeros((k, disc_cols.shape[0], kmax))
-        for r in range(n):
-            for j in range(disc_cols.shape[0]):
-                v = codes[r, disc_cols[j]]
-                for c in range(k):
-                    cnt[c, j, v] += R[r, c]
-        for c in range(k):
-            for j in range(disc_cols.shape[0]):
-                tot = nk[c] + alpha * cards[j]
-                for v in range(cards[j]):
-                    logt[c, j, v] = np.log((cnt[c, j, v] + alpha) / tot)
-        s1 = np.zeros((k, cont_cols.shape[0]))
-        s2 = np.zeros((k, cont_cols.shape[0]))
-        for r in range(n):
-            for j in range(cont_cols.shape[0]):
-                x = X[r, cont_cols[j]]
-                for c in range(k):
-                    s1[c, j] += R[r, c] * x
-                    s2[c, j] += R[r, c] * x * x
-        for c in range(k):
-            for j in range(cont_cols.shape[0]):
-                m = s1[c, j] / max(nk[c], 1e-12)
-                mu[c, j] = m
-                var[c, j] = max(s2[c, j] / max(nk[c], 1e-12) - m * m, min_var[j])
-        # E-step
-        ll = 0.0
-        lp = np.zeros(k)
-        for r in range(n):
-            mx = -np.inf
-            for c in range(k):
-                s = logw[c]
-                for j in range(disc_cols.shape[0]):
-                    s += logt[c, j, codes[r, disc_cols[j]]]
-                for j in range(cont_cols.shape[0]):
-                    t = X[r, cont_cols[j]] - mu[c, j]
-                    s += -0.5 * (t * t / var[c, j] + np.log(var[c, j]) + 1.8378770664093453)
-                lp[c] = s
-                if s > mx:
-                    mx = s
-            z = 0.0
-            for c in range(k):
-                z += np.exp(lp[c] - mx)
-            for c in range(k):
-                R[r, c] = np.exp(lp[c] - mx) / z
-            ll += mx + np.log(z)
-        if ll - prev <= tol * abs(ll):
-            break
-        prev = ll
-    return R
-
-
-def em_naive_bayes(X: np.ndarray, codes: np.ndarray, cards: Sequence[int], k: int, seed=None,
-                   *, alpha: float = 1.0, max_iter: int = 20, tol: float = 1e-4,
-                   init: np.ndarray | None = None, responsibilities: np.ndarray | None = None,
-                   soft: bool = False) -> np.ndarray:
-    """EM for a naive-Bayes mixture ``p(x) = Σ_c w_c Π_j p_cj(x_j)``: hard labels (or the
-    responsibilities, rows x k, with ``soft``).
-
-    Started from ``responsibilities`` (rows with all zeros take no part in the first M-step),
-    else from ``init`` labels, else from 10 rounds of k-means; categorical factors smoothed by
-    ``alpha``; stops after ``max_iter`` rounds or a relative log-likelihood gain < ``tol``.
-    """
-    cards = np.asarray(cards, np.int64)
-    n = X.shape[0]
-    if responsibilities is not None:
-        R = np.array(responsibilities, dtype=np.float64)
-    else:
-        if init is None:
-            init = kmeans(X, codes, cards, k, seed, max_iter=10)
-        R = np.zeros((n, k))
-        R[np.arange(n), init] = 1.0
-    disc = np.flatnonzero(cards > 0)
-    cont = np.flatnonzero(cards == 0)
-    sd = X[:, cont].std(axis=0) if cont.size else np.zeros(0)
-    min_var = np.maximum((1e-3 * sd) ** 2, 1e-12)
-    R = _nb_em(np.ascontiguousarray(codes, np.int32), disc.astype(np.int64), cards[disc],
-               np.ascontiguousarray(X), cont.astype(np.int64), R, float(alpha), int(max_iter),
-               float(tol), min_var)
-    return R if soft else np.argmax(R, axis=1)
-
-
-def cluster_rows(X: np.ndarray, codes: np.ndarray, cards: Sequence[int], k: int = 2, *,
-                 method: str = "kmeans", seed=None, alpha: float = 1.0,
-                 sample: int | None = None) -> list[np.ndarray] | None:
-    """Row positions of each non-empty cluster (largest first), or None when fewer than two.
-
-    With ``sample`` and more rows than that, the clustering is fitted on a random subset of
-    ``sample`` rows and every row is then assigned: to the nearest centre (k-means) or by the
-    mixture's posterior (EM).
-    """
-    rng = as_generator(seed)
-    cards = np.asarray(cards, np.int64)
-    if method not in ("kmeans", "em"):
-        raise ValueError(f"clustering must be 'kmeans' or 'em', got {method!r}")
-    n = X.shape[0]
-    sub = np.sort(rng.choice(n, sample, replace=False)) if sample and n > sample else None
-    Xs, Cs = (X, codes) if sub is None else (X[sub], codes[sub])
-    if method == "kmeans":
-        lab = kmeans(Xs, Cs, cards, k, rng)
-        if sub is not None:
-            full = np.full(n, -1, np.int64)
-            full[sub] = lab
-            disc = np.flatnonzero(cards > 0)
-            C, Z = np.ascontiguousarray(codes, np.int32), _standardized(X, cards)
-            kmax = int(cards.max(initial=1))
-            F, FF, M, cnt = _centres(C, disc, cards[disc], Z, full, int(k), kmax)
-            lab = np.full(n, -1, np.int64)
-            _assign(C, disc, cards[disc], Z, F, FF, M, cnt, lab)
-    else:
-        R = em_naive_bayes(Xs, Cs, cards, k, rng, alpha=alpha, soft=True)
-        if sub is not None:
-            full = np.zeros((n, k))
-            full[sub] = R
-            R = em_naive_bayes(X, codes, cards, k, rng, alpha=alpha, soft=True, max_iter=1,
-                               responsibilities=full)
-        lab = np.argmax(R, axis=1)
-    groups = [np.flatnonzero(lab == c) for c in range(k)]
-    groups = [g for g in groups if g.size]
-    if len(groups) < 2:
-        return None
-    return sorted(groups, key=lambda g: (-g.size, int(g[0])))

@@ -191,9 +191,9 @@ def test_a_worker_killed_mid_fit_is_retried_or_fails_clearly():
 
 # ---------------------------------------------------------------------------- learners
 @pytest.mark.xdist_group(name="numba-kernels")
-def test_learners_whose_statistics_are_not_counts_gather_with_a_warning():
-    """learn_spn / learn_spmn cluster rows: a dask collection is gathered (InMemoryWarning)
-    and gives the in-memory circuit."""
+def test_learners_with_continuous_columns_gather_with_a_warning():
+    """learn_spn / learn_spmn on continuous columns (no count statistics): a dask collection
+    is gathered (InMemoryWarning naming the columns) and gives the in-memory circuit."""
     from spmn import learn_spmn, learn_spn
     from spmn.errors import InMemoryWarning
 
@@ -201,17 +201,19 @@ def test_learners_whose_statistics_are_not_counts_gather_with_a_warning():
     n = 1500
     o, d = rng.integers(0, 2, n), rng.integers(0, 3, n)
     h = np.where(rng.random(n) < 0.8, o, 1 - o)
-    df = pd.DataFrame({"O": o, "D": d, "H": h, "U": (h == d % 2) * 10.0 + (d == 2) * 3.0})
+    df = pd.DataFrame({"O": o, "D": d, "H": h, "U": (h == d % 2) * 10.0 + (d == 2) * 3.0
+                       + rng.normal(0, 0.1, n)})
     ddf = dd.from_pandas(df, npartitions=4)
     order = [["O"], ["D"], ["H", "U"]]
     X = df.to_numpy(np.float64)
     with dask.config.set(scheduler="sync"):
         c1 = learn_spmn(df, order, "D", "U", seed=0)
-        with pytest.warns(InMemoryWarning, match="1,500 rows"):
+        with pytest.warns(InMemoryWarning, match=r"\['U'\] are continuous.*1,500 rows"):
             c2 = learn_spmn(ddf, order, "D", "U", seed=0)
         np.testing.assert_array_equal(c1.meu(X), c2.meu(X))
+        df["H"] = h + rng.normal(0, 0.1, n)
         s1 = learn_spn(df[["O", "H"]], seed=1, min_instances_slice=100)
-        with pytest.warns(InMemoryWarning):
+        with pytest.warns(InMemoryWarning, match="continuous"):
             s2 = learn_spn({k: da.from_array(df[k].to_numpy(), chunks=400) for k in "OH"},
                            seed=1, min_instances_slice=100)
         XH = df[["O", "H"]].to_numpy(np.float64)
