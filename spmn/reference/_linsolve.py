@@ -49,6 +49,11 @@ def _target(b: np.ndarray, x: np.ndarray, gamma: float, rtol: float = RESIDUAL_R
     return max(rtol * (1.0 - gamma) * max(1.0, xn), 32 * _EPS * (xn + _norm(b)))
 
 
+def residual_target(b: np.ndarray, x: np.ndarray, gamma: float, rtol: float = RESIDUAL_RTOL) -> float:
+    """The ∞-norm residual an exact solve of v = b + γ P_π v must reach at x (see ``_target``)."""
+    return _target(b, x, gamma, rtol)
+
+
 def is_exact(b: np.ndarray, x: np.ndarray, res: np.ndarray, gamma: float) -> bool:
     """Whether a residual res = b - (I - γP)x meets the exact-solve target."""
     return _norm(res) <= _target(b, x, gamma)

@@ -210,17 +210,13 @@ class TabularMDP:
         self.n_actions, self.n_states = A, S
         self.terminal = self._parse_terminal(terminal, S)
         self._any_terminal = bool(self.terminal.any())
-        guess = _start_guess(R, A, S, self.terminal) if not sp.issparse(flat) else None
-        vecs = guess[1:] if guess and self._any_terminal else guess[1:2] if guess else ()
-        sums, prods = _check_stochastic(flat, A, S, self.terminal, vecs)
-        if guess and not self._any_terminal:
-            prods.append(sums)  # P live = P 1
+        guess = self._check_pass(flat, R)
         self._Pf = flat
         r, self._R_kind, self._R = _reward(R, flat, A, S)
         r[:, self.terminal] = 0.0
         self._r = r
         # policy iteration's start, read off the check pass: π0, b0 = r_π0, live, P b0, P live
-        self._guess = (*guess, *prods) if guess and self._R_kind == "sa" else None
+        self._guess = guess if self._R_kind == "sa" else None
         self.start = self._parse_start(start, S, self.terminal)
         if int(max_episode_steps) < 1:
             raise DataError(f"max_episode_steps must be >= 1, got {max_episode_steps!r}")
@@ -233,6 +229,18 @@ class TabularMDP:
         self.env_kwargs: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ construction helpers
+    def _check_pass(self, flat: Any, R: Any) -> tuple[np.ndarray, ...] | None:
+        """Check P (``_check_stochastic``) and, for dense P and R[a, s], return policy iteration's
+        start read off the same pass: (π0, b0 = r_π0, live, P b0, P live) (None otherwise).
+        R itself is checked afterwards by ``_reward``. Subclasses may compile this pass."""
+        A, S = self.n_actions, self.n_states
+        guess = _start_guess(R, A, S, self.terminal) if not sp.issparse(flat) else None
+        vecs = guess[1:] if guess and self._any_terminal else guess[1:2] if guess else ()
+        sums, prods = _check_stochastic(flat, A, S, self.terminal, vecs)
+        if guess and not self._any_terminal:
+            prods.append(sums)  # P live = P 1
+        return (*guess, *prods) if guess else None
+
     @staticmethod
     def _parse_terminal(terminal: ArrayLike | None, S: int) -> np.ndarray:
         if terminal is None:

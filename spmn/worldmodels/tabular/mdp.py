@@ -1,0 +1,110 @@
+"""``CompiledMDP``: the reference :class:`~spmn.reference.TabularMDP` with its dense exact solve
+compiled (:mod:`spmn.kernels._numba_mdp`), so a small MDP's whole solve costs little more than
+reading P once.
+
+The reference stays the oracle (numpy only) and is the fallback for everything this class does
+not compile: sparse P, rewards R[a, s, s'], a given ``policy0`` or ``method``, and a policy system
+whose deflated Richardson iteration stalls (then the reference's GMRES cycles and LU take over).
+For dense P and R[a, s]:
+
+- construction checks P in one compiled read (non-negative, finite, rows summing to 1) that
+  also computes P b0 and P live for policy iteration's start; when any row breaks a rule the
+  reference check runs and raises its own error (same message, naming the action and state);
+- :meth:`CompiledMDP.policy_iteration` is the reference's algorithm step for step (start π0 =
+  greedy(r) valued by one deflated step, exact evaluation by deflated Richardson to the stated
+  residual |r_π + γ P_π V - V|∞ <= 1e-12·(1-γ)·max(1, |V|∞), improvement with action
+  elimination, the same tie rules), with every step compiled and P_π's rows read in place.
+
+Results agree with the reference to rounding (tests: 1e-12 relative, the same policy).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike
+
+from ...errors import SolverError
+from ...kernels import _numba_mdp as K
+from ...reference._linsolve import RESIDUAL_RTOL, evaluate_policy, is_exact, residual_target
+from ...reference.tabular import (
+    METHODS,
+    ROW_SUM_ATOL,
+    TIE_RTOL,
+    MDPSolution,
+    TabularMDP,
+    _check_stochastic,
+    check_gamma,
+)
+
+MAX_MATVECS = 200  # the reference's deflated_richardson default
+
+
+class CompiledMDP(TabularMDP):
+    """A :class:`~spmn.reference.TabularMDP` whose dense check pass and policy iteration run
+    compiled (Numba); same constructor, attributes and results (see the module docstring)."""
+
+    def _check_pass(self, flat: Any, R: Any) -> tuple[np.ndarray, ...] | None:
+        A, S = self.n_actions, self.n_states
+        if (sp.issparse(flat) or not isinstance(R, np.ndarray) or R.shape != (A, S)
+                or R.dtype.kind not in "fiu"):
+            return super()._check_pass(flat, R)
+        r = R.astype(np.float64)  # a copy; R itself is checked afterwards by _reward
+        r[:, self.terminal] = 0.0
+        pi0, b0 = np.empty(S, np.int64), np.empty(S)
+        K.greedy_rewards(r, TIE_RTOL, pi0, b0)
+        live = (~self.terminal).astype(np.float64)
+        sums, Pb = np.empty(A * S), np.empty(A * S)
+        two = self._any_terminal
+        Pl = np.empty(A * S) if two else sums  # P live = P 1 without terminal states
+        if K.check_pass(flat, self.terminal, b0, live, two, ROW_SUM_ATOL, sums, Pb, Pl):
+            # some row breaks a rule: the reference check names the first offender and raises
+            # (should rounding of the compiled sums alone have flagged it, its products are used)
+            _, prods = _check_stochastic(flat, A, S, self.terminal, (b0, live) if two else (b0,))
+            Pb, Pl = prods[0], prods[1] if two else sums
+        return pi0, b0, live, Pb, Pl
+
+    def policy_iteration(self, gamma: float, policy0: ArrayLike | None = None, method: str = "auto",
+                         max_iter: int = 10_000) -> MDPSolution:
+        """The reference's :meth:`~spmn.reference.TabularMDP.policy_iteration`, compiled for
+        dense P and R[a, s] from the default start with ``method="auto"`` (otherwise the
+        reference runs); same values (to rounding), policy, iterations and residual bound."""
+        g = check_gamma(gamma)
+        if method not in METHODS:
+            raise SolverError(f"method={method!r} is not one of {METHODS}")
+        if policy0 is not None or method != "auto" or self._guess is None or self.is_sparse:
+            return super().policy_iteration(gamma, policy0, method, max_iter)
+        S, A = self.n_states, self.n_actions
+        Pf, r, term = self._Pf, self._r, self.terminal
+        _, b0, live, Pb, Pl = self._guess
+        U, V, pi, res = np.empty((A, S)), np.empty(S), np.empty(S, np.int64), np.empty(S)
+        K.start_policy(r, term, Pb, Pl, b0, live, g, TIE_RTOL, U, V, pi, res)
+        new, best, qmax = np.empty(S, np.int64), np.empty(S, np.int64), np.empty(S)
+        ar = np.arange(S)
+        rel = RESIDUAL_RTOL * (1.0 - g)
+        seen: set[bytes] = set()
+        for _ in range(int(max_iter)):
+            seen.add(pi.tobytes())
+            b = r[pi, ar]
+            x = V.copy()
+            _, rn = K.richardson(Pf, pi, term, b, live, g, x, res, rel, MAX_MATVECS)
+            if not rn <= residual_target(b, x, g):  # a slowly mixing P_π: the reference's GMRES, then LU
+                Ppi = np.take(Pf, pi * S + ar, axis=0)
+                Ppi[term] = 0.0
+                x, _, res = evaluate_policy(Ppi, b, g, x, "auto", res, RESIDUAL_RTOL, live)
+            if self._any_terminal:
+                x[term] = 0.0
+            changed = K.improve(Pf, r, term, pi, V, x, res, U, g, ROW_SUM_ATOL, TIE_RTOL,
+                                new, best, qmax)
+            V = x
+            if not changed or new.tobytes() in seen:  # optimal, or cycling among exact ties
+                if is_exact(b, V, res, g):
+                    break
+                new[:] = pi  # stopped on a loose evaluation: refine it from the warm start
+            K.policy_residual(U, new, V, res)
+            pi, new = new, pi
+        else:
+            raise SolverError(f"policy_iteration did not stabilise in {max_iter} improvement steps")
+        residual = float(np.abs(qmax - V).max())
+        return MDPSolution(V, best.copy(), len(seen), residual, None)
