@@ -61,7 +61,7 @@ class CompiledMDP(TabularMDP):
         if K.check_pass(flat, self.terminal, b0, live, two, ROW_SUM_ATOL, sums, Pb, Pl):
             # some row breaks a rule: the reference check names the first offender and raises
             # (should rounding of the compiled sums alone have flagged it, its products are used)
-            _, prods = _check_stochastic(flat, A, S, self.terminal, (b0, live) if two else (b0,))
+            sums, prods = _check_stochastic(flat, A, S, self.terminal, (b0, live) if two else (b0,))
             Pb, Pl = prods[0], prods[1] if two else sums
         return pi0, b0, live, Pb, Pl
 
