@@ -256,7 +256,7 @@ class DistinctRows:
         if X.shape[0] == 0:
             return cls(X.reshape(0, X.shape[1]), np.zeros(0, np.int64))
         w = np.ones(X.shape[0], np.int64) if counts is None else np.asarray(counts, np.int64)
-        if X.dtype.kind in "iu" and X.shape[1] and X.min() >= 0:
+        if X.dtype.kind in "iu" and 0 < X.shape[1] <= 32 and X.min() >= 0:  # numpy: <= 64 axes
             dims = X.max(axis=0).astype(np.int64) + 1
             if float(np.prod(dims.astype(np.float64))) < 2.0 ** 62:  # small codes: one int key
                 key = np.ravel_multi_index(tuple(X.T.astype(np.int64)), tuple(dims))

@@ -275,3 +275,16 @@ def test_a_saved_model_simulates_the_same(frozen, tmp_path):
     b = back.rollout("random", 40, 30, seed=9)
     for k in a.columns:
         np.testing.assert_array_equal(a.columns[k], b.columns[k])
+
+
+def test_unravel_rows_is_numpys_unravel_beyond_its_64_axes():
+    from spmn.worldmodels.simulate.dynamics import unravel_rows
+    cards = np.array([3, 1, 4, 2, 5])
+    idx = np.arange(int(np.prod(cards)))
+    np.testing.assert_array_equal(unravel_rows(idx, cards),
+                                  np.stack(np.unravel_index(idx, cards), axis=1))
+    many = np.array([1] * 70 + [2, 3])  # 72 axes, 6 joint states
+    rows = unravel_rows(np.arange(6), many)
+    assert rows.shape == (6, 72) and not rows[:, :70].any()
+    np.testing.assert_array_equal(rows[:, 70:], np.stack(np.unravel_index(np.arange(6), (2, 3)),
+                                                         axis=1))

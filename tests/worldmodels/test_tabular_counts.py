@@ -181,3 +181,36 @@ def test_node_contingency_gives_the_factored_split_tables():
         want = _node_tables(X.astype(np.int8), y, rows, k, kmax, np.zeros(p, np.bool_), 1)[0]
         np.testing.assert_array_equal(T[c], want)
         np.testing.assert_array_equal(st_all["marg"][c], want.sum(axis=2))
+
+
+@pytest.mark.parametrize("structure", ["learn", "full"])
+def test_more_state_variables_than_numpy_has_axes(structure):
+    """80 boolean state columns (numpy's index arithmetic takes at most 64 axes): episode ends
+    are told apart by their rows, in memory and on dask, and the model solves and simulates."""
+    rng = np.random.default_rng(3)
+    n, d = 2000, 80
+    S = np.zeros((n, d), np.int64)
+    S[:, :3] = rng.integers(0, 2, (n, 3))
+    S[:, 70:] = rng.integers(0, 2, (n, 10))  # columns past the 64th vary too
+    a = rng.integers(0, 3, n)
+    Sn = S.copy()
+    Sn[:, 0] = np.where(rng.random(n) < 0.8, a % 2, S[:, 0])
+    Sn[:, 75] = np.where(rng.random(n) < 0.5, S[:, 1], Sn[:, 75])
+    done = (S[:, 1] == 1) & (rng.random(n) < 0.3)
+    df = pd.DataFrame({**{f"s{j}": S[:, j] for j in range(d)},
+                       **{f"s{j}_next": Sn[:, j] for j in range(d)},
+                       "a": a, "r": S[:, 0] + 0.5 * Sn[:, 75], "done": done})
+    kw = {"states": [f"s{j}" for j in range(d)], "actions": ["a"], "reward": "r",
+          "terminated": "done", "progress": False, "structure": structure, "seed": 0}
+    m1 = WorldModel(**kw).fit(df)
+    with dask.config.set(DASK_SYNC):
+        m2 = WorldModel(**kw).fit(dd.from_pandas(df, npartitions=3))
+    assert_same_model(m1, m2)
+    ends = np.unique(Sn[done], axis=0)
+    assert m1.tables_["trans"].shape[2] == m1.tree_.n_regions + ends.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoverageWarning)
+        sol = m1.solve(0.9, horizon=4)
+    assert np.isfinite(sol.value(S[0]))
+    roll = m1.rollout(lambda s: np.zeros(len(s), np.int64), 4, 5, seed=0)
+    assert roll is not None

@@ -47,6 +47,16 @@ def pick(c: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.minimum((c <= u[..., None]).sum(axis=-1), c.shape[-1] - 1)
 
 
+def unravel_rows(idx: np.ndarray, cards: np.ndarray) -> np.ndarray:
+    """Joint indices (C order) -> state rows, by repeated divmod: any number of variables
+    (``numpy.unravel_index`` takes at most 64)."""
+    rest = np.asarray(idx, np.int64).copy()
+    out = np.zeros((rest.size, len(cards)), np.int64)
+    for j in range(len(cards) - 1, -1, -1):
+        rest, out[:, j] = np.divmod(rest, int(cards[j]))
+    return out
+
+
 def start_weights(n: int, probs: Any, what: str) -> np.ndarray:
     """Checked start probabilities: ``n`` finite non-negative numbers summing to one (1e-9)."""
     if probs is None:

@@ -10,13 +10,14 @@ episode takes one more uniform. States are integer codes (rows x state variables
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ...errors import DataError, SolverError
 from ..factored.solved import state_codes
-from .dynamics import cdf, check_discrete_actions, pick, start_weights
+from .dynamics import cdf, check_discrete_actions, pick, start_weights, unravel_rows
 
 
 class FactoredDynamics:
@@ -40,10 +41,10 @@ class FactoredDynamics:
         self.terminated_name = model.terminated or "terminated"
         self.cdfs = [cdf(p) for p in self.mdp.probs]
         if start is None and start_probs is not None:
-            total = int(np.prod(self.state_cards))
+            total = math.prod(int(k) for k in self.state_cards)  # exact: no int64 overflow
             w_all = start_weights(total, start_probs, f"joint state ({total})")
             idx = np.flatnonzero(w_all > 0)
-            S0, w = np.stack(np.unravel_index(idx, self.state_cards), axis=1), w_all[idx]
+            S0, w = unravel_rows(idx, self.state_cards), w_all[idx]
         elif start is None:
             S0 = np.asarray(model.seen_states_, np.int64)
             w = start_weights(S0.shape[0], None, "logged state")

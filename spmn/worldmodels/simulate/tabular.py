@@ -15,6 +15,7 @@ exactly as in the Bellman update whose values the exact solution holds.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from .dynamics import (
     check_discrete_actions,
     pick,
     start_weights,
+    unravel_rows,
 )
 
 BACKENDS = ("numba", "reference")
@@ -136,11 +138,11 @@ class TabularDynamics:
             w = m.seen_counts_.sum(axis=1).astype(np.float64)
             w = w / w.sum()
         elif start is None:
-            total = int(np.prod(self.state_cards))
+            total = math.prod(int(k) for k in self.state_cards)  # exact: no int64 overflow
             w_all = start_weights(total, probs, f"joint state ({total} = "
                                   f"{' x '.join(map(str, self.state_cards.tolist()))})")
             idx = np.flatnonzero(w_all > 0)
-            S0 = np.stack(np.unravel_index(idx, self.state_cards), axis=1).astype(np.int64)
+            S0 = unravel_rows(idx, self.state_cards)
             w = w_all[idx]
         else:
             S0 = m._state_array(start)

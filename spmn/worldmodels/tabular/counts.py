@@ -142,16 +142,16 @@ def _leaf_node(tree: RegionTree, S: np.ndarray) -> np.ndarray:
         node[idx] = tree.child[node[idx], S[idx, v[idx]]]
 
 
-def _tables(cols, i, spec, tree_arrays, end_keys, n_actions, acards) -> dict[str, Any]:
+def _tables(cols, i, spec, tree_arrays, end_rows, n_actions, acards) -> dict[str, Any]:
     S, A, r, Sn, term = _read(cols, i, spec)
     tree = RegionTree.from_arrays(tree_arrays)
     K, d, kmax = tree.n_regions, S.shape[1], int(tree.cards.max())
-    n_out = K + end_keys.size
+    n_out = K + end_rows.shape[0]
     a = np.ravel_multi_index(A.T, acards) if A.shape[1] else np.zeros(S.shape[0], np.int64)
     k_of = tree.route(S)
     o = tree.route(Sn)
     if term.any():
-        o[term] = K + np.searchsorted(end_keys, np.ravel_multi_index(Sn[term].T, tree.cards))
+        o[term] = K + coverage.find(end_rows, Sn[term])
     key = (k_of * n_actions + a) * n_out + o
     trans = np.bincount(key, minlength=K * n_actions * n_out)
     pairs = distinct_pairs(np.stack([key, r]))
@@ -334,10 +334,9 @@ def fit_partitions(model: Any, data: Any, *, client: Any = None, columns: Sequen
     ends = scan["ends"].rows
     ends, _ = coverage.state_action_counts(ends, np.zeros(ends.shape[0], np.int64), 1)
     out["terminal_states_"] = ends[coverage.find(out["seen_states_"], ends) < 0]
-    end_keys = np.unique(np.ravel_multi_index(ends.T, tree.cards)) if ends.shape[0] else \
-        np.zeros(0, np.int64)
-    tab = run(_tables, tree.to_arrays(), end_keys, n_actions, acards)
-    K, n_out, kmax = tree.n_regions, tree.n_regions + end_keys.size, int(tree.cards.max())
+    end_rows = np.unique(ends.reshape(-1, d), axis=0)  # lexicographic, as the in-memory fit
+    tab = run(_tables, tree.to_arrays(), end_rows, n_actions, acards)
+    K, n_out, kmax = tree.n_regions, tree.n_regions + end_rows.shape[0], int(tree.cards.max())
     pair, rcount = tab["pairs"][1]
     out["tables_"] = {"trans": tab["trans"].reshape(K, n_actions, n_out).astype(np.float64),
                      "reward_key": pair[0].astype(np.int64), "reward_value": pair[1],

@@ -280,8 +280,9 @@ def _count_tables(tree: RegionTree, S, a, r, Sn, term, n_actions: int) -> dict[s
     K = tree.n_regions
     k_of = tree.route(S)
     # outcomes: next region 0..K-1, or K + e for the e-th distinct state that ends an episode
-    end_keys, end_id = np.unique(np.ravel_multi_index(Sn[term].T, tree.cards), return_inverse=True)
-    n_out = K + end_keys.size
+    # (rows sorted lexicographically, never a joint code: any number of state variables)
+    end_rows, end_id = np.unique(Sn[term].reshape(-1, Sn.shape[1]), axis=0, return_inverse=True)
+    n_out = K + end_rows.shape[0]
     o = tree.route(Sn)
     o[term] = K + end_id.ravel()
     key = (k_of * n_actions + a) * n_out + o
