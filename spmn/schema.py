@@ -324,6 +324,33 @@ class Schema:
                     return False
         return True
 
+    def check_table(self, allow_nan: bool | Sequence[str] = True) -> np.ndarray:
+        """The table of the compiled evidence check (``csrc/_ccheck.h``, the kernels' first pass
+        over each chunk; the decision of :meth:`valid_values`): 4 blocks of ``len(self)``
+        doubles, per column the lowest and the highest valid value (0 and k - 1 for a discrete
+        column, the most negative and most positive finite doubles otherwise), 1 for an integer
+        code, 1 where NaN is allowed. Read-only, built once per schema and ``allow_nan``."""
+        key = True if allow_nan is True else (False if allow_nan is False else tuple(allow_nan))
+        cache = self.__dict__.setdefault("_check_tables", {})
+        got = cache.get(key)
+        if got is None:
+            lo, top, cont, _ = self._tables()
+            may = self._nan_mask(allow_nan)
+            nan_ok = np.ones(len(self)) if may is None else may.astype(np.float64)
+            got = np.concatenate([lo, top, (~cont).astype(np.float64), nan_ok])
+            got.setflags(write=False)
+            cache[key] = got
+        return got
+
+    def raise_invalid(self, X: np.ndarray, allow_nan: bool | Sequence[str] = True,
+                      what: str = "evidence") -> None:
+        """Raise the :class:`DataError` of :meth:`validate_data` for ``X`` (float64, rows x
+        variables), which a compiled check (:meth:`check_table`) found invalid: the
+        per-variable checks name the first column at fault, its row and what was expected."""
+        self._check_columns(X, allow_nan, what)
+        raise DataError(f"{what}: the compiled evidence check and the per-variable checks "
+                        "disagree (please report this)")  # pragma: no cover - a bug if reached
+
     def _check_columns(self, X: np.ndarray, allow_nan: bool | Sequence[str], what: str) -> None:
         """The per-variable checks (the slow reference of :meth:`valid_values`): raise
         :class:`DataError` for the first column at fault, naming the variable, the row and what
@@ -357,6 +384,17 @@ class Schema:
         when it fails do the per-variable checks run, to raise :class:`DataError` naming the
         first column at fault, its row and what was expected.
         """
+        X = np.array(self.as_evidence(X, what), dtype=np.float64, order="C", copy=True)
+        if not self.valid_values(X, allow_nan):
+            self._check_columns(X, allow_nan, what)
+        return X
+
+    def as_evidence(self, X: Any, what: str = "evidence") -> np.ndarray:
+        """The first half of :meth:`validate_data`: ``X`` (array, dict of columns or DataFrame;
+        one row may be 1-D) as a C-contiguous float64 (rows, variables) array, with its errors
+        (shape, columns, dtype), but its values not checked and no copy made when ``X`` already
+        is such an array: for the compiled queries, which check the values in their first pass
+        over the rows (:meth:`check_table`) and raise :meth:`raise_invalid`'s error."""
         X = self.as_array(X, what=what)
         if X.ndim == 1:
             X = X[None, :]
@@ -365,10 +403,7 @@ class Schema:
         if X.shape[1] != len(self):
             raise DataError(f"{what} has {X.shape[1]} columns; the schema has {len(self)} "
                             f"variables {list(self.names)}")
-        X = np.array(X, dtype=np.float64, order="C", copy=True)
-        if not self.valid_values(X, allow_nan):
-            self._check_columns(X, allow_nan, what)
-        return X
+        return X if X.flags.c_contiguous else np.ascontiguousarray(X)
 
     def as_array(self, X: Any, what: str = "evidence") -> np.ndarray:
         """Accept a numpy array, a dict of columns or a pandas DataFrame (columns by name)."""

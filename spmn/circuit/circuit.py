@@ -90,6 +90,7 @@ class Circuit:
                     sc = sc | {self.schema.index(nd.var)}
             self._scope[id(nd)] = sc
         self._flat: FlatCircuit | None = None
+        self._plans: dict = {}  # (backend, query) -> the backend's cached plan (queries._plan)
         self._sup: _Supports | None = None
         self._valid = False
 

@@ -242,14 +242,18 @@ class Kernels:
     # ------------------------------------------------------------------ query plans
     def plan(self, flat: FlatCircuit, query: str):
         """A cached plan for ``query`` ("log_likelihood", "meu", "policy", "mpe" or "sample",
-        which also takes the draws: ``run(X, values, u, z)``) on ``flat``: a function
-        ``run(X, values=None)`` for evidence the caller has already validated (a
-        C-contiguous float64 (rows, variables) array of valid codes, as
-        :meth:`spmn.schema.Schema.validate_data` returns) and interface ``values`` checked by
-        the caller (None: zeros). It returns what the protocol method of the same name returns,
-        by the same raw kernel with the default threads and chunks, but checks nothing again
-        and does no Python work that depends on the circuit's size: the prepared tables, the
-        backend's view of them, the root and the zero values are looked up once, here."""
+        which also takes the draws: ``run(X, values, u, z, chk=None)``) on ``flat``: a function
+        ``run(X, values=None, chk=None)`` for evidence the caller has converted (a C-contiguous
+        float64 (rows, variables) array, as :meth:`spmn.schema.Schema.as_evidence` returns)
+        and interface ``values`` checked by the caller (None: zeros). With ``chk`` (the table of
+        :meth:`spmn.schema.Schema.check_table`) the kernels check the evidence in their first
+        pass over each chunk and ``run`` returns None when some row fails (the caller then
+        raises the schema's error); without it the evidence must be valid already (as
+        :meth:`~spmn.schema.Schema.validate_data` returns it). It returns what the protocol
+        method of the same name returns, by the same raw kernel with the default threads and
+        chunks, and does no Python work that depends on the circuit's size: the prepared
+        tables, the backend's view of them, the root and the zero values are looked up once,
+        here. ``run.checks_evidence`` is True (the reference backend's plans take no ``chk``)."""
         key = (self.name, query)
         prep = prepare(flat)
         got = prep.views.get(key)
@@ -259,6 +263,7 @@ class Kernels:
 
     def _make_plan(self, flat: FlatCircuit, prep: Prepared, query: str):
         # (T, R) as split_rows gives them; a batch of <= 16 rows is one chunk of its own size
+        # on the calling thread, in one raw call
         raw, circ, cost = self.raw, self._circ(prep), prep.cost
         zeros = np.zeros(flat.n_interface)
         root = np.array([flat.root], np.int64)
@@ -274,29 +279,43 @@ class Kernels:
         if query in ("log_likelihood", "meu"):
             want_u = query == "meu"
 
-            def run(X, values=None):
+            def run(X, values=None, chk=None):
                 rows = X.shape[0]
-                T, R = (1, max(rows, 1)) if rows <= 16 else split_rows(prep, rows)
                 v = zeros if values is None else values
                 out = np.empty((rows, 1))
+                if rows <= 16:
+                    if want_u:
+                        bad = raw.upward(circ, X, v, root, np.empty((rows, 1)), out, True, True,
+                                         max(rows, 1), 1, chk)
+                    else:
+                        bad = raw.upward(circ, X, v, root, out, noU, cu_ll, False, max(rows, 1),
+                                         1, chk)
+                    return None if bad else out[:, 0]
+                T, R = split_rows(prep, rows)
                 for lo, hi in blocks(rows, R):
                     if want_u:
-                        raw.upward(circ, X[lo:hi], v, root, np.empty((hi - lo, 1)), out[lo:hi],
-                                   True, True, R, T)
+                        bad = raw.upward(circ, X[lo:hi], v, root, np.empty((hi - lo, 1)),
+                                         out[lo:hi], True, True, R, T, chk)
                     else:
-                        raw.upward(circ, X[lo:hi], v, root, out[lo:hi], noU, cu_ll, False, R, T)
+                        bad = raw.upward(circ, X[lo:hi], v, root, out[lo:hi], noU, cu_ll, False,
+                                         R, T, chk)
+                    if bad:
+                        return None
                 return out[:, 0]
         elif query == "policy":
-            def run(X, values=None):
+            def run(X, values=None, chk=None):
                 rows = X.shape[0]
-                T, R = (1, max(rows, 1)) if rows <= 16 else split_rows(prep, rows)
                 v = zeros if values is None else values
                 out = np.full(X.shape, np.nan)
+                if rows <= 16:
+                    return None if raw.policy(circ, X, v, out, max(rows, 1), 1, chk) else out
+                T, R = split_rows(prep, rows)
                 for lo, hi in blocks(rows, R):
-                    raw.policy(circ, X[lo:hi], v, out[lo:hi], R, T)
+                    if raw.policy(circ, X[lo:hi], v, out[lo:hi], R, T, chk):
+                        return None
                 return out
         elif query == "sample":
-            def run(X, values=None, u=None, z=None):
+            def run(X, values=None, u=None, z=None, chk=None):
                 """Ancestral sampling with the caller's draws ``u`` (rows, nodes) and ``z``
                 (rows, ``n_draws``), C-contiguous float64, not checked again."""
                 rows = X.shape[0]
@@ -304,18 +323,21 @@ class Kernels:
                 v = zeros if values is None else values
                 out = X.copy()
                 for lo, hi in blocks(rows, R):
-                    raw.sample(circ, X[lo:hi], v, u[lo:hi], z[lo:hi], out[lo:hi], prep.has_max,
-                               R, T)
+                    if raw.sample(circ, X[lo:hi], v, u[lo:hi], z[lo:hi], out[lo:hi],
+                                  prep.has_max, R, T, chk):
+                        return None
                 return out
         elif query == "mpe":
-            def run(X, values=None):
+            def run(X, values=None, chk=None):
                 rows = X.shape[0]
                 T, R = (1, max(rows, 1)) if rows <= 16 else split_rows(prep, rows)
                 out = X.copy()
                 logp = np.empty(rows)
                 for lo, hi in blocks(rows, R):
-                    raw.mpe(circ, X[lo:hi], out[lo:hi], logp[lo:hi], R, T)
+                    if raw.mpe(circ, X[lo:hi], out[lo:hi], logp[lo:hi], R, T, chk):
+                        return None
                 return out, logp
         else:
             raise ValueError(f"no plan for query {query!r}")
+        run.checks_evidence = True
         return run

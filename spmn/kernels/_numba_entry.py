@@ -154,9 +154,33 @@ def _tables(lw, cptr, gptr, gmem):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def rows_ok(X, lo, nr, chk):
+    """The schema's evidence check over rows lo..lo+nr (csrc/_ccheck.h spmn_rows_ok, the same
+    test; ``chk``: :meth:`spmn.schema.Schema.check_table`): per column the lowest and highest
+    value, 1 for an integer code, 1 where NaN is allowed. True when every cell is valid."""
+    nv = X.shape[1]
+    Xf = X.reshape(X.shape[0] * nv)
+    two52 = 4503599627370496.0
+    bad = False
+    for r in range(nr):
+        o = (lo + r) * nv
+        for v in range(nv):
+            d = Xf[o + v]
+            inr = (d >= chk[v]) & (d <= chk[nv + v])  # False for NaN
+            code = inr & (chk[2 * nv + v] != 0.0)
+            di = (d if d < two52 else two52) if code else 0.0
+            whole = ((di + two52) - two52) == di
+            ok = (inr & whole) | ((d != d) & (chk[3 * nv + v] != 0.0))
+            bad = bad | (not ok)
+    return not bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, T, t, w,
-           bufs):
-    """Thread ``t``'s chunks: ``t, t + T, ...`` (wave ``w``'s chunk ``w * T + t`` for counts)."""
+           bufs, chk):
+    """Thread ``t``'s chunks: ``t, t + T, ...`` (wave ``w``'s chunk ``w * T + t`` for counts).
+    With a check table ``chk`` (non-empty) a chunk whose rows fail it is skipped: returns the
+    number of such chunks."""
     Lb, Ub, Fb, xb, cb, tb, rb, eb, pb, Wall, gdeg, stk, seen = bufs
     rows = X.shape[0]
     nch = (rows + R - 1) // R
@@ -165,11 +189,17 @@ def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
     fuse = True  # fused products skip their leaves unless a caller reads one
     for q in range(nodes.shape[0]):
         fuse = fuse and circ[17][nodes[q]] != 2
+    nbad = 0
     for c in range(c0, c1, T):
         lo = c * R
+        nr = min(R, rows - lo)
+        if chk.shape[0] > 0 and not rows_ok(X, lo, nr, chk):
+            nbad += 1
+            continue
         _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo,
-               min(R, rows - lo), R, Lb[t], Ub[t], Fb[t], xb[t], cb[t], tb[t], rb[t], eb[t],
-               pb[t], Wall, gdeg, stk[t], seen[t], fuse)
+               nr, R, Lb[t], Ub[t], Fb[t], xb[t], cb[t], tb[t], rb[t], eb[t], pb[t], Wall, gdeg,
+               stk[t], seen[t], fuse)
+    return nbad
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -183,39 +213,62 @@ def _add_counts(w, T, nch, edges, stats, eb, pb):
                 stats[p] += pb[t, p]
 
 
+@njit(inline="always", cache=True, nogil=True, error_model="numpy")
+def _unpack(pk):
+    """The circuit's 27 tables (:func:`view`) from their packed form: slices of one buffer per
+    dtype (read-only C arrays, the types the kernels are compiled for) and the 2-D ``Wall``."""
+    b1, b8, bf, b4, wall, o = pk
+    return (b1[o[0]:o[1]], b8[o[2]:o[3]], b8[o[4]:o[5]], bf[o[6]:o[7]], b8[o[8]:o[9]],
+            b8[o[10]:o[11]], bf[o[12]:o[13]], b1[o[14]:o[15]], bf[o[16]:o[17]],
+            bf[o[18]:o[19]], b8[o[20]:o[21]], b8[o[22]:o[23]], b8[o[24]:o[25]],
+            bf[o[26]:o[27]], b1[o[28]:o[29]], b8[o[30]:o[31]], b8[o[32]:o[33]],
+            b1[o[34]:o[35]], b8[o[36]:o[37]], bf[o[38]:o[39]], bf[o[40]:o[41]],
+            bf[o[42]:o[43]], bf[o[44]:o[45]], b4[o[46]:o[47]], wall, b8[o[50]:o[51]],
+            bf[o[52]:o[53]])
+
+
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-def run(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, edges, stats, cu, want_u,
-        R, T):
-    """Pass ``mode`` over all rows of X on ``T`` threads (see the module docstring)."""
+def run(mode, pk, X, values, nodes, outL, outU, out, logp, u, z, edges, stats, cu, want_u,
+        R, T, chk):
+    """Pass ``mode`` over all rows of X on ``T`` threads (see the module docstring); ``pk``:
+    the packed tables of :func:`view`; ``chk``: the evidence check's table (empty: none).
+    Returns the number of chunks that fail the check (skipped, outputs unwritten)."""
+    circ = _unpack(pk)
     nch = (X.shape[0] + R - 1) // R
     bufs = _buffers(mode, circ, X.shape[1], edges.shape[0], stats.shape[0], cu, R, T)
     waves = (nch + T - 1) // T if mode == COUNTS else 1
+    bad = np.zeros(T, np.int64)
     for w in range(waves):
         for t in prange(T):
-            _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, T,
-                   t, w, bufs)
+            bad[t] += _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu,
+                             want_u, R, T, t, w, bufs, chk)
         if mode == COUNTS:
             _add_counts(w, T, nch, edges, stats, bufs[7], bufs[8])
+    return bad.sum()
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def run_serial(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, edges, stats, cu,
-               want_u, R, T):
+def run_serial(mode, pk, X, values, nodes, outL, outU, out, logp, u, z, edges, stats, cu,
+               want_u, R, T, chk):
     """:func:`run` on the calling thread (``threads=1``, or a batch of one chunk): no thread
     team is started. The same chunks in the same order, so the same bits."""
+    circ = _unpack(pk)
     nch = (X.shape[0] + R - 1) // R
     bufs = _buffers(mode, circ, X.shape[1], edges.shape[0], stats.shape[0], cu, R, 1)
     waves = nch if mode == COUNTS else 1
+    bad = 0
     for w in range(waves):
-        _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, 1, 0, w,
-               bufs)
+        bad += _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R,
+                      1, 0, w, bufs, chk)
         if mode == COUNTS:
             _add_counts(w, 1, nch, edges, stats, bufs[7], bufs[8])
+    return bad
 
 
 def _run(*args):
-    """``run`` on ``T = args[-1]`` threads, or ``run_serial`` when T is 1."""
-    (run if args[-1] > 1 else run_serial)(*args)
+    """``run`` on ``T = args[-2]`` threads, or ``run_serial`` when T is 1; the number of chunks
+    that fail the evidence check."""
+    return int((run if args[-2] > 1 else run_serial)(*args))
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -229,54 +282,79 @@ def _ro(a: np.ndarray) -> np.ndarray:
 
 #: Length of ``prepare(flat).circ``; :func:`view` appends the Numba backend's own tables.
 CIRC_LEN = 18
+#: Length of the packed tables :func:`view` returns.
+PACK_LEN = 6
+_DTYPES = (np.int8, np.int64, np.float64, np.int32)
 
 
 def view(circ: tuple) -> tuple:
     """The circuit's tables for these kernels, built once per circuit (``Kernels`` caches it and
-    hands it to every entry below in place of ``circ``): ``circ`` (every array read-only, so
-    that the kernels are compiled for one signature) and, at 18.., the categorical tables of
-    :func:`._numba_fast.cat_tables` (tptr, tabF, tabSM, tabSK, tabM, card), the edge tables
-    ``Wall``, the largest sum group's degree and, at 26, ``tabL``."""
-    if len(circ) > CIRC_LEN:
+    hands it to every entry below in place of ``circ``): ``circ`` and, at 18.., the categorical
+    tables of :func:`._numba_fast.cat_tables` (tptr, tabF, tabSM, tabSK, tabM, card), the edge
+    tables ``Wall``, the largest sum group's degree and, at 26, ``tabL``; packed for the call
+    (:func:`_unpack` slices them out again in compiled code): one read-only buffer per dtype
+    (int8, int64, float64, int32), ``Wall`` and the offsets, so that a call unboxes 6 arrays,
+    not 27 (a one-row call pays for each)."""
+    if len(circ) == PACK_LEN:
         return circ
-    base = tuple(_ro(np.ascontiguousarray(a)) for a in circ)
-    cats = cat_tables(base[0], base[5], base[6], base[4], base[8])
-    wall, gdeg = _tables(base[3], base[1], base[11], base[12])
-    return base + tuple(_ro(a) for a in (*cats[:6], wall, gdeg, cats[6]))
+    base = tuple(np.ascontiguousarray(a) for a in circ)
+    cats = cat_tables(*(_ro(base[j]) for j in (0, 5, 6, 4, 8)))
+    wall, gdeg = _tables(*(_ro(base[j]) for j in (3, 1, 11, 12)))
+    tables = base + (*cats[:6], wall, gdeg, cats[6])
+    parts: list[list[np.ndarray]] = [[], [], [], []]
+    size = [0, 0, 0, 0]
+    offs = np.zeros(2 * len(tables), np.int64)
+    for j, a in enumerate(tables):
+        if j == 24:  # Wall, 2-D: passed as it is
+            continue
+        b = next(i for i, dt in enumerate(_DTYPES) if a.dtype == dt)
+        offs[2 * j], offs[2 * j + 1] = size[b], size[b] + a.size
+        parts[b].append(a.reshape(-1))
+        size[b] += a.size
+    bufs = [np.concatenate(p).astype(dt) if p else np.zeros(0, dt)
+            for p, dt in zip(parts, _DTYPES)]
+    return tuple(_ro(a) for a in (*bufs, np.ascontiguousarray(wall), offs))
 
 
 _F1 = np.zeros(1)
 _F2 = np.zeros((1, 1))
 _I1 = _ro(np.zeros(1, np.int64))
+_RF0 = _ro(np.zeros(0))
 _RF1 = _ro(np.zeros(1))
 _RF2 = _ro(np.zeros((1, 1)))
 
 
-def upward(circ, X, values, nodes, outL, outU, cu, want_u, R, T):
+def _chk(chk) -> np.ndarray:
+    return _RF0 if chk is None else _ro(np.ascontiguousarray(chk, dtype=np.float64))
+
+
+def upward(circ, X, values, nodes, outL, outU, cu, want_u, R, T, chk=None):
+    """The (L, U) pass (as csrc/ckernels.pyx upward, which documents every entry): the number
+    of chunks that fail the evidence check ``chk`` (skipped; 0 without one)."""
     if 1 < R < 16:  # chunks of at least one 16-row block (no result depends on the chunking)
         R = 16
-    _run(UPWARD, view(circ), _ro(X), _ro(values), _ro(nodes), outL, outU, _F2, _F1, _RF2,
-         _RF2, _F1, _F1, cu, want_u, R, T)
+    return _run(UPWARD, view(circ), _ro(X), _ro(values), _ro(nodes), outL, outU, _F2, _F1,
+                _RF2, _RF2, _F1, _F1, cu, want_u, R, T, _chk(chk))
 
 
-def policy(circ, X, values, out, R, T):
-    _run(POLICY, view(circ), _ro(X), _ro(values), _I1, _F2, _F2, out, _F1, _RF2, _RF2, _F1,
-         _F1, True, False, R, T)
+def policy(circ, X, values, out, R, T, chk=None):
+    return _run(POLICY, view(circ), _ro(X), _ro(values), _I1, _F2, _F2, out, _F1, _RF2, _RF2,
+                _F1, _F1, True, False, R, T, _chk(chk))
 
 
-def mpe(circ, X, out, logp, R, T):
-    _run(MPE, view(circ), _ro(X), _RF1, _I1, _F2, _F2, out, logp, _RF2, _RF2, _F1, _F1, False,
-         False, R, T)
+def mpe(circ, X, out, logp, R, T, chk=None):
+    return _run(MPE, view(circ), _ro(X), _RF1, _I1, _F2, _F2, out, logp, _RF2, _RF2, _F1, _F1,
+                False, False, R, T, _chk(chk))
 
 
-def sample(circ, X, values, u, z, out, cu, R, T):
-    _run(SAMPLE, view(circ), _ro(X), _ro(values), _I1, _F2, _F2, out, _F1, _ro(u), _ro(z), _F1,
-         _F1, cu, False, R, T)
+def sample(circ, X, values, u, z, out, cu, R, T, chk=None):
+    return _run(SAMPLE, view(circ), _ro(X), _ro(values), _I1, _F2, _F2, out, _F1, _ro(u),
+                _ro(z), _F1, _F1, cu, False, R, T, _chk(chk))
 
 
 def counts(circ, X, values, edges, stats, cu, R, T):
     _run(COUNTS, view(circ), _ro(X), _ro(values), _I1, _F2, _F2, _F2, _F1, _RF2, _RF2, edges,
-         stats, cu, False, R, T)
+         stats, cu, False, R, T, _RF0)
 
 
 def _drop_stale_cache() -> None:

@@ -128,7 +128,13 @@ def test_numba_view_is_built_once_and_read_only():
     mod = kernels.get("numba")
     first = mod.log_likelihood(flat, X)
     from spmn.kernels._prepare import prepare
+    from spmn.kernels import _numba_entry as ne
     view = prepare(flat).views["numba"]
-    assert len(view) == 27 and all(not a.flags.writeable for a in view)
+    assert len(view) == ne.PACK_LEN and all(not a.flags.writeable for a in view)
+    tables = ne._unpack(view)  # the 27 tables, sliced out of the packed buffers
+    assert len(tables) == 27 and all(not a.flags.writeable for a in tables)
+    for a, b in zip(tables[:ne.CIRC_LEN], prepare(flat).circ):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
     np.testing.assert_array_equal(mod.log_likelihood(flat, X), first)
     assert prepare(flat).views["numba"] is view
