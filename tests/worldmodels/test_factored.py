@@ -230,6 +230,23 @@ def test_a_200_variable_domain_fits_and_solves_structurally():
     assert t1 - t0 < 60 and t2 - t1 < 60, (t1 - t0, t2 - t1)  # ~1.5 s and ~0.4 s here
 
 
+@pytest.mark.slow
+def test_a_500_variable_domain_fits_and_solves_structurally():
+    """The README's claim: 500 binary state variables (2^500 joint states) fit and solve."""
+    logs = chain_logs(500, 4, 2000)
+    model = fit(logs, 500, 4, split_p=1e-3)
+    sol = model.solve(0.9, horizon=8)
+    assert sol.method == "structured"
+    tree = sol.value_tree(0)
+    assert {"x0", "x1", "x2"} <= set(tree.depends_on) and len(tree.depends_on) <= 10
+    S = logs_states(logs, 500)[:20]
+    unread = [i for i in range(500) if f"x{i}" not in set(tree.depends_on)]
+    far = S.copy()
+    far[:, unread] = 1 - far[:, unread]  # the 490+ variables the value does not read
+    V = sol.value(S)
+    assert np.all(np.isfinite(V)) and np.array_equal(sol.value(far), V)
+
+
 def logs_states(logs, d):
     return np.stack([logs[f"x{i}"] for i in range(d)], axis=1)
 
