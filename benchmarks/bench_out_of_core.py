@@ -1,5 +1,5 @@
-"""Out-of-core fit of the tabular and factored world models: transitions streamed from Parquet
-through dask.
+"""Out-of-core fit of the tabular and factored world models and of learn_spn: rows streamed
+from Parquet through dask.
 
 Writes ``--rows`` FrozenLake 8x8 transitions (slippery; random exploration) as
 Parquet files of ``--part-rows`` rows each into a temporary folder (generated chunk by chunk,
@@ -18,6 +18,15 @@ x_0 + x_1 + x_2 - 0.1 (a_0 + a_1)), α chosen by the held-out rows (split_p=None
 the trees, leaf counts, reward and solved values with the in-memory fit of the peer's rows.
 
     python benchmarks/bench_out_of_core.py --kind factored --rows 20000000 --peer-rows 3000000
+
+``--kind spn`` fits ``learn_spn`` (LearnSPN: G-tests, EM clustering on ``cluster_sample``
+rows of smallest hash) to 16 discrete columns (cards 2-4) that depend on a latent class of 4
+values, from Parquet on the cluster: counts per partition for slices above ``cluster_sample``
+rows, smaller slices gathered and learned in memory; the peer is the in-memory ``learn_spn``
+of the same rows, and the circuits are compared node by node (and by log-likelihood).
+
+    python benchmarks/bench_out_of_core.py --kind spn --rows 2000000 --part-rows 250000 \
+        --peer-rows 2000000
 
 Prints rows/s (transitions fitted per second of wall time), the passes over the data, the
 peak RSS and the ratio to the in-memory peer. The machine is shared and loaded: one repeat
@@ -113,6 +122,88 @@ def generate_chain(folder: str, rows: int, part_rows: int, seed: int = 0, d: int
     return files
 
 
+def generate_spn(folder: str, rows: int, part_rows: int, seed: int = 0, d: int = 16
+                 ) -> list[str]:
+    """16 discrete columns (cards 2, 3, 4, ...) noisy functions of a latent class of 4
+    values, as Parquet files of ``part_rows`` rows, generated chunk by chunk."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    files = []
+    for i, start in enumerate(range(0, rows, part_rows)):
+        n = min(part_rows, rows - start)
+        z = rng.integers(0, 4, n)
+        cols = {}
+        for j in range(d):
+            k = 2 + j % 3
+            cols[f"x{j}"] = np.where(rng.random(n) < 0.55, (z * (j + 1) + j) % k,
+                                     rng.integers(0, k, n)).astype(np.int8)
+        path = os.path.join(folder, f"part{i:05d}.parquet")
+        pd.DataFrame(cols).to_parquet(path, index=False)
+        files.append(path)
+    return files
+
+
+def spn_fingerprint(node) -> list:
+    """The circuit in depth-first order: node types, variables, weights and leaf parameters."""
+    out, stack = [], [node]
+    while stack:
+        nd = stack.pop()
+        w = getattr(nd, "weights", None)
+        out.append((type(nd).__name__, getattr(nd, "var", None),
+                    None if w is None else w.tobytes(),
+                    nd.params() if hasattr(nd, "params") else None, len(nd.children)))
+        stack.extend(reversed(nd.children))
+    return out
+
+
+def spn_child(args, files, base) -> dict:
+    """One learn_spn fit in this process (``memory`` or ``dask``), for ``--kind spn``."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from spmn.learn import dask_spn, learn_spn
+
+    passes = [0]
+    real = dask_spn.DaskSource._run
+
+    def counting(self, fn, *a):
+        passes[0] += 1
+        return real(self, fn, *a)
+
+    dask_spn.DaskSource._run = counting
+    out = {}
+    if args.mode == "memory":
+        t0 = time.perf_counter()
+        df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        c = learn_spn(df, seed=0, progress=False)
+        wall = time.perf_counter() - t0
+        out["rows"] = len(df)
+        n_passes = passes[0]  # 0: the in-memory fit reads its rows once
+        if args.compare:
+            from distributed import Client, LocalCluster
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                              dashboard_address=":0") as cluster, Client(cluster) as client:
+                c2 = learn_spn(dd.read_parquet(files), seed=0, progress=False, client=client)
+            X = df.iloc[:20000].to_numpy(np.float64)
+            out["same_model"] = bool(spn_fingerprint(c.root) == spn_fingerprint(c2.root) and
+                                     np.allclose(c.log_likelihood(X), c2.log_likelihood(X),
+                                                 rtol=1e-12, atol=0))
+    else:
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=args.n_workers, threads_per_worker=1, processes=False,
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
+            t0 = time.perf_counter()
+            c = learn_spn(dd.read_parquet(files), seed=0, progress=False, client=client)
+            wall = time.perf_counter() - t0
+        out["rows"] = sum(pd.read_parquet(f, columns=["x0"]).shape[0] for f in files)
+    X0 = np.zeros((1, 16))
+    out.update(wall=wall, passes=n_passes if args.mode == "memory" else passes[0], regions=len(c.nodes), rss_mb=peak_rss_mb(),
+               rss_before_mb=base, value0=float(c.log_likelihood(X0)[0]))
+    return out
+
+
 def factored_model():
     from spmn.worldmodels import FactoredWorldModel
 
@@ -146,6 +237,8 @@ def child(args) -> dict:
     factored = args.kind == "factored"
     files = sorted(os.path.join(args.folder, f) for f in os.listdir(args.folder))
     files = files[:args.files]
+    if args.kind == "spn":
+        return spn_child(args, files, peak_rss_mb())
     passes = [0]
     mod = dask_fit if factored else counts
     real = mod.reduce_partitions
@@ -215,7 +308,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--peer-rows", type=int, default=3_000_000)
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--kind", choices=("tabular", "factored"), default="tabular",
+    ap.add_argument("--kind", choices=("tabular", "factored", "spn"), default="tabular",
                     help="the world model fitted (module docstring)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
@@ -230,10 +323,11 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="spmn_ooc_") as folder:
         t0 = time.perf_counter()
-        make = generate_chain if args.kind == "factored" else generate
+        make = {"factored": generate_chain, "spn": generate_spn}.get(args.kind, generate)
         files = make(folder, args.rows, args.part_rows)
         size = sum(os.path.getsize(f) for f in files) / 2 ** 20
-        print(f"wrote {args.rows:,} transitions in {len(files)} Parquet files ({size:.0f} MB) "
+        what = "rows" if args.kind == "spn" else "transitions"
+        print(f"wrote {args.rows:,} {what} in {len(files)} Parquet files ({size:.0f} MB) "
               f"in {time.perf_counter() - t0:.1f} s")
         rows = []
         for w in [int(x) for x in args.workers.split(",")]:
@@ -247,10 +341,11 @@ def main() -> None:
         peer = sorted(reps, key=lambda d: d["wall"])[len(reps) // 2]
         rows.append(("in-memory fit (peer)", peer))
         peer_rate = peer["rows"] / peer["wall"]
-        size = "leaves" if args.kind == "factored" else "regions"
-        print(f"\n{args.kind} world model")
+        size = {"factored": "leaves", "spn": "nodes"}.get(args.kind, "regions")
+        what = "V(s0)" if args.kind != "spn" else "ll(0)"
+        print(f"\n{args.kind} world model" if args.kind != "spn" else "\nlearn_spn")
         print(f"{'fit':28s} {'rows':>11s} {'passes':>6s} {size:>7s} {'wall s':>8s} "
-              f"{'rows/s':>10s} {'peak RSS MB':>11s} {'V(s0)':>8s} {'vs peer':>7s}")
+              f"{'rows/s':>10s} {'peak RSS MB':>11s} {what:>8s} {'vs peer':>7s}")
         for name, r in rows:
             rate = r["rows"] / r["wall"]
             print(f"{name:28s} {r['rows']:>11,} {r['passes']:>6d} {r['regions']:>7d} "

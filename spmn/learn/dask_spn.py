@@ -188,12 +188,18 @@ def _level(cols, i, ctx, routes, models, specs) -> dict[str, Any]:
         else:
             _, mid, cc, lab = op
             if (parent, mid) not in labels:
-                ix = np.ix_(p, np.asarray(cc, np.int64))
-                labels[parent, mid] = models[mid].assign(X[ix], codes[ix]) if p.size \
+                cc = np.asarray(cc, np.int64)
+                m = models[mid]  # values are read for continuous columns only
+                vals = X[np.ix_(p, cc)] if (m.cards == 0).any() else np.zeros((p.size, 0))
+                labels[parent, mid] = m.assign(vals, codes[np.ix_(p, cc)]) if p.size \
                     else np.zeros(0, np.int64)
             rows[sid] = p[labels[parent, mid] == lab]
     return {f"s{sid}": slice_counts(codes, gid, rows[sid], spec, ctx["card"])
             for sid, spec in specs.items()}
+
+
+def _level_job(cols, i, job) -> dict[str, Any]:
+    return _level(cols, i, *job)
 
 
 # ---------------------------------------------------------------------------- slices
@@ -206,6 +212,8 @@ class DaskSlice:
         self.src, self.parent, self.op, self.key = src, parent, op, tuple(key)
         self.cols = tuple(sorted(int(j) for j in cols))
         self.id = 0 if parent is None else next(_ids)
+        self.counted: SliceCounts | None = None  # after its pass
+        self.rows: MemSlice | None = None  # its rows, when complete (gathered)
 
     def where(self, j: int, v: int, key: tuple[int, ...], cols: Sequence[int] = ()
               ) -> DaskSlice:
@@ -312,7 +320,6 @@ class DaskSource:
         self.parts = Partitions(data, columns)
         self.split_every = split_every
         self.models: dict[int, ClusterModel] = {}
-        self.cache: dict[int, Any] = {}
         self.passes = 0
         names = self.parts.columns
         utils = [u for u in dict.fromkeys(utilities) if u in names]
@@ -406,18 +413,24 @@ class DaskSource:
         """The :func:`~spmn.learn.slices.run_tasks` answer: every slice not counted yet is
         counted in one pass; a complete one (at most ``cluster_sample`` rows) becomes an
         in-memory slice of its rows."""
+        def stats(s):
+            if not isinstance(s, DaskSlice):
+                return MemStats(s, self.opts)
+            if s.rows is not None:
+                return MemStats(s.rows, self.opts)
+            return DaskStats(s, s.counted, self.table, self.opts)
+
         def answer(requests):
             todo = {s.id: s for req in requests for s in req
-                    if isinstance(s, DaskSlice) and s.id not in self.cache}
+                    if isinstance(s, DaskSlice) and s.counted is None}
             if todo:
                 self._count(list(todo.values()), base)
-            return [[self.cache[s.id] if isinstance(s, DaskSlice) else MemStats(s, self.opts)
-                     for s in req] for req in requests]
+            return [[stats(s) for s in req] for req in requests]
         return answer
 
     def known(self, request: list[Any]) -> bool:
         """Whether every slice of ``request`` is counted already (or in memory)."""
-        return all(not isinstance(s, DaskSlice) or s.id in self.cache for s in request)
+        return all(not isinstance(s, DaskSlice) or s.counted is not None for s in request)
 
     def _count(self, slices: list[DaskSlice], base: int) -> None:
         k = int(self.opts.cluster_sample)
@@ -429,14 +442,18 @@ class DaskSource:
                     models[r.op[1]] = self.models[r.op[1]]
         specs = {s.id: (s.cols, [j for j in self.strata if j in s.cols],
                         slice_salt(base, s.key), k) for s in slices}
-        out = self._run(_level, self.ctx, routes, models, specs)
+        import dask
+
+        # one lazy object, tokenized and shipped once, not once per partition
+        job = dask.delayed((self.ctx, routes, models, specs), traverse=False, pure=True)
+        out = self._run(_level_job, job)
         d = len(self.table.schema)
         for s in slices:
-            c = out[f"s{s.id}"]
+            c = s.counted = out[f"s{s.id}"]
             if c.n <= k:  # complete: all its rows are here, learned in memory from now on
                 order = np.argsort(c.gid)
                 t = self.table.with_rows(_widen(c.codes[order], s.cols, d), c.gid[order])
-                self.cache[s.id] = MemStats(MemSlice(t, np.arange(c.n), s.key), self.opts)
-            else:
-                self.cache[s.id] = DaskStats(s, c, self.table, self.opts)
+                s.rows = MemSlice(t, np.arange(c.n), s.key)
+                s.counted = SliceCounts(c.n, c.first, (), {}, c.hashes[:0], c.gid[:0],
+                                        c.codes[:0], k)  # the rows are in s.rows
 
