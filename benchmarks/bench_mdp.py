@@ -124,14 +124,30 @@ SMALL_HEADER = ("| S | A | γ | P | ours sweep | toolbox sweep | sweep ratio | o
                 "toolbox PI (it) | solve ratio | ours err | same policy | load |")
 
 
-def timed_group(fns, repeats):
-    """Interleave the calls (so machine load hits all alike); medians of repeats and last outputs."""
+_FLUSH = np.zeros(0)
+
+
+def flush_caches(mb: int = 64) -> None:
+    """Write ``mb`` MB so the next call finds nothing of its inputs in the CPU caches."""
+    global _FLUSH
+    if _FLUSH.size != mb << 17:
+        _FLUSH = np.zeros(mb << 17)
+    _FLUSH += 1.0
+
+
+def timed_group(fns, repeats, flush=False):
+    """Interleave the calls (so machine load hits all alike), the order rotated every repeat (so
+    each call follows each other one as often: a call after a cache-friendly one is not favoured);
+    ``flush``: caches emptied before every call. Returns medians of the repeats and last outputs."""
     times, outs = [[] for _ in fns], [None] * len(fns)
-    for _ in range(repeats):
-        for k, f in enumerate(fns):
+    for i in range(repeats):
+        for j in range(len(fns)):
+            k = (i + j) % len(fns)
             gc.collect()
+            if flush:
+                flush_caches()
             t0 = time.perf_counter()
-            outs[k] = f()
+            outs[k] = fns[k]()
             times[k].append(time.perf_counter() - t0)
     return [statistics.median(t) for t in times], outs
 
@@ -165,7 +181,7 @@ def small_case(S, A, gamma, kind, args):
     # reference (numpy), compiled and pymdptoolbox, interleaved: each repeat runs all three
     (t_pi, t_cpi, t_tpi), (pi, cpi, tpi) = timed_group(
         [lambda: TabularMDP(P_ours, R).policy_iteration(gamma),
-         lambda: CompiledMDP(P_ours, R).policy_iteration(gamma), tool_pi], n)
+         lambda: CompiledMDP(P_ours, R).policy_iteration(gamma), tool_pi], n, args.flush)
     load = f"{load0:.1f}-{os.getloadavg()[0]:.1f}"
     V_ex, _ = exact_values(P_ours, R, pi.policy, gamma)
     same = lambda sol: np.array_equal(sol.policy, np.asarray(tpi.policy))  # noqa: E731
@@ -205,7 +221,8 @@ def small_case(S, A, gamma, kind, args):
 def small_section(args):
     lines = [f"small section: 1-min load {os.getloadavg()[0]:.1f} at start; "
              f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "
-             f"medians of {args.small_repeats} interleaved repeats (a sweep timed over 20 calls)",
+             f"medians of {args.small_repeats} interleaved repeats (a sweep timed over 20 calls; "
+             f"solves in rotating order{', caches flushed before each' if args.flush else ''})",
              "", SMALL_HEADER, "|" + "---|" * (SMALL_HEADER.count("|") - 1)]
     for line in lines:
         print(line, flush=True)
@@ -252,6 +269,8 @@ def main(argv=None):
     ap.add_argument("--small-only", action="store_true", help="only the S = 500 section")
     ap.add_argument("--small-size", type=int, default=500)
     ap.add_argument("--small-repeats", type=int, default=15)
+    ap.add_argument("--flush", action="store_true",
+                    help="small section: empty the CPU caches (a 64 MB write) before every solve")
     ap.add_argument("--template", action="store_true",
                     help="small section: also the compile_mdp template (sparse and banded)")
     args = ap.parse_args(argv)

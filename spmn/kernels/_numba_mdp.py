@@ -302,3 +302,94 @@ def policy_residual(U, pi, V, out):
     """out = U[π(s), s] - V(s): the next policy's residual at the warm start (exact entries)."""
     for s in range(V.shape[0]):
         out[s] = U[pi[s], s] - V[s]
+
+
+@njit(**_opts)
+def prepare(Pf, R, terminal, atol, tie_rtol, r, pi0, b0, live, sums, Pb, Pl):
+    """The constructor's numeric work for dense P and R[a, s] in one call: r = R with terminal
+    columns zeroed, π0 = greedy(r), b0 = r_π0, live, and the check pass (:func:`check_pass`).
+    Returns 0, or 1 when some row of P breaks a rule, 2 when R holds NaN or an infinity (the
+    caller then runs the reference constructor, which raises the reference's error)."""
+    A, S = R.shape
+    two = False
+    for s in range(S):
+        live[s] = 0.0 if terminal[s] else 1.0
+        two = two or terminal[s]
+    finite = True
+    for a in range(A):
+        for s in range(S):
+            v = R[a, s]
+            finite = finite and math.isfinite(v)
+            r[a, s] = 0.0 if terminal[s] else v
+    greedy_rewards(r, tie_rtol, pi0, b0)
+    if check_pass(Pf, terminal, b0, live, two, atol, sums, Pb, Pl):
+        return 1
+    return 0 if finite else 2
+
+
+@njit(inline="always", **_opts)
+def _target(b, x, gamma, rtol):
+    """The reference's ``_target``: rtol·(1-γ)·max(1, |x|∞), never below the rounding floor."""
+    xn = _norm(x)
+    return max(rtol * (1.0 - gamma) * max(1.0, xn), 32 * 2.220446049250313e-16 * (xn + _norm(b)))
+
+
+@njit(inline="always", **_opts)
+def _seen(hist, n, pi):
+    for k in range(n):
+        same = True
+        for s in range(pi.shape[0]):
+            if hist[k, s] != pi[s]:
+                same = False
+                break
+        if same:
+            return True
+    return False
+
+
+@njit(**_opts)
+def solve(Pf, r, terminal, b0, live, Pb, Pl, gamma, row_atol, tie_rtol, rtol, max_iter,
+          max_matvecs, hist, V, best, qmax):
+    """The reference's policy iteration from its default start, in one call (the steps of
+    :func:`start_policy`, :func:`richardson`, :func:`improve`, :func:`policy_residual`).
+
+    ``hist`` (H, S) records the policies evaluated (the reference's ``seen``). Returns
+    (status, policies evaluated): status 0 when done (V, best, qmax written), 1 when an
+    evaluation stalled (a slowly mixing P_π: the caller's GMRES / LU path is needed), 2 when
+    ``hist`` is full, 3 when max_iter steps did not stabilise.
+    """
+    A, S = r.shape
+    U = np.empty((A, S))
+    pi = np.empty(S, np.int64)
+    new = np.empty(S, np.int64)
+    res = np.empty(S)
+    b = np.empty(S)
+    x = np.empty(S)
+    start_policy(r, terminal, Pb, Pl, b0, live, gamma, tie_rtol, U, V, pi, res)
+    rel = rtol * (1.0 - gamma)
+    n = 0
+    for _ in range(max_iter):
+        if not _seen(hist, n, pi):
+            if n == hist.shape[0]:
+                return 2, n
+            hist[n] = pi
+            n += 1
+        for s in range(S):
+            b[s] = r[pi[s], s]
+        x[:] = V
+        _, rn = richardson(Pf, pi, terminal, b, live, gamma, x, res, rel, max_matvecs)
+        if not rn <= _target(b, x, gamma, rtol):
+            return 1, n
+        for s in range(S):
+            if terminal[s]:
+                x[s] = 0.0
+        changed = improve(Pf, r, terminal, pi, V, x, res, U, gamma, row_atol, tie_rtol, new,
+                          best, qmax)
+        V[:] = x
+        if changed == 0 or _seen(hist, n, new):  # optimal, or cycling among exact ties
+            if _norm(res) <= _target(b, V, gamma, rtol):
+                return 0, n
+            new[:] = pi  # stopped on a loose evaluation: refine it from the warm start
+        policy_residual(U, new, V, res)
+        pi[:] = new
+    return 3, n

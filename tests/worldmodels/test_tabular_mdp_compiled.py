@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spmn.worldmodels.tabular.mdp as M
-from spmn.errors import DataError
+from spmn.errors import DataError, SolverError
 from spmn.kernels import _numba_mdp as K
 from spmn.reference import TabularMDP, random_mdp
 from spmn.reference import _linsolve as L
@@ -69,11 +69,14 @@ def _dense_case(draw, S_range=(1, 90)):
 
 # ---------------------------------------------------------------------------- the whole solve
 @settings(max_examples=60, deadline=None)
-@given(case=_dense_case(), gamma=st.floats(0.0, 0.99))
-def test_compiled_solve_equals_the_reference(case, gamma):
+@given(case=_dense_case(), gamma=st.floats(0.0, 0.99), lean=st.booleans())
+def test_compiled_solve_equals_the_reference(case, gamma, lean):
+    """``lean``: the one-call constructor; else (a start given) the reference's constructor
+    with the compiled check pass."""
     P, R, terminal = case
-    ref = TabularMDP(P, R, terminal=terminal).policy_iteration(gamma)
-    sol = CompiledMDP(P, R, terminal=terminal).policy_iteration(gamma)
+    kw = {} if lean else {"start": (~terminal) / (~terminal).sum()}
+    ref = TabularMDP(P, R, terminal=terminal, **kw).policy_iteration(gamma)
+    sol = CompiledMDP(P, R, terminal=terminal, **kw).policy_iteration(gamma)
     scale = max(1.0, np.abs(ref.values).max())
     assert np.array_equal(sol.policy, ref.policy)
     assert sol.iterations == ref.iterations
@@ -123,6 +126,57 @@ def test_a_stalled_evaluation_goes_to_the_reference_solver(monkeypatch):
     ref = TabularMDP(P, R).policy_iteration(0.999)
     assert calls and np.array_equal(sol.policy, ref.policy)
     assert np.abs(sol.values - ref.values).max() <= 2 * RTOL * np.abs(ref.values).max()
+
+
+def _two_step_mdp():
+    """An MDP whose policy iteration evaluates more than one policy."""
+    for seed in range(50):
+        P, R = np.array(random_mdp(70, 3, 0.05, seed, sparse=False).P), None
+        R = np.random.default_rng(seed).normal(size=(3, 70))
+        if TabularMDP(P, R).policy_iteration(0.9).iterations >= 2:
+            return P, R
+    raise AssertionError("no two-step case found")
+
+
+def test_a_full_history_or_max_iter_goes_to_the_step_driver(monkeypatch):
+    P, R = _two_step_mdp()
+    ref = TabularMDP(P, R).policy_iteration(0.9)
+    monkeypatch.setattr(M, "HISTORY", 1)  # the one-call solve gives up after one policy
+    calls = []
+    real = CompiledMDP._steps
+    monkeypatch.setattr(CompiledMDP, "_steps", lambda self, *a: calls.append(1) or real(self, *a))
+    sol = CompiledMDP(P, R).policy_iteration(0.9)
+    assert calls and np.array_equal(sol.policy, ref.policy) and sol.iterations == ref.iterations
+    assert np.abs(sol.values - ref.values).max() <= 2 * RTOL * max(1.0, np.abs(ref.values).max())
+    with pytest.raises(SolverError) as want:
+        TabularMDP(P, R).policy_iteration(0.9, max_iter=1)
+    with pytest.raises(SolverError) as got:
+        CompiledMDP(P, R).policy_iteration(0.9, max_iter=1)
+    assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("terminal", [None, [0, 5, 9]])
+def test_the_one_call_constructor_builds_the_references_model(terminal):
+    base = random_mdp(40, 3, 1.0, 8)
+    P, R = np.array(base.P), np.random.default_rng(8).normal(size=(3, 40))
+    if terminal is not None:
+        P[:, terminal[:1]] = 0.0  # an empty terminal row
+    ref, got = TabularMDP(P, R, terminal=terminal), CompiledMDP(P, R, terminal=terminal)
+    assert ref.__dict__.keys() == got.__dict__.keys()
+    for key, want in ref.__dict__.items():
+        have = got.__dict__[key]
+        if key == "_guess":
+            for x, y in zip(have, want):
+                np.testing.assert_allclose(x, y, rtol=RTOL, atol=0)
+        elif isinstance(want, np.ndarray):
+            assert have.dtype == want.dtype and np.array_equal(have, want), key
+        else:
+            assert have == want, key
+    R[0, 0] = np.inf  # the reference raises, in its order (P before R, R before the start)
+    with pytest.raises(DataError, match="R contains NaN or infinite"):
+        CompiledMDP(P, R, terminal=terminal)
+    with pytest.raises(DataError, match="every state is terminal"):
+        CompiledMDP(P, np.zeros((3, 40)), terminal=np.ones(40, bool))
 
 
 def test_what_is_not_compiled_is_the_reference():

@@ -41,9 +41,48 @@ from ...reference.tabular import (
 MAX_MATVECS = 200  # the reference's deflated_richardson default
 
 
+HISTORY = 64  # policies the one-call solve remembers (to detect cycles); more: the step driver
+
+
 class CompiledMDP(TabularMDP):
     """A :class:`~spmn.reference.TabularMDP` whose dense check pass and policy iteration run
     compiled (Numba); same constructor, attributes and results (see the module docstring)."""
+
+    def __init__(self, P: Any, R: Any, terminal: ArrayLike | None = None,
+                 start: ArrayLike | None = None, *, max_episode_steps: int = 200,
+                 observation: ArrayLike | None = None) -> None:
+        # the common case (float64 arrays P (A, S, S) and R (A, S), default start and
+        # observation) in one compiled call: a cold call spends more in numpy's small calls
+        # than in the pass itself; anything else, or any error, goes the reference's way
+        if not (start is None and observation is None and type(P) is np.ndarray
+                and type(R) is np.ndarray and P.dtype == np.float64 and R.dtype == np.float64
+                and P.ndim == 3 and P.flags.c_contiguous and R.ndim == 2
+                and P.shape[1] == P.shape[2] == R.shape[1] > 0 and P.shape[0] == R.shape[0] > 0
+                and int(max_episode_steps) >= 1):
+            super().__init__(P, R, terminal, start, max_episode_steps=max_episode_steps,
+                             observation=observation)
+            return
+        A, S = R.shape
+        term = self._parse_terminal(terminal, S)
+        flat = P.reshape(A * S, S)
+        r, pi0, b0, live = np.empty((A, S)), np.empty(S, np.int64), np.empty(S), np.empty(S)
+        sums, Pb = np.empty(A * S), np.empty(A * S)
+        any_term = bool(term.any())
+        Pl = np.empty(A * S) if any_term else sums  # P live = P 1 without terminal states
+        if term.all() or K.prepare(flat, R, term, ROW_SUM_ATOL, TIE_RTOL, r, pi0, b0, live, sums,
+                                   Pb, Pl):
+            super().__init__(P, R, terminal, start, max_episode_steps=max_episode_steps,
+                             observation=observation)  # raises the reference's error, or
+            return  # (a row flagged by rounding alone) is the reference's model
+        self.n_actions, self.n_states = A, S
+        self.terminal, self._any_terminal = term, any_term
+        self._Pf, self._R_kind, self._R, self._r = flat, "sa", R.copy(), r
+        self._guess = (pi0, b0, live, Pb, Pl)
+        self.start = live / float(S - int(term.sum()))
+        self.max_episode_steps = int(max_episode_steps)
+        self.observation = np.arange(S)
+        self.env_id: str | None = None
+        self.env_kwargs: dict[str, Any] = {}
 
     def _check_pass(self, flat: Any, R: Any) -> tuple[np.ndarray, ...] | None:
         A, S = self.n_actions, self.n_states
@@ -75,6 +114,20 @@ class CompiledMDP(TabularMDP):
             raise SolverError(f"method={method!r} is not one of {METHODS}")
         if policy0 is not None or method != "auto" or self._guess is None or self.is_sparse:
             return super().policy_iteration(gamma, policy0, method, max_iter)
+        S = self.n_states
+        _, b0, live, Pb, Pl = self._guess
+        V, best, qmax = np.empty(S), np.empty(S, np.int64), np.empty(S)
+        status, n = K.solve(self._Pf, self._r, self.terminal, b0, live, Pb, Pl, g, ROW_SUM_ATOL,
+                            TIE_RTOL, RESIDUAL_RTOL, int(max_iter), MAX_MATVECS,
+                            np.empty((min(HISTORY, max(1, int(max_iter))), S), np.int64),
+                            V, best, qmax)
+        if status == 0:
+            return MDPSolution(V, best, n, float(np.abs(qmax - V).max()), None)
+        return self._steps(g, max_iter)  # a stalled evaluation, a long run or no convergence
+
+    def _steps(self, g: float, max_iter: int) -> MDPSolution:
+        """The same policy iteration step by step from Python, each step compiled, a stalled
+        evaluation handed to the reference's ``evaluate_policy`` (GMRES cycles, then LU)."""
         S, A = self.n_states, self.n_actions
         Pf, r, term = self._Pf, self._r, self.terminal
         _, b0, live, Pb, Pl = self._guess
