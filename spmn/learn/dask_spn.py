@@ -44,7 +44,7 @@ from .distributed import Partitions, gather, reduce_partitions
 from .slices import MemSlice, MemStats, Table, leaf_from_counts, slice_salt
 from .splits import _tables, dependency_from_pvalues, g_test_from_tables
 
-__all__ = ["DaskSource", "DaskSlice", "DaskStats", "SliceCounts", "DistinctValues"]
+__all__ = ["DaskSlice", "DaskSource", "DaskStats", "DistinctValues", "SliceCounts"]
 
 _ids = itertools.count(1)
 
@@ -160,7 +160,7 @@ def _scan(cols, i, n_parts, names, utils, cap) -> dict[str, Any]:
 
 def _coded(cols, i, ctx) -> tuple[np.ndarray, np.ndarray]:
     """(values in schema order, codes) of one partition, checked as in-memory data are."""
-    sch, card, uvalues = ctx["schema"], ctx["card"], ctx["uvalues"]
+    sch, uvalues = ctx["schema"], ctx["uvalues"]
     X = training_matrix(cols, sch, allow_constant=True, what=f"partition {i}")
     codes = np.zeros(X.shape, np.int32)
     for j, v in enumerate(sch.variables):

@@ -37,7 +37,15 @@ from ..errors import DataError, SchemaError
 from ..schema import Schema, Variable
 from .distributed import is_dask
 from .learnspn import CellProgress, LearnOptions, SliceLearner, flatten_products
-from .slices import MemSlice, Table, Task, answer_in_memory, base_seed, node_rng, run_tasks
+from .slices import (
+    MemSlice,
+    Table,
+    Task,
+    answer_in_memory,
+    base_seed,
+    node_rng,
+    run_tasks,
+)
 from .splits import independent_groups
 
 __all__ = ["learn_spmn", "spmn_schema", "empirical_meu"]

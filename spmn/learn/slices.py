@@ -24,8 +24,19 @@ from ..schema import Schema
 from .clusters import ClusterModel, as_generator, bottom_k, fit_clusters
 from .splits import codes_of, dependency_matrix
 
-__all__ = ["Task", "run_tasks", "base_seed", "node_rng", "slice_salt", "Table", "MemSlice",
-           "MemStats", "make_leaf", "leaf_from_counts", "utility_leaf"]
+__all__ = [
+    "MemSlice",
+    "MemStats",
+    "Table",
+    "Task",
+    "base_seed",
+    "leaf_from_counts",
+    "make_leaf",
+    "node_rng",
+    "run_tasks",
+    "slice_salt",
+    "utility_leaf",
+]
 
 #: Last spawn-key word of a slice's hash salt (paths hold child indices, all far smaller).
 SALT_TAG = 2 ** 31 + 17
@@ -36,7 +47,7 @@ class Task:
     """A learner step to run: ``fn(*args)`` returns a generator (yields lists of slices,
     receives their statistics, returns a node), a node, or another Task."""
 
-    __slots__ = ("fn", "args")
+    __slots__ = ("args", "fn")
 
     def __init__(self, fn: Callable, *args: Any) -> None:
         self.fn = fn
@@ -153,7 +164,7 @@ class Table:
 
     @classmethod
     def meta(cls, schema: Schema, card: np.ndarray, uvalues: dict[int, np.ndarray],
-             lo: np.ndarray, hi: np.ndarray) -> "Table":
+             lo: np.ndarray, hi: np.ndarray) -> Table:
         """A table of no rows with the given column facts (a dask fit's, from its scan)."""
         t = cls.__new__(cls)
         d = len(schema)
@@ -163,7 +174,7 @@ class Table:
         t.X, t.codes, t.gid = np.zeros((0, d)), np.zeros((0, d), np.int32), np.zeros(0, np.int64)
         return t
 
-    def with_rows(self, codes: np.ndarray, gid: np.ndarray) -> "Table":
+    def with_rows(self, codes: np.ndarray, gid: np.ndarray) -> Table:
         """This table's column facts over the given rows of codes (all columns counted):
         values are the codes of discrete columns, ``uvalues[j][code]`` of coded utilities."""
         t = Table.meta(self.schema, self.card, self.uvalues, self.lo, self.hi)

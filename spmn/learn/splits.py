@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 from scipy.special import chdtrc
 
-from .clusters import as_generator, cluster_rows, em_naive_bayes, kmeans  # noqa: F401 (re-exported)
+from .clusters import as_generator, cluster_rows, em_naive_bayes, kmeans  # re-exported
 
 __all__ = ["codes_of", "pair_counts", "g_test_matrix", "g_test_from_tables", "rdc_matrix",
            "dependency_matrix", "dependency_from_pvalues", "independent_groups", "kmeans",

@@ -23,7 +23,12 @@ from spmn.errors import DistributedError, InMemoryWarning
 from spmn.learn import clusters as C
 from spmn.learn import dask_spn
 from spmn.learn import slices as S
-from spmn.learn.learnspn import LearnOptions, SliceLearner, flatten_products, make_schema
+from spmn.learn.learnspn import (
+    LearnOptions,
+    SliceLearner,
+    flatten_products,
+    make_schema,
+)
 from spmn.learn.slices import MemSlice, MemStats, Table
 
 pytestmark = pytest.mark.xdist_group(name="numba-kernels")
@@ -78,8 +83,8 @@ def client():
 
 
 # ---------------------------------------------------------------------------- learn_spn
-@pytest.mark.parametrize("hyper", [dict(clustering="kmeans"),
-                                   dict(clustering="em", n_clusters=3, seed=5)])
+@pytest.mark.parametrize("hyper", [{"clustering": "kmeans"},
+                                   {"clustering": "em", "n_clusters": 3, "seed": 5}])
 def test_learn_spn_on_a_cluster_is_the_in_memory_fit(client, hyper):
     df = latent_data(0, 3000)
     kw = {**SMALL, "seed": 1, **hyper}
@@ -307,8 +312,8 @@ def test_a_lost_worker_is_a_clear_error_never_a_partial_model(monkeypatch):
 def test_what_is_no_count_statistic_is_gathered_with_a_warning():
     df = latent_data(7, 800)
     with dask.config.set(SYNC):
-        for hyper, why in ((dict(independence="rdc"), "rdc"),
-                           (dict(cluster_sample=None), "cluster_sample")):
+        for hyper, why in (({"independence": "rdc"}, "rdc"),
+                           ({"cluster_sample": None}, "cluster_sample")):
             ref = learn_spn(df, seed=0, min_instances_slice=100, **hyper)
             with pytest.warns(InMemoryWarning, match=why):
                 got = learn_spn(dd.from_pandas(df, npartitions=2), seed=0,
