@@ -307,14 +307,19 @@ def policy_residual(U, pi, V, out):
 @njit(**_opts)
 def prepare(Pf, R, terminal, atol, tie_rtol, r, pi0, b0, live, sums, Pb, Pl):
     """The constructor's numeric work for dense P and R[a, s] in one call: r = R with terminal
-    columns zeroed, π0 = greedy(r), b0 = r_π0, live, and the check pass (:func:`check_pass`).
-    Returns 0, or 1 when some row of P breaks a rule, 2 when R holds NaN or an infinity (the
-    caller then runs the reference constructor, which raises the reference's error)."""
+    columns zeroed, π0 = greedy(r), b0 = r_π0, live, and the check pass (:func:`check_pass`;
+    ``Pl`` is written only when some state is terminal, else P live = P 1 = ``sums``).
+    Returns (code, live states): code 0, or 1 when some row of P breaks a rule, 2 when R holds
+    NaN or an infinity, 3 when every state is terminal (the caller then runs the reference
+    constructor, which raises the reference's error)."""
     A, S = R.shape
-    two = False
+    n_live = 0
     for s in range(S):
         live[s] = 0.0 if terminal[s] else 1.0
-        two = two or terminal[s]
+        n_live += 0 if terminal[s] else 1
+    if n_live == 0:
+        return 3, 0
+    two = n_live < S
     finite = True
     for a in range(A):
         for s in range(S):
@@ -323,8 +328,8 @@ def prepare(Pf, R, terminal, atol, tie_rtol, r, pi0, b0, live, sums, Pb, Pl):
             r[a, s] = 0.0 if terminal[s] else v
     greedy_rewards(r, tie_rtol, pi0, b0)
     if check_pass(Pf, terminal, b0, live, two, atol, sums, Pb, Pl):
-        return 1
-    return 0 if finite else 2
+        return 1, n_live
+    return (0 if finite else 2), n_live
 
 
 @njit(inline="always", **_opts)

@@ -287,7 +287,7 @@ def test_richardson_and_products_equal_numpy(case, gamma, seed):
     Q = mdp._q(x0, gamma)
     np.testing.assert_allclose(U, Q, rtol=RTOL, atol=RTOL * max(1.0, np.abs(Q).max()))
     rel = L.RESIDUAL_RTOL * (1.0 - gamma)
-    xr, nr, resr, _ = L.deflated_richardson(Ppi, b, gamma, x0.copy(), res0.copy(), w=live)
+    xr, nr, _, _ = L.deflated_richardson(Ppi, b, gamma, x0.copy(), res0.copy(), w=live)
     x, res = x0.copy(), res0.copy()
     n, rn = K.richardson(Pf, pi, terminal, b, live, gamma, x, res, rel, 200)
     if nr <= 3 or n != nr:  # a stalled run may stop one product apart on rounding alone

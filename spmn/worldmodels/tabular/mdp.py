@@ -1,21 +1,29 @@
 """``CompiledMDP``: the reference :class:`~spmn.reference.TabularMDP` with its dense exact solve
 compiled (:mod:`spmn.kernels._numba_mdp`), so a small MDP's whole solve costs little more than
-reading P once.
+reading P once and P_π a few times (S = 500, A = 4: about 0.5 ms hot, against pymdptoolbox's
+11-13 ms policy iteration; ``benchmarks/bench_mdp.py --small-only``).
 
 The reference stays the oracle (numpy only) and is the fallback for everything this class does
-not compile: sparse P, rewards R[a, s, s'], a given ``policy0`` or ``method``, and a policy system
-whose deflated Richardson iteration stalls (then the reference's GMRES cycles and LU take over).
-For dense P and R[a, s]:
+not compile: sparse P, rewards R[a, s, s'], a given ``policy0`` or ``method``. For dense P and
+R[a, s]:
 
-- construction checks P in one compiled read (non-negative, finite, rows summing to 1) that
-  also computes P b0 and P live for policy iteration's start; when any row breaks a rule the
-  reference check runs and raises its own error (same message, naming the action and state);
-- :meth:`CompiledMDP.policy_iteration` is the reference's algorithm step for step (start π0 =
-  greedy(r) valued by one deflated step, exact evaluation by deflated Richardson to the stated
-  residual |r_π + γ P_π V - V|∞ <= 1e-12·(1-γ)·max(1, |V|∞), improvement with action
-  elimination, the same tie rules), with every step compiled and P_π's rows read in place.
+- construction (float64 arrays, default start and observation) is one compiled call: R copied
+  and checked finite, π0 = greedy(r), and one read of P that checks it (non-negative, finite,
+  rows summing to 1, a terminal state's row possibly empty) and computes P b0 and P live for
+  policy iteration's start. When anything is wrong the reference constructor runs and raises
+  its own error (the same message, naming the action and state). Other inputs take the
+  reference constructor with the compiled check pass (:meth:`CompiledMDP._check_pass`).
+- :meth:`CompiledMDP.policy_iteration` is the reference's algorithm step for step (π0 valued by
+  one deflated step, π1 = greedy of its Q from the check pass, exact evaluation by deflated
+  Richardson to the stated residual |r_π + γ P_π V - V|∞ <= 1e-12·(1-γ)·max(1, |V|∞),
+  improvement with action elimination, the same tie rules), in one compiled call that reads
+  P_π's rows in place. An evaluation whose Richardson iteration stalls (a slowly mixing P_π),
+  more than ``HISTORY`` policies or no convergence hand over to :meth:`CompiledMDP._steps`,
+  the same loop driven from Python, whose stalled evaluations go to the reference's
+  ``evaluate_policy`` (GMRES cycles, then LU).
 
-Results agree with the reference to rounding (tests: 1e-12 relative, the same policy).
+Results agree with the reference to rounding (tests: 1e-12 relative, the same policy and
+iterations). The kernels compile on first use (tens of seconds, then cached on disk).
 """
 from __future__ import annotations
 
@@ -27,7 +35,12 @@ from numpy.typing import ArrayLike
 
 from ...errors import SolverError
 from ...kernels import _numba_mdp as K
-from ...reference._linsolve import RESIDUAL_RTOL, evaluate_policy, is_exact, residual_target
+from ...reference._linsolve import (
+    RESIDUAL_RTOL,
+    evaluate_policy,
+    is_exact,
+    residual_target,
+)
 from ...reference.tabular import (
     METHODS,
     ROW_SUM_ATOL,
@@ -39,8 +52,6 @@ from ...reference.tabular import (
 )
 
 MAX_MATVECS = 200  # the reference's deflated_richardson default
-
-
 HISTORY = 64  # policies the one-call solve remembers (to detect cycles); more: the step driver
 
 
@@ -66,19 +77,18 @@ class CompiledMDP(TabularMDP):
         term = self._parse_terminal(terminal, S)
         flat = P.reshape(A * S, S)
         r, pi0, b0, live = np.empty((A, S)), np.empty(S, np.int64), np.empty(S), np.empty(S)
-        sums, Pb = np.empty(A * S), np.empty(A * S)
-        any_term = bool(term.any())
-        Pl = np.empty(A * S) if any_term else sums  # P live = P 1 without terminal states
-        if term.all() or K.prepare(flat, R, term, ROW_SUM_ATOL, TIE_RTOL, r, pi0, b0, live, sums,
-                                   Pb, Pl):
+        sums, Pb, Pl = np.empty(A * S), np.empty(A * S), np.empty(A * S)
+        code, n_live = K.prepare(flat, R, term, ROW_SUM_ATOL, TIE_RTOL, r, pi0, b0, live, sums,
+                                 Pb, Pl)
+        if code:
             super().__init__(P, R, terminal, start, max_episode_steps=max_episode_steps,
                              observation=observation)  # raises the reference's error, or
             return  # (a row flagged by rounding alone) is the reference's model
         self.n_actions, self.n_states = A, S
-        self.terminal, self._any_terminal = term, any_term
+        self.terminal, self._any_terminal = term, n_live < S
         self._Pf, self._R_kind, self._R, self._r = flat, "sa", R.copy(), r
-        self._guess = (pi0, b0, live, Pb, Pl)
-        self.start = live / float(S - int(term.sum()))
+        self._guess = (pi0, b0, live, Pb, Pl if n_live < S else sums)  # P live = P 1 if none ends
+        self.start = live / float(n_live)
         self.max_episode_steps = int(max_episode_steps)
         self.observation = np.arange(S)
         self.env_id: str | None = None
