@@ -161,7 +161,10 @@ def _scan(cols, i, n_parts, names, utils, cap) -> dict[str, Any]:
 def _coded(cols, i, ctx) -> tuple[np.ndarray, np.ndarray]:
     """(values in schema order, codes) of one partition, checked as in-memory data are."""
     sch, uvalues = ctx["schema"], ctx["uvalues"]
-    X = training_matrix(cols, sch, allow_constant=True, what=f"partition {i}")
+    if ctx.get("checked"):  # every partition passed training_matrix's checks in pass one
+        X = np.column_stack([np.asarray(cols[v.name], np.float64) for v in sch.variables])
+    else:
+        X = training_matrix(cols, sch, allow_constant=True, what=f"partition {i}")
     codes = np.zeros(X.shape, np.int32)
     for j, v in enumerate(sch.variables):
         codes[:, j] = np.searchsorted(uvalues[j], X[:, j]) if j in uvalues else X[:, j]
@@ -447,6 +450,7 @@ class DaskSource:
         # one lazy object, tokenized and shipped once, not once per partition
         job = dask.delayed((self.ctx, routes, models, specs), traverse=False, pure=True)
         out = self._run(_level_job, job)
+        self.ctx = {**self.ctx, "checked": True}
         d = len(self.table.schema)
         for s in slices:
             c = s.counted = out[f"s{s.id}"]

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from scipy.stats import chi2_contingency
 
 from spmn.learn import splits as S
+from spmn.learn.clusters import fit_clusters
 
 
 def _codes(rng, n, k):
@@ -162,3 +163,37 @@ def test_clustering_fitted_on_a_sample_assigns_every_row(method):
     lab = np.zeros(n, int)
     lab[parts[1]] = 1
     assert max(np.mean(lab == z), np.mean(lab != z)) > 0.99
+
+
+@pytest.mark.xdist_group(name="numba-kernels")
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(5, 300), st.integers(2, 4),
+       st.sampled_from(["kmeans", "em"]))
+def test_a_fitted_cluster_model_assigns_rows_as_numpy_does(seed, n, k, method):
+    """ClusterModel.assign (numba) against the obvious numpy: nearest centre of the one-hot
+    (x 1/√2) and z-scored features, or the largest log posterior; the first on ties (a label
+    that differs only where the two best scores tie to 1e-9)."""
+    rng = np.random.default_rng(seed)
+    cards = np.array([2, 3, 4, 0])
+    codes = np.column_stack([rng.integers(0, c, n) for c in cards[:3]] + [np.zeros(n, int)])
+    X = codes.astype(float)
+    X[:, 3] = rng.normal(size=n) + codes[:, 0]
+    model, _ = fit_clusters(X, codes, cards, k, method=method, seed=seed)
+    got = model.assign(X, codes)
+    if method == "kmeans":
+        F, FF, M, cnt, zmean, zsd = model.arrays
+        Z = (X[:, 3:] - zmean) / zsd
+        score = -np.stack([sum(0.5 * (1 - 2 * F[c, j, codes[:, j]] + FF[c, j]) for j in range(3))
+                           + ((Z - M[c]) ** 2).sum(axis=1) for c in range(k)], axis=1)
+        score[:, cnt == 0] = -np.inf
+    else:
+        logw, logt, mu, var = model.arrays
+        score = np.stack([logw[c] + sum(logt[c, j, codes[:, j]] for j in range(3))
+                          - 0.5 * ((X[:, 3] - mu[c, 0]) ** 2 / var[c, 0] + np.log(var[c, 0])
+                                   + np.log(2 * np.pi)) for c in range(k)], axis=1)
+    want = np.argmax(score, axis=1)
+    best = score[np.arange(n), want]
+    off = got != want
+    np.testing.assert_allclose(score[np.flatnonzero(off), got[off]], best[off], rtol=1e-9,
+                               atol=1e-9)
+    assert got.min() >= 0 and got.max() < k
