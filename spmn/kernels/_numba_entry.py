@@ -161,18 +161,18 @@ def rows_ok(X, lo, nr, chk):
     nv = X.shape[1]
     Xf = X.reshape(X.shape[0] * nv)
     two52 = 4503599627370496.0
-    bad = False
-    for r in range(nr):
-        o = (lo + r) * nv
-        for v in range(nv):
+    unv = uint64(nv)  # unsigned offsets: no wraparound test per cell, so LLVM vectorizes it
+    bad = 0
+    for r in range(uint64(nr)):
+        o = (uint64(lo) + r) * unv
+        for v in range(unv):
             d = Xf[o + v]
-            inr = (d >= chk[v]) & (d <= chk[nv + v])  # False for NaN
-            code = inr & (chk[2 * nv + v] != 0.0)
-            di = (d if d < two52 else two52) if code else 0.0
-            whole = ((di + two52) - two52) == di
-            ok = (inr & whole) | ((d != d) & (chk[3 * nv + v] != 0.0))
-            bad = bad | (not ok)
-    return not bad
+            inr = np.int64(d >= chk[v]) & np.int64(d <= chk[unv + v])  # 0 for NaN
+            di = (d if d < two52 else two52) * chk[uint64(2) * unv + v]  # 0 for a finite real
+            whole = np.int64(((di + two52) - two52) == di)
+            nan_ok = np.int64(d != d) & np.int64(chk[uint64(3) * unv + v] != 0.0)
+            bad |= ((inr & whole) | nan_ok) ^ 1
+    return bad == 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -325,7 +325,9 @@ _RF2 = _ro(np.zeros((1, 1)))
 
 
 def _chk(chk) -> np.ndarray:
-    return _RF0 if chk is None else _ro(np.ascontiguousarray(chk, dtype=np.float64))
+    """The check table (C-contiguous float64, as Schema.check_table makes it) read-only, or
+    the empty table: no check."""
+    return _RF0 if chk is None else _ro(chk)
 
 
 def upward(circ, X, values, nodes, outL, outU, cu, want_u, R, T, chk=None):
