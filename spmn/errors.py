@@ -58,8 +58,10 @@ class CoverageWarning(SpmnWarning):
 
 
 class InMemoryWarning(SpmnWarning):
-    """A learner whose statistics are not all counts (clustering, RDC) got a dask collection:
-    it is gathered into memory (the documented fallback); the message says how many rows."""
+    """A learner whose statistics are not all counts got a dask collection (``learn_spn`` /
+    ``learn_spmn`` with continuous columns, ``independence="rdc"`` or ``cluster_sample=None``):
+    it is gathered into memory (the documented fallback); the message says why and how many
+    rows."""
 
 
 class BuildWarning(SpmnWarning):
