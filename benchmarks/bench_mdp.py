@@ -18,7 +18,10 @@ The small section (always run first; ``--small-only`` runs nothing else) times, 
 ``Template.bellman``, one kernel pass;
 pymdptoolbox: ``MDP._bellmanOperator(V)``, the body of its value-iteration loop) and the full exact
 solve (model construction + policy iteration on both sides), medians of many interleaved calls,
-with the load average printed beside the table.
+with the load average printed beside every row. Each kind gets two solve rows: the numpy reference
+``TabularMDP`` and ``spmn.worldmodels.tabular.CompiledMDP`` (dense P compiled; sparse and banded
+run the reference), timed with pymdptoolbox in a rotating order (``--flush``: caches emptied
+before every solve).
 """
 from __future__ import annotations
 
