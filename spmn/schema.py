@@ -330,6 +330,10 @@ class Schema:
         doubles, per column the lowest and the highest valid value (0 and k - 1 for a discrete
         column, the most negative and most positive finite doubles otherwise), 1 for an integer
         code, 1 where NaN is allowed. Read-only, built once per schema and ``allow_nan``."""
+        if allow_nan is True:  # the queries' default: one attribute look-up
+            got = self.__dict__.get("_check_any_nan")
+            if got is not None:
+                return got
         key = True if allow_nan is True else (False if allow_nan is False else tuple(allow_nan))
         cache = self.__dict__.setdefault("_check_tables", {})
         got = cache.get(key)
@@ -340,6 +344,8 @@ class Schema:
             got = np.concatenate([lo, top, (~cont).astype(np.float64), nan_ok])
             got.setflags(write=False)
             cache[key] = got
+            if key is True:
+                self._check_any_nan = got
         return got
 
     def raise_invalid(self, X: np.ndarray, allow_nan: bool | Sequence[str] = True,

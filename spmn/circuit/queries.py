@@ -138,6 +138,8 @@ def policy(circuit: Structure, X: Any = None, *, decision: str | None = None,
     if single:
         v = dec[0, col]
         return -1 if v != v else int(v)
+    if dec.shape[0] <= 8:  # a few rows: cheaper than the numpy calls' fixed costs
+        return np.array([-1 if v != v else int(v) for v in dec[:, col].tolist()], np.int64)
     return np.where(np.isnan(dec[:, col]), -1, dec[:, col]).astype(np.int64)
 
 

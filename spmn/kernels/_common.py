@@ -306,7 +306,8 @@ class Kernels:
             def run(X, values=None, chk=None):
                 rows = X.shape[0]
                 v = zeros if values is None else values
-                out = np.full(X.shape, np.nan)
+                out = np.empty(X.shape)
+                out.fill(np.nan)  # np.full's Python wrapper costs more than the fill
                 if rows <= 16:
                     return None if raw.policy(circ, X, v, out, max(rows, 1), 1, chk) else out
                 T, R = split_rows(prep, rows)
