@@ -398,3 +398,41 @@ def solve(Pf, r, terminal, b0, live, Pb, Pl, gamma, row_atol, tie_rtol, rtol, ma
         policy_residual(U, new, V, res)
         pi[:] = new
     return 3, n
+
+
+@njit(**_opts)
+def build(Pf, R, terminal, atol, tie_rtol):
+    """:func:`prepare` with every array allocated here (a cold call from Python pays for each
+    numpy call): returns (code, live states, r, copy of R, π0, b0, live, P b0, P live, start)."""
+    A, S = R.shape
+    r, Rc = np.empty((A, S)), R.copy()
+    pi0, b0, live = np.empty(S, np.int64), np.empty(S), np.empty(S)
+    sums, Pb, Pl = np.empty(A * S), np.empty(A * S), np.empty(A * S)
+    code, n_live = prepare(Pf, R, terminal, atol, tie_rtol, r, pi0, b0, live, sums, Pb, Pl)
+    if n_live == S:
+        Pl = sums  # P live = P 1 when no state is terminal
+    start = live / max(n_live, 1)
+    return code, n_live, r, Rc, pi0, b0, live, Pb, Pl, start
+
+
+@njit(**_opts)
+def build_no_terminal(Pf, R, atol, tie_rtol):
+    """:func:`build` without terminal states; also returns the (all False) terminal mask."""
+    terminal = np.zeros(R.shape[1], np.bool_)
+    return (terminal,) + build(Pf, R, terminal, atol, tie_rtol)
+
+
+@njit(**_opts)
+def solve_all(Pf, r, terminal, b0, live, Pb, Pl, gamma, row_atol, tie_rtol, rtol, max_iter,
+              max_matvecs, history):
+    """:func:`solve` with its arrays allocated here; returns (status, policies evaluated, V,
+    greedy policy, Bellman residual |max_a Q - V|∞)."""
+    S = r.shape[1]
+    V, best, qmax = np.empty(S), np.empty(S, np.int64), np.empty(S)
+    hist = np.empty((history, S), np.int64)
+    status, n = solve(Pf, r, terminal, b0, live, Pb, Pl, gamma, row_atol, tie_rtol, rtol,
+                      max_iter, max_matvecs, hist, V, best, qmax)
+    residual = 0.0
+    for s in range(S):
+        residual = max(residual, abs(qmax[s] - V[s]))
+    return status, n, V, best, residual

@@ -74,21 +74,23 @@ class CompiledMDP(TabularMDP):
                              observation=observation)
             return
         A, S = R.shape
-        term = self._parse_terminal(terminal, S)
         flat = P.reshape(A * S, S)
-        r, pi0, b0, live = np.empty((A, S)), np.empty(S, np.int64), np.empty(S), np.empty(S)
-        sums, Pb, Pl = np.empty(A * S), np.empty(A * S), np.empty(A * S)
-        code, n_live = K.prepare(flat, R, term, ROW_SUM_ATOL, TIE_RTOL, r, pi0, b0, live, sums,
-                                 Pb, Pl)
+        if terminal is None:
+            term, code, n_live, r, Rc, pi0, b0, live, Pb, Pl, st = K.build_no_terminal(
+                flat, R, ROW_SUM_ATOL, TIE_RTOL)
+        else:
+            term = self._parse_terminal(terminal, S)
+            code, n_live, r, Rc, pi0, b0, live, Pb, Pl, st = K.build(flat, R, term, ROW_SUM_ATOL,
+                                                                     TIE_RTOL)
         if code:
             super().__init__(P, R, terminal, start, max_episode_steps=max_episode_steps,
                              observation=observation)  # raises the reference's error, or
             return  # (a row flagged by rounding alone) is the reference's model
         self.n_actions, self.n_states = A, S
         self.terminal, self._any_terminal = term, n_live < S
-        self._Pf, self._R_kind, self._R, self._r = flat, "sa", R.copy(), r
-        self._guess = (pi0, b0, live, Pb, Pl if n_live < S else sums)  # P live = P 1 if none ends
-        self.start = live / float(n_live)
+        self._Pf, self._R_kind, self._R, self._r = flat, "sa", Rc, r
+        self._guess = (pi0, b0, live, Pb, Pl)
+        self.start = st
         self.max_episode_steps = int(max_episode_steps)
         self.observation = np.arange(S)
         self.env_id: str | None = None
@@ -124,15 +126,12 @@ class CompiledMDP(TabularMDP):
             raise SolverError(f"method={method!r} is not one of {METHODS}")
         if policy0 is not None or method != "auto" or self._guess is None or self.is_sparse:
             return super().policy_iteration(gamma, policy0, method, max_iter)
-        S = self.n_states
         _, b0, live, Pb, Pl = self._guess
-        V, best, qmax = np.empty(S), np.empty(S, np.int64), np.empty(S)
-        status, n = K.solve(self._Pf, self._r, self.terminal, b0, live, Pb, Pl, g, ROW_SUM_ATOL,
-                            TIE_RTOL, RESIDUAL_RTOL, int(max_iter), MAX_MATVECS,
-                            np.empty((min(HISTORY, max(1, int(max_iter))), S), np.int64),
-                            V, best, qmax)
+        status, n, V, best, residual = K.solve_all(
+            self._Pf, self._r, self.terminal, b0, live, Pb, Pl, g, ROW_SUM_ATOL, TIE_RTOL,
+            RESIDUAL_RTOL, int(max_iter), MAX_MATVECS, min(HISTORY, max(1, int(max_iter))))
         if status == 0:
-            return MDPSolution(V, best, n, float(np.abs(qmax - V).max()), None)
+            return MDPSolution(V, best, n, residual, None)
         return self._steps(g, max_iter)  # a stalled evaluation, a long run or no convergence
 
     def _steps(self, g: float, max_iter: int) -> MDPSolution:
