@@ -1,7 +1,8 @@
 """``CompiledMDP``: the reference :class:`~spmn.reference.TabularMDP` with its dense exact solve
 compiled (:mod:`spmn.kernels._numba_mdp`), so a small MDP's whole solve costs little more than
-reading P once and P_π a few times (S = 500, A = 4: about 0.5 ms hot, against pymdptoolbox's
-11-13 ms policy iteration; ``benchmarks/bench_mdp.py --small-only``).
+reading P once and P_π a few times (S = 500, A = 4: 0.9-1.2 ms in the benchmark, 0.4-0.65 ms
+with P in cache, against pymdptoolbox's 13-15 ms policy iteration; ``benchmarks/bench_mdp.py
+--small-only``).
 
 The reference stays the oracle (numpy only) and is the fallback for everything this class does
 not compile: sparse P, rewards R[a, s, s'], a given ``policy0`` or ``method``. For dense P and
