@@ -5,12 +5,15 @@ SPFlow 1.x, plain numpy; and the latency of small calls.
         [--spflow-python /work/venv-spflow/bin/python]
         [--spflow1-python /work/venv-spflow1/bin/python] [--quick]
     python benchmarks/bench_inference.py --curve [--plot benchmarks/latency_curve.png]
+    python benchmarks/bench_inference.py --one-row     # the one-row latencies only
 
 ``--curve``: rows/s of ``circuit.log_likelihood`` (the user's call: validation included) at
 batches of 1 to 100,000 rows on circuits of 83, ~3k and 36k edges, for both compiled backends
 and the reference backend, default threads; then the median latency of one-row
 ``log_likelihood``, ``meu`` and ``policy`` calls (``_bench_circuits.small_spn``,
-``small_spmn``) over thousands of calls.
+``small_spmn``) over thousands of calls. The small circuits are learned once and kept in the
+``--cache`` folder (spmn.io), so later runs time the same circuits; the 1-min load average is
+printed at the start, after the curve, beside each one-row line and at the end.
 
 Circuits: an SPN learned by SPFlow (LearnSPN, ``learn_parametric``) on 20,000 x 20 categorical
 rows, converted to spmn; a random layered circuit of 9,605 nodes / 36,092 edges (and the same
@@ -140,6 +143,8 @@ def main() -> None:
                     help="only the latency / throughput curve and the one-row latencies")
     ap.add_argument("--curve-rows", default="1,10,100,1000,10000,100000")
     ap.add_argument("--plot", default=None, help="write the curve as a PNG here")
+    ap.add_argument("--one-row", action="store_true",
+                    help="only the one-row latencies, in a process that has run nothing else")
     args = ap.parse_args()
     os.makedirs(args.cache, exist_ok=True)
     batches = [int(r) for r in args.rows.split(",")]
@@ -147,17 +152,22 @@ def main() -> None:
     built = [b for b in ("cython", "numba") if b in kernels.available()]
     print(f"load average at start: {os.getloadavg()}")
 
+    if args.one_row:
+        one_row_latency(cached(args.cache, "small_spn", small_spn),
+                        cached(args.cache, "small_spmn", small_spmn), built, args.quick)
+        print(f"load average at end: {os.getloadavg()}")
+        return
     spn, spn_path = learned_spn(args.spflow_python, args.cache)
+    small = cached(args.cache, "small_spn", small_spn)
     if args.curve:
-        small = small_spn()
         circuits = [("learned SPN, 16 vars", small), ("SPFlow-learned SPN", spn),
                     ("random layered", layered_circuit())]
         curve(circuits, [int(r) for r in args.curve_rows.split(",")], built, args.plot,
               args.quick)
-        one_row_latency(built, args.quick)
+        print(f"load average after the curve: {os.getloadavg()}")
+        one_row_latency(small, cached(args.cache, "small_spmn", small_spmn), built, args.quick)
         print(f"load average at end: {os.getloadavg()}")
         return
-    small = small_spn()
     small_path = os.path.join(args.cache, "small_spn.json")
     with open(small_path, "w") as fh:
         json.dump(to_exchange(small), fh)
@@ -223,6 +233,19 @@ def main() -> None:
         for k, v in fresh_process_latencies(T).items():
             print(f"  {k:45s} {v if v is None else round(v, 3)}")
     print(f"load average at end: {os.getloadavg()}")
+
+
+def cached(cache: str, name: str, make):
+    """The circuit ``make()`` builds, saved in the cache folder on first use and loaded from
+    there after (spmn.io): later runs time the same circuit whatever the learner does since."""
+    from spmn import io
+
+    path = os.path.join(cache, f"{name}.spmn")
+    if os.path.exists(path):
+        return io.load(path)
+    c = make()
+    io.save(c, path)
+    return c
 
 
 def median_call(fn, calls: int) -> float:
@@ -293,9 +316,8 @@ def curve(circuits, batches, built, plot, quick) -> None:
         print(f"plot: {plot}")
 
 
-def one_row_latency(built, quick) -> None:
+def one_row_latency(spn, dec, built, quick) -> None:
     """Median latency of one-row calls through the circuit API (what a rollout step pays)."""
-    spn, dec = small_spn(), small_spmn()
     x = random_rows(spn.compile(), 1, seed=1)
     e = np.array([[1.0, 0.0, np.nan, np.nan, np.nan, np.nan]])  # observed before the decision
     n = 300 if quick else 3000
@@ -309,8 +331,8 @@ def one_row_latency(built, quick) -> None:
         meu = median_call(lambda: dec.meu(e, backend=impl), m)
         pol = median_call(lambda: dec.policy(e, backend=impl), m)
         meu0 = median_call(lambda: dec.meu(backend=impl), m)
-        print(f"{impl:10s} {ll * 1e6:15.1f} {meu * 1e6:8.1f} {pol * 1e6:8.1f} {meu0 * 1e6:8.1f}",
-              flush=True)
+        print(f"{impl:10s} {ll * 1e6:15.1f} {meu * 1e6:8.1f} {pol * 1e6:8.1f} {meu0 * 1e6:8.1f}"
+              f"   (1-min load {os.getloadavg()[0]:.2f})", flush=True)
 
 
 def print_table(rows_out, T) -> None:
