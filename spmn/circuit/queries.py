@@ -9,7 +9,9 @@ as a ``dask.array`` is evaluated block by block by :mod:`spmn.kernels.dask` (laz
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+import math
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -137,9 +139,10 @@ def policy(circuit: Structure, X: Any = None, *, decision: str | None = None,
     dec, single = _run(circuit, "policy", X, backend, values=interface_values)
     if single:
         v = dec[0, col]
-        return -1 if v != v else int(v)
+        return -1 if math.isnan(v) else int(v)
     if dec.shape[0] <= 8:  # a few rows: cheaper than the numpy calls' fixed costs
-        return np.array([-1 if v != v else int(v) for v in dec[:, col].tolist()], np.int64)
+        return np.array([-1 if math.isnan(v) else int(v) for v in dec[:, col].tolist()],
+                        np.int64)
     return np.where(np.isnan(dec[:, col]), -1, dec[:, col]).astype(np.int64)
 
 

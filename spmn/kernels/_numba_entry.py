@@ -168,9 +168,9 @@ def rows_ok(X, lo, nr, chk):
         for v in range(unv):
             d = Xf[o + v]
             inr = np.int64(d >= chk[v]) & np.int64(d <= chk[unv + v])  # 0 for NaN
-            di = (d if d < two52 else two52) * chk[uint64(2) * unv + v]  # 0 for a finite real
+            di = min(two52, d) * chk[uint64(2) * unv + v]  # 0 for a finite real
             whole = np.int64(((di + two52) - two52) == di)
-            nan_ok = np.int64(d != d) & np.int64(chk[uint64(3) * unv + v] != 0.0)
+            nan_ok = np.int64(math.isnan(d)) & np.int64(chk[uint64(3) * unv + v] != 0.0)
             bad |= ((inr & whole) | nan_ok) ^ 1
     return bad == 0
 

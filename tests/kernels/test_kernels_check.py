@@ -12,8 +12,8 @@ from strategies import random_spmn, seeds
 
 from spmn import DataError, Schema, Variable, kernels
 
-SETTINGS = dict(max_examples=25, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = {"max_examples": 25, "deadline": None,
+            "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
 NUMBA = pytest.mark.xdist_group(name="numba-kernels")
 #: Cell values that sit on every edge of the check: NaN, infinities, the range ends of a code,
 #: fractions, -0.0, the largest doubles, 2^52 and 2^53 (every double above is a whole number).
@@ -127,10 +127,10 @@ def test_fused_check_raises_the_errors_of_validate_data(seed, rows):
         want = None
     for b in kernels.available():
         if allow is False:
-            calls = [lambda: c.log_likelihood(X, allow_missing=False, backend=b)]
+            calls = [lambda b=b: c.log_likelihood(X, allow_missing=False, backend=b)]
         else:
-            calls = [lambda: c.log_likelihood(X, backend=b), lambda: c.meu(X, backend=b),
-                     lambda: c.policy(X, backend=b), lambda: c.mpe(X, backend=b)]
+            calls = [lambda b=b: c.log_likelihood(X, backend=b), lambda b=b: c.meu(X, backend=b),
+                     lambda b=b: c.policy(X, backend=b), lambda b=b: c.mpe(X, backend=b)]
         for call in calls:
             if want is None:
                 call()
@@ -156,11 +156,11 @@ def test_errors_come_in_the_order_of_validate_data():
             c.meu(np.array([["a"] * n]), backend=b)
         X = np.zeros((3, n))
         X[2, 0] = 99.0
-        want = message(lambda: c.schema.validate_data(X))
-        assert message(lambda: c.meu(X, interface_values=[1.0, 2.0], backend=b)) == want
-        assert "interface_values" in message(lambda: c.meu(np.zeros((3, n)),
-                                                           interface_values=[1.0, 2.0],
-                                                           backend=b))
+        want = message(lambda X=X: c.schema.validate_data(X))
+        assert message(lambda X=X, b=b: c.meu(X, interface_values=[1.0, 2.0], backend=b)) == want
+        assert "interface_values" in message(lambda b=b: c.meu(np.zeros((3, n)),
+                                                               interface_values=[1.0, 2.0],
+                                                               backend=b))
     with pytest.raises(DataError, match="'" + c.schema[0].name + "' has value 99.0"):
         c.log_likelihood(X, backend="no-such-backend")
 
@@ -216,7 +216,7 @@ def test_small_calls_from_threads_share_nothing():
         want = [(c.meu(X, backend=b), c.policy(X, backend=b)) for X in rows]
         got: dict[int, list] = {}
 
-        def work(t):
+        def work(t, b=b, got=got):
             got[t] = [[(c.meu(X, backend=b), c.policy(X, backend=b)) for X in rows]
                       for _ in range(20)]
 

@@ -127,8 +127,8 @@ def test_numba_view_is_built_once_and_read_only():
     X = ks.random_evidence(rng, flat, 40)
     mod = kernels.get("numba")
     first = mod.log_likelihood(flat, X)
-    from spmn.kernels._prepare import prepare
     from spmn.kernels import _numba_entry as ne
+    from spmn.kernels._prepare import prepare
     view = prepare(flat).views["numba"]
     assert len(view) == ne.PACK_LEN and all(not a.flags.writeable for a in view)
     tables = ne._unpack(view)  # the 27 tables, sliced out of the packed buffers
