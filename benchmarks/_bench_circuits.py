@@ -173,7 +173,8 @@ def small_spn(seed: int = 5, rows: int = 2000) -> Circuit:
 
 
 def small_spmn(seed: int = 0, rows: int = 2000) -> Circuit:
-    """An SPMN learned by ``spmn.learn_spmn`` (100 nodes shipped in ``benchmarks/circuits/``): two observations before a
+    """An SPMN learned by ``spmn.learn_spmn`` (the benchmarks time the 100-node one shipped in
+    ``benchmarks/circuits/``): two observations before a
     three-valued decision ``d``, two outcomes and a utility after it."""
     from spmn import learn_spmn
 
