@@ -1,11 +1,7 @@
 """Statistics per partition merged by tree reductions: exact merges, numpy's quantiles from
 counts, partitions checked, and a worker killed mid-fit (dask retries, or a clear error)."""
 import itertools
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 
 import dask
@@ -14,6 +10,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from dask_faults import fit_while_killing, worker_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +18,8 @@ from spmn import DataError
 from spmn.errors import DistributedError
 from spmn.learn import distributed as D
 from spmn.worldmodels.tabular.model import WorldModel
+
+PRELOAD = "spmn.worldmodels.tabular.model"  # what a killed worker process imports at start
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 
@@ -129,37 +128,6 @@ def _slow_logs(i, n_parts, seed):
     return df.iloc[i * 400:(i + 1) * 400]
 
 
-def _worker_process(client, address):
-    """A worker in a process of its own (no nanny: killed, it stays dead)."""
-    proc = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                             "--no-nanny", "--nthreads", "1", "--no-dashboard", "--preload",
-                             "spmn.worldmodels.tabular.model"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client.wait_for_workers(2, timeout=120)
-    return proc
-
-
-def _fit_while_killing(client, proc, ddf, delay, model):
-    """Fit, SIGKILL the worker process ``delay`` s in; checks that the kill fell in the fit."""
-    killed = {}
-
-    def kill():
-        killed["at"] = time.monotonic()
-        os.kill(proc.pid, signal.SIGKILL)
-
-    timer = threading.Timer(delay, kill)
-    start = time.monotonic()
-    timer.start()
-    try:
-        model.fit(ddf, client=client)
-    finally:
-        end = time.monotonic()
-        timer.join()
-        proc.wait(30)
-        assert start < killed["at"] < end, "the worker was not killed during the fit"
-    return model
-
-
 @pytest.mark.slow
 def test_a_worker_killed_mid_fit_is_retried_or_fails_clearly():
     """Killed with retries left: the scheduler reruns its tasks elsewhere and the model is the
@@ -173,8 +141,8 @@ def test_a_worker_killed_mid_fit_is_retried_or_fails_clearly():
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         ddf = dd.from_map(_slow_logs, range(n_parts), n_parts=n_parts, seed=seed,
                           meta=frames[0].iloc[:0])
-        proc = _worker_process(client, cluster.scheduler_address)
-        model = _fit_while_killing(client, proc, ddf, 0.3, WorldModel("s", "a", "r",
+        proc = worker_process(client, cluster.scheduler_address, PRELOAD)
+        model = fit_while_killing(client, proc, ddf, 0.3, WorldModel("s", "a", "r",
                                                                       progress=False))
         assert proc.returncode == -signal.SIGKILL
         for k in ref.tables_:
@@ -182,10 +150,10 @@ def test_a_worker_killed_mid_fit_is_retried_or_fails_clearly():
         np.testing.assert_array_equal(model.tree_.var, ref.tree_.var)
         client.run_on_scheduler(lambda dask_scheduler: setattr(
             dask_scheduler, "allowed_failures", 0))
-        proc = _worker_process(client, cluster.scheduler_address)
+        proc = worker_process(client, cluster.scheduler_address, PRELOAD)
         failed = WorldModel("s", "a", "r", progress=False)
         with pytest.raises(DistributedError, match="worker was lost"):
-            _fit_while_killing(client, proc, ddf, 0.3, failed)
+            fit_while_killing(client, proc, ddf, 0.3, failed)
         assert not hasattr(failed, "tree_") and not hasattr(failed, "template_")
 
 

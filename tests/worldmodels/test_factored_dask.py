@@ -384,58 +384,29 @@ def test_a_worker_killed_mid_fit_is_retried_or_fails_clearly():
     """As the tabular model's (tests/learn/test_distributed.py): a worker process SIGKILLed
     mid-fit with retries left is rerun elsewhere and the model is the in-memory one; with none
     left the fit raises DistributedError and the model stays unfitted."""
-    import os
     import signal
-    import subprocess
-    import sys
-    import threading
-    import time
+
+    from dask_faults import fit_while_killing, worker_process
 
     from spmn.errors import DistributedError
 
+    preload = "spmn.worldmodels.factored.model"
     n_parts, seed = 8, 3
     frames = [_slow_dbn(i, n_parts, seed) for i in range(n_parts)]
     kw = kwargs(split_p=0.05)
     ref = FactoredWorldModel(**kw).fit(pd.concat(frames))
 
-    def worker(client, address):  # no nanny: killed, it stays dead
-        proc = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                                 "--no-nanny", "--nthreads", "1", "--no-dashboard",
-                                 "--preload", "spmn.worldmodels.factored.model"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client.wait_for_workers(2, timeout=120)
-        return proc
-
-    def fit_while_killing(client, proc, ddf, delay, model):
-        killed = {}
-
-        def kill():
-            killed["at"] = time.monotonic()
-            os.kill(proc.pid, signal.SIGKILL)
-
-        timer = threading.Timer(delay, kill)
-        start = time.monotonic()
-        timer.start()
-        try:
-            model.fit(ddf, client=client)
-        finally:
-            end = time.monotonic()
-            timer.join()
-            proc.wait(30)
-            assert start < killed["at"] < end, "the worker was not killed during the fit"
-        return model
-
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         ddf = dd.from_map(_slow_dbn, range(n_parts), n_parts=n_parts, seed=seed,
                           meta=frames[0].iloc[:0])
-        proc = worker(client, cluster.scheduler_address)
+        proc = worker_process(client, cluster.scheduler_address, preload)
         model = fit_while_killing(client, proc, ddf, 0.3, FactoredWorldModel(**kw))
         assert proc.returncode == -signal.SIGKILL
         assert_same_model(ref, model)
         client.run_on_scheduler(lambda dask_scheduler: setattr(
             dask_scheduler, "allowed_failures", 0))
-        proc = worker(client, cluster.scheduler_address)
+        proc = worker_process(client, cluster.scheduler_address, preload)
         failed = FactoredWorldModel(**kw)
         with pytest.raises(DistributedError, match="worker was lost"):
             fit_while_killing(client, proc, ddf, 0.3, failed)
