@@ -51,8 +51,8 @@ def _value(domain, exact, policy, H, seed):
     return mc.mean, mc.stderr, "MC"
 
 
-def run_one(name: str, instance: int, steps: int, seed: int = 0, groups: str | None = "auto"
-            ) -> dict:
+def run_one(name: str, instance: int, steps: int, seed: int = 0, groups: str | None = "auto",
+            max_nodes: int = 1_000_000) -> dict:
     """Every figure of one instance (module docstring)."""
     warnings.simplefilter("ignore")
     import spmn
@@ -77,7 +77,7 @@ def run_one(name: str, instance: int, steps: int, seed: int = 0, groups: str | N
     t0 = time.perf_counter()
     try:
         sol = m.solve(gamma=d.discount, horizon=H, start=d.initial_row, max_states=200_000,
-                      max_nodes=1_000_000)
+                      max_nodes=max_nodes)
     except SpmnError as e:
         row["error"] = f"solve: {type(e).__name__}: {str(e)[:120]}"
         return row
@@ -227,6 +227,8 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="instance 1 of each domain")
     ap.add_argument("--groups", choices=("auto", "none"), default="auto",
                     help="one-hot state fluents as one categorical variable (default auto)")
+    ap.add_argument("--max-nodes", type=int, default=1_000_000,
+                    help="the structured solver's cap on value-diagram nodes (default 1,000,000)")
     ap.add_argument("--out", default="rddl_results.jsonl")
     ap.add_argument("--table-from", metavar="JSONL", help="print the table of a finished run")
     a = ap.parse_args(argv)
@@ -248,8 +250,8 @@ def main(argv=None) -> None:
                 with open(a.out, "a") as fh:
                     fh.write(json.dumps(r) + "\n")
                 continue
-            r = run_limited((name, i, a.steps, 0, None if a.groups == "none" else "auto"),
-                            a.timeout)
+            r = run_limited((name, i, a.steps, 0, None if a.groups == "none" else "auto",
+                             a.max_nodes), a.timeout)
             over = over + 1 if "limit" in r.get("error", "") else 0
             rows.append(r)
             with open(a.out, "a") as fh:

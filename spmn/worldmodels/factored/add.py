@@ -8,20 +8,44 @@ Variables sit at fixed levels (0 = nearest the root; terminals below every level
 (``add``, ``mul``, ``max``, restriction, expectation over one variable) recurse on the top
 variable with memo tables, so their cost grows with the diagrams, never with the number of
 joint assignments.
+
+The nodes, the unique table and the memo tables are flat arrays operated on by the compiled
+core :mod:`spmn.kernels._numba_add` (explicit stacks, open addressing, doubling); its slow,
+obvious twin is :class:`.add_reference.ReferenceDiagrams`, which it matches node for node.
+``lev``, ``kids`` and ``val`` read like the reference's lists (``lev[f]``, ``kids[f]`` a tuple,
+``val[f]``).
 """
 from __future__ import annotations
 
-import operator
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from ...errors import SolverError
+from ...kernels import _numba_add as K
 
 #: Level of terminal nodes (below every variable).
-TERM = 1 << 30
+TERM = K.TERM
+
+
+class _Kids:
+    """``kids[f]``: node f's kids as a tuple (empty for a constant)."""
+
+    def __init__(self, store: "Diagrams") -> None:
+        self._st = store
+
+    def __len__(self) -> int:
+        return len(self._st)
+
+    def __getitem__(self, f: int) -> tuple[int, ...]:
+        lev, off, _, pool, _, _ = self._st._S
+        lv = int(lev[f])
+        if lv == TERM:
+            return ()
+        o = int(off[f])
+        return tuple(pool[o:o + self._st.cards[lv]].tolist())
 
 
 class Diagrams:
@@ -29,73 +53,70 @@ class Diagrams:
 
     def __init__(self, cards: Sequence[int], max_nodes: int | None = None) -> None:
         self.cards = [int(k) for k in cards]
-        self.max_nodes = max_nodes
-        self.lev: list[int] = []
-        self.kids: list[tuple[int, ...]] = []
-        self.val: list[float] = []
-        self._unique: dict[tuple[int, tuple[int, ...]], int] = {}
-        self._const: dict[float, int] = {}
-        self.memo: dict[str, dict] = {}
+        self._cards = np.array(self.cards, np.int64)
+        self._kmax = max(self.cards + [1])
+        self._S = K.new_store(1024, -1 if max_nodes is None else int(max_nodes))
+        self._max_nodes = max_nodes
+        self._none = np.zeros(1, np.int64)
+        self.memo: dict = {}
         self.zero = self.const(0.0)
         self.one = self.const(1.0)
+        assert (self.zero, self.one) == (0, 1)  # the kernels' shortcuts assume these ids
+
+    @property
+    def max_nodes(self) -> int | None:
+        return self._max_nodes
+
+    @max_nodes.setter
+    def max_nodes(self, value: int | None) -> None:
+        self._max_nodes = value
+        self._S[5][2] = -1 if value is None else int(value)
 
     def __len__(self) -> int:
-        return len(self.lev)
+        return int(self._S[5][0])
+
+    @property
+    def lev(self) -> np.ndarray:
+        return self._S[0][:len(self)]
+
+    @property
+    def val(self) -> np.ndarray:
+        return self._S[2][:len(self)]
+
+    @property
+    def kids(self) -> _Kids:
+        return _Kids(self)
+
+    def _check(self, r: int) -> int:
+        if r >= 0:
+            return int(r)
+        if r == K.NAN:
+            raise SolverError("a value diagram got a NaN leaf")
+        raise SolverError(f"the value diagrams exceed max_nodes={self.max_nodes:,} nodes: "
+                          "the value depends on too many variable combinations for the "
+                          "structured solver; solve(method='flat') from given start "
+                          "states, or raise max_nodes")
+
+    def _memo(self, name) -> tuple:
+        M = self.memo.get(name)
+        return K.new_memo() if M is None else M
 
     # ------------------------------------------------------------------ construction
     def const(self, v: float) -> int:
-        v = float(v) + 0.0  # one zero (-0.0 -> 0.0)
-        i = self._const.get(v)
-        if i is None:
-            if v != v:
-                raise SolverError("a value diagram got a NaN leaf")
-            i = len(self.lev)
-            self.lev.append(TERM)
-            self.kids.append(())
-            self.val.append(v)
-            self._const[v] = i
-        return i
+        self._S, r = K.const(self._S, self._cards, float(v))
+        return self._check(r)
 
     def node(self, level: int, kids: Sequence[int]) -> int:
-        kids = tuple(kids)
-        k0 = kids[0]
-        for k in kids:
-            if k != k0:
-                break
-        else:
-            return k0
-        key = (level, kids)
-        i = self._unique.get(key)
-        if i is None:
-            i = len(self.lev)
-            if self.max_nodes is not None and i >= self.max_nodes:
-                raise SolverError(f"the value diagrams exceed max_nodes={self.max_nodes:,} nodes: "
-                                  "the value depends on too many variable combinations for the "
-                                  "structured solver; solve(method='flat') from given start "
-                                  "states, or raise max_nodes")
-            self.lev.append(level)
-            self.kids.append(kids)
-            self.val.append(0.0)
-            self._unique[key] = i
-        return i
+        self._S, r = K.node(self._S, self._cards, int(level), np.asarray(kids, np.int64), 0)
+        return self._check(r)
 
     def from_dense(self, levels: Sequence[int], T: np.ndarray) -> int:
         """The diagram of the tensor ``T`` whose axis i is the variable at ``levels[i]``
-        (increasing), reduced bottom-up one axis at a time (vectorized)."""
-        T = np.asarray(T, np.float64)
-        uniq, inv = np.unique(T.ravel(), return_inverse=True)
-        ids = np.array([self.const(v) for v in uniq.tolist()], np.int64)[inv.ravel()]
-        ids = ids.reshape(T.shape)
-        for ax in range(T.ndim - 1, -1, -1):
-            rows = ids.reshape(-1, T.shape[ax])
-            out = rows[:, 0].copy()
-            diff = np.flatnonzero((rows != rows[:, :1]).any(axis=1))
-            if diff.size:
-                u, back = np.unique(rows[diff], axis=0, return_inverse=True)
-                made = np.array([self.node(int(levels[ax]), r) for r in u.tolist()], np.int64)
-                out[diff] = made[back.ravel()]
-            ids = out.reshape(T.shape[:ax])
-        return int(ids)
+        (increasing), reduced bottom-up one axis at a time."""
+        T = np.ascontiguousarray(T, np.float64)
+        self._S, r = K.from_dense(self._S, self._cards, np.asarray(levels, np.int64).reshape(-1),
+                                  T.reshape(-1))
+        return self._check(r)
 
     def to_dense(self, f: int, levels: Sequence[int]) -> np.ndarray:
         """``f`` as a tensor over the variables at ``levels`` (its support must lie in them)."""
@@ -108,117 +129,75 @@ class Diagrams:
         return self.evaluate(f, E, column).reshape(shape)
 
     def is_const(self, f: int) -> bool:
-        return self.lev[f] == TERM
+        return int(self._S[0][f]) == TERM
 
     def table(self, levels: Sequence[int], values: np.ndarray) -> int:
         """The diagram of ``values[x_l0, x_l1, ...]`` over the given levels (any order)."""
         values = np.asarray(values, np.float64)
-        if not levels:
+        if not len(levels):
             return self.const(float(values))
-        first, rest = levels[0], list(levels[1:])
-        return self.split(first, [self.table(rest, values[v]) for v in range(values.shape[0])])
+        order = np.argsort(np.asarray(levels, np.int64), kind="stable")
+        return self.from_dense(np.asarray(levels, np.int64)[order], np.transpose(values, order))
 
     def split(self, level: int, kids: Sequence[int]) -> int:
         """The diagram ``kids[x_level]`` where the kids may test variables above ``level``."""
-        kids = tuple(kids)
+        kids = tuple(int(k) for k in kids)
         memo = self.memo.setdefault("split", {})
         key = (level, kids)
         r = memo.get(key)
         if r is not None:
             return r
-        lev = self.lev
-        top = min(lev[k] for k in kids)
+        lev = self._S[0]
+        top = min(int(lev[k]) for k in kids)
         if top > level:
             r = self.node(level, kids)
         elif top == level:
             r = self.split(level, [self.restrict(k, level, v) for v, k in enumerate(kids)])
         else:
-            r = self.node(top, [self.split(level, [self.kids[k][w] if lev[k] == top else k
+            K_ = self.kids
+            r = self.node(top, [self.split(level, [K_[k][w] if int(lev[k]) == top else k
                                                    for k in kids])
                                 for w in range(self.cards[top])])
+            lev = self._S[0]
         memo[key] = r
         return r
 
     # ------------------------------------------------------------------ operations
-    def _apply(self, name: str, fn: Callable[[float, float], float], f: int, g: int,
-               short: Callable[[int, int], int | None] | None = None,
-               commutative: bool = True) -> int:
-        memo = self.memo.setdefault(name, {})
-        lev, kids, val, const, node = self.lev, self.kids, self.val, self.const, self.node
+    def _apply(self, name: str, op: int, f: int, g: int) -> int:
+        self._S, M, r = K.apply2(self._S, self._cards, self._memo(name), op, int(f), int(g),
+                                 self._kmax)
+        self.memo[name] = M
+        return self._check(r)
 
-        def rec(f: int, g: int) -> int:
-            if commutative and f > g:
-                f, g = g, f
-            key = (f, g)
-            r = memo.get(key)
-            if r is not None:
-                return r
-            lf, lg = lev[f], lev[g]
-            if lf == TERM and lg == TERM:
-                r = const(fn(val[f], val[g]))
-            else:
-                r = short(f, g) if short is not None else None
-                if r is None:
-                    if lf < lg:
-                        r = node(lf, [rec(c, g) for c in kids[f]])
-                    elif lg < lf:
-                        r = node(lg, [rec(f, c) for c in kids[g]])
-                    else:
-                        r = node(lf, [rec(a, b) for a, b in zip(kids[f], kids[g])])
-            memo[key] = r
-            return r
-
-        return rec(f, g)
+    def _apply1(self, name, op: int, f: int, level: int = 0, v: int = 0, a: float = 0.0,
+                b: float = 0.0, relab: np.ndarray | None = None) -> int:
+        M = K.new_memo() if name is None else self._memo(name)
+        self._S, M, r = K.apply1(self._S, self._cards, M, op, int(f), int(level), int(v),
+                                 float(a), float(b), self._none if relab is None else relab,
+                                 self._kmax)
+        if name is not None:
+            self.memo[name] = M
+        return self._check(r)
 
     def add(self, f: int, g: int) -> int:
-        z = self.zero
-        return self._apply("add", operator.add, f, g,
-                           lambda a, b: b if a == z else (a if b == z else None))
+        return self._apply("add", K.ADD, f, g)
 
     def sub(self, f: int, g: int) -> int:
-        return self._apply("sub", operator.sub, f, g, commutative=False)
+        return self._apply("sub", K.SUB, f, g)
 
     def mul(self, f: int, g: int) -> int:
-        z, o = self.zero, self.one
-        return self._apply("mul", operator.mul, f, g,
-                           lambda a, b: z if z in (a, b) else (b if a == o else (a if b == o else None)))
+        return self._apply("mul", K.MUL, f, g)
 
     def max(self, f: int, g: int) -> int:
-        return self._apply("max", max, f, g, lambda a, b: a if a == b else None)
+        return self._apply("max", K.MAX, f, g)
 
     def affine(self, f: int, a: float, b: float = 0.0) -> int:
         """``a f + b``."""
-        memo = self.memo.setdefault(("affine", a, b), {})
-        lev, kids, val = self.lev, self.kids, self.val
-
-        def rec(f: int) -> int:
-            r = memo.get(f)
-            if r is None:
-                r = self.const(a * val[f] + b) if lev[f] == TERM else \
-                    self.node(lev[f], [rec(c) for c in kids[f]])
-                memo[f] = r
-            return r
-
-        return rec(f)
+        return self._apply1(("affine", a, b), K.AFFINE, f, a=a, b=b)
 
     def restrict(self, f: int, level: int, v: int) -> int:
         """``f`` with the variable at ``level`` set to ``v``."""
-        memo = self.memo.setdefault(("restrict", level, v), {})
-        lev, kids = self.lev, self.kids
-
-        def rec(f: int) -> int:
-            lf = lev[f]
-            if lf > level:
-                return f
-            if lf == level:
-                return kids[f][v]
-            r = memo.get(f)
-            if r is None:
-                r = self.node(lf, [rec(c) for c in kids[f]])
-                memo[f] = r
-            return r
-
-        return rec(f)
+        return self._apply1("restrict", K.RESTRICT, f, level, v)
 
     def expectation(self, f: int, level: int, probs: Sequence[int]) -> int:
         """``Σ_v probs[v] · f|_{x_level = v}``: sum out one variable against diagrams of its
@@ -237,82 +216,56 @@ class Diagrams:
 
     def relabel(self, f: int, mapping: dict[int, int]) -> int:
         """``f`` with variable levels renamed (the mapping must keep their order)."""
-        memo: dict[int, int] = {}
-        lev, kids = self.lev, self.kids
-
-        def rec(f: int) -> int:
-            r = memo.get(f)
-            if r is None:
-                r = f if lev[f] == TERM else self.node(mapping[lev[f]], [rec(c) for c in kids[f]])
-                memo[f] = r
-            return r
-
-        return rec(f)
+        missing = set(self.support(f)) - set(mapping)
+        if missing:
+            raise SolverError(f"relabel: level {min(missing)} of the diagram has no new level")
+        relab = np.full(len(self.cards), -1, np.int64)
+        for a, b in mapping.items():
+            relab[int(a)] = int(b)
+        return self._apply1(None, K.RELABEL, f, relab=relab)
 
     def clear(self) -> None:
         self.memo.clear()
 
     # ------------------------------------------------------------------ reading
+    def _reach(self, roots: Sequence[int]) -> np.ndarray:
+        return K.reachable(self._S, self._cards, np.asarray(roots, np.int64).reshape(-1))
+
     def reachable(self, roots: Sequence[int]) -> list[int]:
         """Nodes below ``roots`` (each once), children before parents."""
-        seen: set[int] = set()
-        order: list[int] = []
-        stack = [(r, False) for r in roots]
-        while stack:
-            f, done = stack.pop()
-            if done:
-                order.append(f)
-                continue
-            if f in seen:
-                continue
-            seen.add(f)
-            stack.append((f, True))
-            stack.extend((c, False) for c in self.kids[f] if c not in seen)
-        return order
+        return self._reach(roots).tolist()
 
     def leaf_range(self, f: int) -> tuple[float, float]:
-        vals = [self.val[i] for i in self.reachable([f]) if self.lev[i] == TERM]
-        return min(vals), max(vals)
+        order = self._reach([f])
+        vals = self._S[2][order[self._S[0][order] == TERM]]
+        return float(vals.min()), float(vals.max())
 
     def support(self, f: int) -> list[int]:
-        return sorted({self.lev[i] for i in self.reachable([f]) if self.lev[i] != TERM})
+        levs = self._S[0][self._reach([f])]
+        return np.unique(levs[levs != TERM]).astype(int).tolist()
 
     def size(self, f: int) -> int:
-        return len(self.reachable([f]))
+        return int(self._reach([f]).size)
 
     def transfer(self, roots: Sequence[int], other: "Diagrams") -> list[int]:
         """Copy the diagrams ``roots`` into ``other`` (compaction); their ids there."""
-        new: dict[int, int] = {}
-        for f in self.reachable(roots):
-            new[f] = other.const(self.val[f]) if self.lev[f] == TERM else \
-                other.node(self.lev[f], [new[c] for c in self.kids[f]])
-        return [new[r] for r in roots]
+        other._S, r, ids = K.transfer(self._S, self._cards, np.asarray(roots, np.int64).reshape(-1),
+                                      other._S)
+        other._check(int(r))
+        return ids.tolist()
 
     def evaluate(self, f: int, E: np.ndarray, column: np.ndarray) -> np.ndarray:
         """Value of ``f`` at every row of ``E``; the variable at level l is ``E[:, column[l]]``."""
-        order = self.reachable([f])
-        pos = {n: i for i, n in enumerate(order)}
-        kmax = max([len(self.kids[n]) for n in order] + [1])
-        lev = np.array([self.lev[n] for n in order], np.int64)
-        kid = np.zeros((len(order), kmax), np.int64)
-        for i, n in enumerate(order):
-            if self.kids[n]:
-                kid[i, :len(self.kids[n])] = [pos[c] for c in self.kids[n]]
-        val = np.array([self.val[n] for n in order])
-        inner = lev != TERM
-        col = np.where(inner, np.asarray(column, np.int64)[np.where(inner, lev, 0)], -1)
-        node = np.full(E.shape[0], pos[f], np.int64)
-        while True:
-            act = np.flatnonzero(inner[node])
-            if act.size == 0:
-                return val[node]
-            node[act] = kid[node[act], E[act, col[node[act]]]]
+        E = np.ascontiguousarray(E, np.int64)
+        if E.ndim != 2:
+            E = E.reshape(E.shape[0], -1)
+        return K.evaluate(self._S, self._cards, int(f), E, np.ascontiguousarray(column, np.int64))
 
 
 @contextmanager
 def deep_recursion(levels: int) -> Iterator[None]:
     """Room on the interpreter's stack for recursions as deep as the diagrams (2 frames a
-    level), restored afterwards."""
+    level: :meth:`Diagrams.split`), restored afterwards."""
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old, 4 * int(levels) + 2000))
     try:

@@ -1,0 +1,547 @@
+"""Numba core of the algebraic decision diagrams of the structured solver
+(:class:`spmn.worldmodels.factored.add.Diagrams` wraps it; the pure-Python twin it is tested
+against is :mod:`spmn.worldmodels.factored.add_reference`).
+
+Flat arrays only. A store is the tuple ``S = (lev, off, val, pool, tab, meta)``:
+
+- ``lev``  int32 (cap,): node i's level; ``TERM`` for a constant
+- ``off``  int64 (cap,): where node i's kids start in ``pool`` (``cards[lev[i]]`` of them)
+- ``val``  float64 (cap,): a constant's value (0.0 for inner nodes)
+- ``pool`` int32 (pcap,): the kids of every inner node, back to back
+- ``tab``  int32 (2^k,): the unique table, open addressing, node ids (-1 empty), keyed on
+  (level, kids) for inner nodes and on the value for constants
+- ``meta`` int64 (4,): [nodes, pool used, max_nodes (-1: none), table entries]
+
+A memo is ``M = (keys int64 (2^k,), vals int32 (2^k,), count int64 (1,))``, open addressing,
+key -1 empty. Every array doubles when full (the tables at half load), inside the kernels,
+which return the (possibly new) tuples. Recursion is an explicit stack (depth <= the number of
+levels + 1). A kernel's result below 0 is an error: ``MAX_NODES`` (a new inner node would be
+number ``max_nodes``) or ``NAN`` (a NaN leaf); the store stays consistent either way.
+
+The arithmetic is the reference's, operation for operation (``a + b``, ``a - b``, ``a * b``,
+``b if b > a else a``, ``a * v + b``), with the same shortcuts at the same places, so leaves and
+node ids agree with it bit for bit.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_opts = dict(cache=True, nogil=True)
+
+#: Level of terminal nodes (below every variable).
+TERM = 1 << 30
+#: Error results.
+MAX_NODES = -1
+NAN = -2
+#: Binary operations.
+ADD, SUB, MUL, MAX = 0, 1, 2, 3
+#: Unary operations.
+RESTRICT, AFFINE, RELABEL = 0, 1, 2
+
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xBF58476D1CE4E5B9)
+_M3 = np.uint64(0x94D049BB133111EB)
+
+
+def new_store(n_cap: int = 1024, max_nodes: int = -1) -> tuple:
+    """An empty store (no constants yet)."""
+    t = 1
+    while t < 2 * n_cap:
+        t *= 2
+    return (np.empty(n_cap, np.int32), np.empty(n_cap, np.int64), np.empty(n_cap, np.float64),
+            np.empty(2 * n_cap, np.int32), np.full(t, -1, np.int32),
+            np.array([0, 0, max_nodes, 0], np.int64))
+
+
+def new_memo(cap: int = 1024) -> tuple:
+    return np.full(cap, -1, np.int64), np.empty(cap, np.int32), np.zeros(1, np.int64)
+
+
+# ---------------------------------------------------------------------- hashing
+@njit(inline="always", **_opts)
+def _mix(h):
+    h = (h ^ (h >> np.uint64(30))) * _M2
+    h = (h ^ (h >> np.uint64(27))) * _M3
+    return h ^ (h >> np.uint64(31))
+
+
+@njit(inline="always", **_opts)
+def _hash_val(v):
+    if v == math.inf:
+        return _mix(np.uint64(1))
+    if v == -math.inf:
+        return _mix(np.uint64(2))
+    m, e = math.frexp(v)
+    return _mix(np.uint64(np.int64(m * 9007199254740992.0) & 0x3FFFFFFFFFFFFFFF)
+                ^ (np.uint64(e + 2048) << np.uint64(52)))
+
+
+@njit(inline="always", **_opts)
+def _hash_kids(level, buf, b0, k):
+    h = np.uint64(level) * _M1
+    for i in range(k):
+        h = _mix(h ^ np.uint64(buf[b0 + i]))
+    return h
+
+
+@njit(**_opts)
+def _rehash(lev, off, val, pool, meta, cards, size):
+    tab = np.full(size, -1, np.int32)
+    mask = np.uint64(size - 1)
+    for i in range(meta[0]):
+        li = lev[i]
+        if li == TERM:
+            h = _hash_val(val[i])
+        else:
+            h = _hash_kids(li, pool, off[i], cards[li])
+        s = np.int64(h & mask)
+        while tab[s] >= 0:
+            s = (s + 1) & (size - 1)
+        tab[s] = i
+    return tab
+
+
+@njit(inline="always", **_opts)
+def _room(S, kmax):
+    """Whether one more node (of up to kmax kids) fits without growing anything."""
+    meta = S[5]
+    return meta[0] < S[0].size and meta[1] + kmax <= S[3].size and 2 * (meta[3] + 1) <= S[4].size
+
+
+@njit(**_opts)
+def _grow(S, cards, kmax):
+    """S with room for one more node: the full arrays doubled (the table rehashed)."""
+    lev, off, val, pool, tab, meta = S
+    n = meta[0]
+    if n >= lev.size:
+        cap = 2 * lev.size
+        lev2 = np.empty(cap, np.int32)
+        lev2[:n] = lev[:n]
+        off2 = np.empty(cap, np.int64)
+        off2[:n] = off[:n]
+        val2 = np.empty(cap, np.float64)
+        val2[:n] = val[:n]
+        lev, off, val = lev2, off2, val2
+    if meta[1] + kmax > pool.size:
+        cap = 2 * pool.size
+        while cap < meta[1] + kmax:
+            cap *= 2
+        pool2 = np.empty(cap, np.int32)
+        pool2[:meta[1]] = pool[:meta[1]]
+        pool = pool2
+    if 2 * (meta[3] + 1) > tab.size:
+        tab = _rehash(lev, off, val, pool, meta, cards, 2 * tab.size)
+    return (lev, off, val, pool, tab, meta)
+
+
+# ---------------------------------------------------------------------- nodes
+@njit(inline="always", **_opts)
+def _const(S, v):
+    """Id of the constant v (not NaN, not -0.0), added if new; needs ``_room``."""
+    lev, off, val, pool, tab, meta = S
+    mask = tab.size - 1
+    s = np.int64(_hash_val(v) & np.uint64(mask))
+    while True:
+        i = tab[s]
+        if i < 0:
+            break
+        if lev[i] == TERM and val[i] == v:
+            return np.int64(i)
+        s = (s + 1) & mask
+    n = meta[0]
+    lev[n] = TERM
+    off[n] = 0
+    val[n] = v
+    tab[s] = n
+    meta[0] = n + 1
+    meta[3] += 1
+    return np.int64(n)
+
+
+@njit(inline="always", **_opts)
+def _node(S, cards, level, buf, b0):
+    """Id of (level, buf[b0 : b0 + cards[level]]): its one kid when all are equal, else the
+    unique node, added if new (MAX_NODES when that would pass max_nodes); needs ``_room``."""
+    k = cards[level]
+    k0 = buf[b0]
+    same = True
+    for i in range(1, k):
+        if buf[b0 + i] != k0:
+            same = False
+            break
+    if same:
+        return np.int64(k0)
+    lev, off, val, pool, tab, meta = S
+    mask = tab.size - 1
+    s = np.int64(_hash_kids(level, buf, b0, k) & np.uint64(mask))
+    while True:
+        i = tab[s]
+        if i < 0:
+            break
+        if lev[i] == level:
+            o = off[i]
+            eq = True
+            for j in range(k):
+                if pool[o + j] != buf[b0 + j]:
+                    eq = False
+                    break
+            if eq:
+                return np.int64(i)
+        s = (s + 1) & mask
+    n = meta[0]
+    if meta[2] >= 0 and n >= meta[2]:
+        return np.int64(MAX_NODES)
+    p = meta[1]
+    for j in range(k):
+        pool[p + j] = buf[b0 + j]
+    lev[n] = level
+    off[n] = p
+    val[n] = 0.0
+    tab[s] = n
+    meta[0] = n + 1
+    meta[1] = p + k
+    meta[3] += 1
+    return np.int64(n)
+
+
+@njit(inline="always", **_opts)
+def _leaf(S, cards, kmax, v):
+    """(S, id of the constant v) with -0.0 -> 0.0; NAN for a NaN."""
+    v = v + 0.0
+    if v != v:
+        return S, np.int64(NAN)
+    if not _room(S, kmax):
+        S = _grow(S, cards, kmax)
+    return S, _const(S, v)
+
+
+@njit(**_opts)
+def const(S, cards, v):
+    """(S, the id of the constant v) with -0.0 -> 0.0; NAN for a NaN."""
+    return _leaf(S, cards, 1, v)
+
+
+@njit(**_opts)
+def node(S, cards, level, buf, b0):
+    """(S, the id of the node (level, buf[b0 : b0 + cards[level]])), reduced and unique."""
+    if not _room(S, cards[level]):
+        S = _grow(S, cards, cards[level])
+    return S, _node(S, cards, level, buf, b0)
+
+
+# ---------------------------------------------------------------------- memo tables
+@njit(inline="always", **_opts)
+def _memo_get(M, key):
+    keys, vals, cnt = M
+    mask = keys.size - 1
+    s = np.int64(_mix(np.uint64(key)) & np.uint64(mask))
+    while True:
+        k = keys[s]
+        if k == key:
+            return np.int64(vals[s])
+        if k < 0:
+            return np.int64(-1)
+        s = (s + 1) & mask
+
+
+@njit(**_opts)
+def _memo_grow(M):
+    keys, vals, cnt = M
+    size = 2 * keys.size
+    k2 = np.full(size, -1, np.int64)
+    v2 = np.empty(size, np.int32)
+    for s in range(keys.size):
+        if keys[s] >= 0:
+            t = np.int64(_mix(np.uint64(keys[s])) & np.uint64(size - 1))
+            while k2[t] >= 0:
+                t = (t + 1) & (size - 1)
+            k2[t] = keys[s]
+            v2[t] = vals[s]
+    return (k2, v2, cnt)
+
+
+@njit(inline="always", **_opts)
+def _memo_put(M, key, r):
+    """M with key -> r (grown first when at half load)."""
+    if 2 * (M[2][0] + 1) > M[0].size:
+        M = _memo_grow(M)
+    keys, vals, cnt = M
+    mask = keys.size - 1
+    s = np.int64(_mix(np.uint64(key)) & np.uint64(mask))
+    while keys[s] >= 0 and keys[s] != key:
+        s = (s + 1) & mask
+    if keys[s] < 0:
+        cnt[0] += 1
+    keys[s] = key
+    vals[s] = r
+    return M
+
+
+# ---------------------------------------------------------------------- operations
+@njit(inline="always", **_opts)
+def _leaf2(op, a, b):
+    if op == ADD:
+        return a + b
+    if op == SUB:
+        return a - b
+    if op == MUL:
+        return a * b
+    return b if b > a else a
+
+
+@njit(**_opts)
+def apply2(S, cards, M, op, f, g, kmax):
+    """(S, M, op(f, g)) for ADD, SUB, MUL, MAX (the reference's ``_apply`` with its shortcuts:
+    add skips the zero, mul the zero and one, max equal arguments; commutative ones memo
+    (min, max))."""
+    depth = cards.size + 2
+    sf = np.empty(depth, np.int64)
+    sg = np.empty(depth, np.int64)
+    sl = np.empty(depth, np.int64)
+    si = np.full(depth, -1, np.int64)
+    buf = np.empty(depth * kmax, np.int64)
+    sf[0], sg[0], si[0] = f, g, -1
+    sp = 1
+    res = np.int64(-3)
+    while sp > 0:
+        p = sp - 1
+        r = np.int64(-3)
+        if si[p] < 0:
+            a, b = sf[p], sg[p]
+            if op != SUB and a > b:
+                a, b = b, a
+                sf[p], sg[p] = a, b
+            key = (a << 32) | b
+            r = _memo_get(M, key)
+            if r < 0:
+                la, lb = S[0][a], S[0][b]
+                if la == TERM and lb == TERM:
+                    S, r = _leaf(S, cards, kmax, _leaf2(op, S[2][a], S[2][b]))
+                    if r < 0:
+                        return S, M, r
+                    M = _memo_put(M, key, r)
+                else:
+                    if op == ADD:
+                        if a == 0:
+                            r = b
+                        elif b == 0:
+                            r = a
+                    elif op == MUL:
+                        if a == 0 or b == 0:
+                            r = np.int64(0)
+                        elif a == 1:
+                            r = b
+                        elif b == 1:
+                            r = a
+                    elif op == MAX:
+                        if a == b:
+                            r = a
+                    if r >= 0:
+                        M = _memo_put(M, key, r)
+                    else:
+                        sl[p] = min(la, lb)
+                        si[p] = 0
+        if r < 0:
+            L = sl[p]
+            i = si[p]
+            if i < cards[L]:
+                si[p] = i + 1
+                a, b = sf[p], sg[p]
+                lev, off, pool = S[0], S[1], S[3]
+                sf[sp] = pool[off[a] + i] if lev[a] == L else a
+                sg[sp] = pool[off[b] + i] if lev[b] == L else b
+                si[sp] = -1
+                sp += 1
+                continue
+            if not _room(S, kmax):
+                S = _grow(S, cards, kmax)
+            r = _node(S, cards, L, buf, p * kmax)
+            if r < 0:
+                return S, M, r
+            M = _memo_put(M, (sf[p] << 32) | sg[p], r)
+        sp -= 1
+        if sp == 0:
+            res = r
+        else:
+            buf[(sp - 1) * kmax + si[sp - 1] - 1] = r
+    return S, M, res
+
+
+@njit(**_opts)
+def apply1(S, cards, M, op, f, level, v, a, b, relab, kmax):
+    """(S, M, result) for RESTRICT (f with the variable at ``level`` set to ``v``; memo key
+    (f, level, v)), AFFINE (a f + b) and RELABEL (levels renamed by ``relab``)."""
+    depth = cards.size + 2
+    stride = cards.size * kmax
+    sf = np.empty(depth, np.int64)
+    si = np.full(depth, -1, np.int64)
+    buf = np.empty(depth * kmax, np.int64)
+    sf[0] = f
+    sp = 1
+    res = np.int64(-3)
+    while sp > 0:
+        p = sp - 1
+        r = np.int64(-3)
+        x = sf[p]
+        lx = S[0][x]
+        key = x * stride + level * kmax + v if op == RESTRICT else x
+        if si[p] < 0:
+            if op == RESTRICT and lx > level:
+                r = x
+            elif op == RESTRICT and lx == level:
+                r = np.int64(S[3][S[1][x] + v])
+            else:
+                r = _memo_get(M, key)
+                if r < 0:
+                    if lx == TERM:
+                        if op == AFFINE:
+                            S, r = _leaf(S, cards, kmax, a * S[2][x] + b)
+                            if r < 0:
+                                return S, M, r
+                        else:
+                            r = x
+                        M = _memo_put(M, key, r)
+                    else:
+                        si[p] = 0
+        if r < 0:
+            i = si[p]
+            if i < cards[lx]:
+                si[p] = i + 1
+                sf[sp] = S[3][S[1][x] + i]
+                si[sp] = -1
+                sp += 1
+                continue
+            if not _room(S, kmax):
+                S = _grow(S, cards, kmax)
+            r = _node(S, cards, relab[lx] if op == RELABEL else lx, buf, p * kmax)
+            if r < 0:
+                return S, M, r
+            M = _memo_put(M, key, r)
+        sp -= 1
+        if sp == 0:
+            res = r
+        else:
+            buf[(sp - 1) * kmax + si[sp - 1] - 1] = r
+    return S, M, res
+
+
+@njit(**_opts)
+def from_dense(S, cards, levels, T):
+    """(S, the diagram of the C-ordered tensor ``T`` (flat) whose axis i is the variable at
+    ``levels[i]`` (increasing)), reduced bottom-up one axis at a time."""
+    kmax = 1
+    for c in cards:
+        kmax = max(kmax, c)
+    ids = np.empty(T.size, np.int64)
+    for j in range(T.size):
+        S, r = _leaf(S, cards, kmax, T[j])
+        if r < 0:
+            return S, r
+        ids[j] = r
+    m = T.size
+    for ax in range(levels.size - 1, -1, -1):
+        lv = levels[ax]
+        k = cards[lv]
+        m //= k
+        for j in range(m):
+            if not _room(S, kmax):
+                S = _grow(S, cards, kmax)
+            r = _node(S, cards, lv, ids, j * k)
+            if r < 0:
+                return S, r
+            ids[j] = r
+    return S, ids[0]
+
+
+# ---------------------------------------------------------------------- reading
+@njit(**_opts)
+def reachable(S, cards, roots):
+    """Nodes below ``roots`` (each once), children before parents, in the order of the
+    reference's depth-first walk."""
+    lev, off, val, pool, tab, meta = S
+    seen = np.zeros(meta[0], np.uint8)
+    order = np.empty(16, np.int64)
+    no = 0
+    stack = np.empty(max(16, 2 * roots.size), np.int64)  # 2 f + (1: done)
+    sp = 0
+    for j in range(roots.size):
+        stack[sp] = 2 * roots[j]
+        sp += 1
+    while sp > 0:
+        sp -= 1
+        e = stack[sp]
+        f = e >> 1
+        if e & 1:
+            if no == order.size:
+                o2 = np.empty(2 * no, np.int64)
+                o2[:no] = order
+                order = o2
+            order[no] = f
+            no += 1
+            continue
+        if seen[f]:
+            continue
+        seen[f] = 1
+        k = 0 if lev[f] == TERM else cards[lev[f]]
+        if sp + 1 + k > stack.size:
+            s2 = np.empty(2 * (sp + 1 + k), np.int64)
+            s2[:sp] = stack[:sp]
+            stack = s2
+        stack[sp] = 2 * f + 1
+        sp += 1
+        o = off[f]
+        for i in range(k):
+            c = pool[o + i]
+            if not seen[c]:
+                stack[sp] = 2 * np.int64(c)
+                sp += 1
+    return order[:no]
+
+
+@njit(**_opts)
+def evaluate(S, cards, f, E, column):
+    """Value of ``f`` at every row of ``E``; the variable at level l is ``E[:, column[l]]``."""
+    lev, off, val, pool, tab, meta = S
+    out = np.empty(E.shape[0], np.float64)
+    for r in range(E.shape[0]):
+        x = f
+        while lev[x] != TERM:
+            c = E[r, column[lev[x]]]
+            if c < 0 or c >= cards[lev[x]]:
+                raise IndexError("a code outside its variable's values")
+            x = pool[off[x] + c]
+        out[r] = val[x]
+    return out
+
+
+@njit(**_opts)
+def transfer(S, cards, roots, D):
+    """(D, 0, the ids in ``D`` of the diagrams ``roots`` of ``S``), or (D, error, [])."""
+    lev, off, val, pool, tab, meta = S
+    order = reachable(S, cards, roots)
+    new = np.full(meta[0], -1, np.int64)
+    kmax = 1
+    for c in cards:
+        kmax = max(kmax, c)
+    buf = np.empty(kmax, np.int64)
+    for j in range(order.size):
+        f = order[j]
+        if lev[f] == TERM:
+            D, r = _leaf(D, cards, kmax, val[f])
+        else:
+            k = cards[lev[f]]
+            for i in range(k):
+                buf[i] = new[pool[off[f] + i]]
+            if not _room(D, kmax):
+                D = _grow(D, cards, kmax)
+            r = _node(D, cards, lev[f], buf, 0)
+        if r < 0:
+            return D, r, np.empty(0, np.int64)
+        new[f] = r
+    out = np.empty(roots.size, np.int64)
+    for j in range(roots.size):
+        out[j] = new[roots[j]]
+    return D, np.int64(0), out
