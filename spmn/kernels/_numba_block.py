@@ -218,3 +218,31 @@ def blk_catprod(typingctx, cidx, a0, a1, var, tptr, tab, code, R, off, V, o):
             _vstore(builder, vp, builder.add(out, _k(4 * k)), builder.load(acc[k]))
         return context.get_dummy_value()
     return types.void(cidx, a0, a1, var, tptr, tab, code, R, off, V, o), codegen
+
+
+def _shuffle(builder, x, y, idx):
+    return builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), 4), idx))
+
+
+@intrinsic
+def tr4(typingctx, A, src, ss, B, dst, ds):
+    """B[dst + j ds + i] = A[src + i ss + j], i, j < 4: a 4 x 4 block of doubles transposed in
+    registers (four loads, eight shuffles, four stores): the loaders' rows-to-variables copy."""
+    if not (_c1d(A, B) and _ints(src, ss, dst, ds)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ap = _data(context, builder, sig.args[0], args[0])
+        bp = _data(context, builder, sig.args[3], args[3])
+        s0, s1, d0, d1 = (_i64(context, builder, sig, args, q) for q in (1, 2, 4, 5))
+        v = [_vload(builder, ap, builder.add(s0, builder.mul(s1, _k(i)))) for i in range(4)]
+        t0 = _shuffle(builder, v[0], v[1], [0, 4, 2, 6])  # a0 b0 a2 b2
+        t1 = _shuffle(builder, v[0], v[1], [1, 5, 3, 7])  # a1 b1 a3 b3
+        t2 = _shuffle(builder, v[2], v[3], [0, 4, 2, 6])  # c0 d0 c2 d2
+        t3 = _shuffle(builder, v[2], v[3], [1, 5, 3, 7])  # c1 d1 c3 d3
+        cols = (_shuffle(builder, t0, t2, [0, 1, 4, 5]), _shuffle(builder, t1, t3, [0, 1, 4, 5]),
+                _shuffle(builder, t0, t2, [2, 3, 6, 7]), _shuffle(builder, t1, t3, [2, 3, 6, 7]))
+        for j in range(4):
+            _vstore(builder, bp, builder.add(d0, builder.mul(d1, _k(j))), cols[j])
+        return context.get_dummy_value()
+    return types.void(A, src, ss, B, dst, ds), codegen

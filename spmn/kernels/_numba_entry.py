@@ -19,6 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange, uint64
 
+from ._numba_block import tr4
 from ._numba_down import counts_down, mpe_down, policy_down, sample_down
 from ._numba_fast import T_Q, cat_tables, edge_tables, fast_chunk, sup_chunk, tolog
 from ._numba_math import fexp, flog
@@ -28,17 +29,45 @@ UPWARD, POLICY, MPE, SAMPLE, COUNTS = 0, 1, 2, 3, 4
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _load_chunk(X, lo, nr, R, xt, code, card):
-    """Transpose rows lo..lo+nr of X into xt (variable v, row r at v * R + r) and the codes of
-    the categorical-leaf variables (``card[v] > 0``) as int32 into ``code`` (NaN is the code
-    ``card[v]``), as Cython's load_chunk."""
+def _load_chunk(X, lo, nr, R, xt, code, card, chk):
+    """Transpose rows lo..lo+nr of X into xt (variable v, row r at v * R + r; 4 x 4 blocks in
+    registers, :func:`._numba_block.tr4`), check them against ``chk`` (non-empty: the test of
+    :func:`rows_ok`, run on xt, one variable at a time) and, when every cell passes, write the
+    codes of the categorical-leaf variables (``card[v] > 0``) as int32 into ``code`` (NaN is
+    the code ``card[v]``), as Cython's load_chunk. Returns False, codes unwritten, when some
+    cell fails the check."""
     nv = X.shape[1]
     Xf = X.reshape(X.shape[0] * nv)
+    nv4 = nv - nv % 4
+    nr4 = nr - nr % 4
+    for r in range(0, nr4, 4):
+        src = (lo + r) * nv
+        for v in range(0, nv4, 4):
+            tr4(Xf, src + v, nv, xt, v * R + r, R)
+        for v in range(nv4, nv):
+            for i in range(4):
+                xt[v * R + r + i] = Xf[src + i * nv + v]
     unv, uR = uint64(nv), uint64(R)  # unsigned offsets: no negative-index wraparound
-    for r in range(uint64(nr)):
+    for r in range(uint64(nr4), uint64(nr)):
         src = (uint64(lo) + r) * unv
         for v in range(unv):
             xt[v * uR + r] = Xf[src + v]
+    if chk.shape[0] > 0:
+        two52 = 4503599627370496.0
+        bad = 0
+        for v in range(unv):
+            o = v * uR
+            a, b, ig = chk[v], chk[unv + v], chk[uint64(2) * unv + v]
+            nk = np.int64(chk[uint64(3) * unv + v] != 0.0)
+            for r in range(uint64(nr)):
+                d = xt[o + r]
+                inr = np.int64(d >= a) & np.int64(d <= b)  # 0 for NaN
+                di = min(two52, d) * ig  # 0 for a finite real
+                whole = np.int64(((di + two52) - two52) == di)
+                nan_ok = np.int64(math.isnan(d)) & nk
+                bad |= ((inr & whole) | nan_ok) ^ 1
+        if bad != 0:
+            return False
     for v in range(min(nv, card.shape[0] - 1)):
         k = card[v]
         if k > 0:
@@ -46,6 +75,7 @@ def _load_chunk(X, lo, nr, R, xt, code, card):
             for r in range(uint64(nr)):
                 d = xt[o + r]
                 code[o + r] = k if math.isnan(d) else np.int32(d)
+    return True
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -62,13 +92,15 @@ def _pad_chunk(nr, nb, R, xt, code, card):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo, nr, R,
-           L, U, F, xt, code, tmp, reach, eacc, pacc, Wall, gdeg, stack, seen, fuse):
+           L, U, F, xt, code, tmp, reach, eacc, pacc, Wall, gdeg, stack, seen, fuse, chk):
     """One chunk of rows lo..lo+nr of pass ``mode`` with one thread's work arrays. The (L, U)
     pass of UPWARD takes the linear fast path, then the scaled pass (F as the exponents) for
     the rows the fast path flags (their results replace the fast ones); ``fuse``: products of
-    categorical leaves may skip their leaves (no caller reads one)."""
+    categorical leaves may skip their leaves (no caller reads one). Returns 1, outputs
+    unwritten, when a row fails the evidence check ``chk`` (non-empty), else 0."""
     n = circ[0].shape[0]
-    _load_chunk(X, lo, nr, R, xt, code, circ[23])
+    if not _load_chunk(X, lo, nr, R, xt, code, circ[23], chk):
+        return 1
     if mode == UPWARD:  # a short chunk padded with unobserved rows to whole 16-row blocks
         nb = min(R, (nr + 15) // 16 * 16)
         _pad_chunk(nr, nb, R, xt, code, circ[23])
@@ -78,28 +110,32 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
         for r in range(nr):
             logp[lo + r] = L[(n - 1) * R + r]
         mpe_down(circ, X, lo, nr, R, L, out, stack, seen)
-        return
+        return 0
     if mode == UPWARD:
         nbad = 0.0
         for r in range(nr):
             nbad += tmp[r]
-        for q in range(nodes.shape[0]):
-            nd = nodes[q]
-            for r in range(nr):
-                outL[lo + r, q] = flog(L[nd * R + r])
+        nq = uint64(nodes.shape[0])
+        oL = outL.reshape(outL.shape[0] * outL.shape[1])  # flat, unsigned: the loops vectorize
+        oU = outU.reshape(outU.shape[0] * outU.shape[1])
+        ulo, unr, uR = uint64(lo), uint64(nr), uint64(R)
+        for q in range(nq):
+            nd = uint64(nodes[q]) * uR
+            for r in range(unr):
+                oL[(ulo + r) * nq + q] = flog(L[nd + r])
             if want_u:
-                for r in range(nr):
-                    outU[lo + r, q] = U[nd * R + r]
+                for r in range(unr):
+                    oU[(ulo + r) * nq + q] = U[nd + r]
         if nbad > 0.0:
             sup_chunk(circ, Wall, code, gdeg, xt, nr, R, values, L, F, U, tmp[R:], cu)
-            for q in range(nodes.shape[0]):
-                nd = nodes[q]
-                for r in range(nr):
+            for q in range(nq):
+                nd = uint64(nodes[q]) * uR
+                for r in range(unr):
                     if tmp[r] > 0.0:
-                        outL[lo + r, q] = tolog(L[nd * R + r], F[nd * R + r])
+                        oL[(ulo + r) * nq + q] = tolog(L[nd + r], F[nd + r])
                         if want_u:
-                            outU[lo + r, q] = U[nd * R + r]
-        return
+                            oU[(ulo + r) * nq + q] = U[nd + r]
+        return 0
     W = Wall[0]
     up_chunk(circ, W, xt, code, nr, R, values, L, U, tmp, cu)
     if mode == POLICY:
@@ -112,6 +148,7 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
         for p in range(pacc.shape[0]):
             pacc[p] = 0.0
         counts_down(circ, X, lo, nr, R, L, U, F, eacc, pacc)
+    return 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -157,7 +194,9 @@ def _tables(lw, cptr, gptr, gmem):
 def rows_ok(X, lo, nr, chk):
     """The schema's evidence check over rows lo..lo+nr (csrc/_ccheck.h spmn_rows_ok, the same
     test; ``chk``: :meth:`spmn.schema.Schema.check_table`): per column the lowest and highest
-    value, 1 for an integer code, 1 where NaN is allowed. True when every cell is valid."""
+    value, 1 for an integer code, 1 where NaN is allowed. True when every cell is valid. The
+    passes run the same test as they load each chunk (:func:`_load_chunk`); this row-major
+    form is the twin the tests hold both against."""
     nv = X.shape[1]
     Xf = X.reshape(X.shape[0] * nv)
     two52 = 4503599627370496.0
@@ -179,8 +218,8 @@ def rows_ok(X, lo, nr, chk):
 def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, R, T, t, w,
            bufs, chk):
     """Thread ``t``'s chunks: ``t, t + T, ...`` (wave ``w``'s chunk ``w * T + t`` for counts).
-    With a check table ``chk`` (non-empty) a chunk whose rows fail it is skipped: returns the
-    number of such chunks."""
+    With a check table ``chk`` (non-empty) a chunk whose rows fail it is skipped (checked as it
+    is loaded, :func:`_load_chunk`): returns the number of such chunks."""
     Lb, Ub, Fb, xb, cb, tb, rb, eb, pb, Wall, gdeg, stk, seen = bufs
     rows = X.shape[0]
     nch = (rows + R - 1) // R
@@ -193,12 +232,9 @@ def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
     for c in range(c0, c1, T):
         lo = c * R
         nr = min(R, rows - lo)
-        if chk.shape[0] > 0 and not rows_ok(X, lo, nr, chk):
-            nbad += 1
-            continue
-        _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo,
-               nr, R, Lb[t], Ub[t], Fb[t], xb[t], cb[t], tb[t], rb[t], eb[t], pb[t], Wall, gdeg,
-               stk[t], seen[t], fuse)
+        nbad += _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u,
+                       lo, nr, R, Lb[t], Ub[t], Fb[t], xb[t], cb[t], tb[t], rb[t], eb[t], pb[t],
+                       Wall, gdeg, stk[t], seen[t], fuse, chk)
     return nbad
 
 
