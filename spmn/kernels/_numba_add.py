@@ -2,25 +2,28 @@
 (:class:`spmn.worldmodels.factored.add.Diagrams` wraps it; the pure-Python twin it is tested
 against is :mod:`spmn.worldmodels.factored.add_reference`).
 
-Flat arrays only. A store is the tuple ``S = (lev, off, val, pool, tab, meta)``:
+Flat arrays only. A store is the tuple ``S = (lev, info, val, pool, tab, meta)``:
 
-- ``lev``  int32 (cap,): node i's level; ``TERM`` for a constant
-- ``off``  int64 (cap,): where node i's kids start in ``pool`` (``cards[lev[i]]`` of them)
+- ``lev``  int32 (cap,): node i's level; ``TERM`` for a constant (read by the callers only)
+- ``info`` int64 (cap,): ``off << 31 | level``, where node i's kids start in ``pool``
+  (``cards[level]`` of them) and its level: one load reads both
 - ``val``  float64 (cap,): a constant's value (0.0 for inner nodes)
 - ``pool`` int32 (pcap,): the kids of every inner node, back to back
-- ``tab``  int32 (2^k,): the unique table, open addressing, node ids (-1 empty), keyed on
-  (level, kids) for inner nodes and on the value for constants
+- ``tab``  int64 (2^k,): the unique table, open addressing, ``fingerprint << 32 | id`` (-1
+  empty), keyed on (level, kids) for inner nodes and on the value for constants: a probe
+  reads a node only when the 31-bit fingerprint of its hash matches
 - ``meta`` int64 (4,): [nodes, pool used, max_nodes (-1: none), table entries]
 
-A memo is ``M = (keys int64 (2^k,), vals int32 (2^k,), count int64 (1,))``, open addressing,
-key -1 empty. Every array doubles when full (the tables at half load), inside the kernels,
-which return the (possibly new) tuples. Recursion is an explicit stack (depth <= the number of
-levels + 1). A kernel's result below 0 is an error: ``MAX_NODES`` (a new inner node would be
-number ``max_nodes``) or ``NAN`` (a NaN leaf); the store stays consistent either way.
+A memo is ``M = (mem int64 (2 · 2^k,), count int64 (1,))``, open addressing, slot s holding
+key ``mem[2s]`` (-1 empty) and result ``mem[2s + 1]`` side by side. Every array doubles when
+full (the tables at half load), inside the kernels, which return the (possibly new) tuples.
+Recursion is an explicit stack (depth <= the number of levels + 1). A kernel's result below 0
+is an error: ``MAX_NODES`` (a new inner node would be number ``max_nodes``) or ``NAN`` (a NaN
+leaf); the store stays consistent either way.
 
 The arithmetic is the reference's, operation for operation (``a + b``, ``a - b``, ``a * b``,
-``b if b > a else a``, ``a * v + b``), with the same shortcuts at the same places, so leaves and
-node ids agree with it bit for bit.
+``b if b > a else a``, ``a * v + b``), with the same shortcuts at the same places, and nodes
+are made in the reference's order, so leaves and node ids agree with it bit for bit.
 """
 from __future__ import annotations
 
@@ -36,10 +39,14 @@ TERM = 1 << 30
 #: Error results.
 MAX_NODES = -1
 NAN = -2
+#: A stack machine's request for room (internal).
+NEED_NODES = -10
+NEED_MEMO = -11
 #: Binary operations.
 ADD, SUB, MUL, MAX = 0, 1, 2, 3
 #: Unary operations.
 RESTRICT, AFFINE, RELABEL = 0, 1, 2
+_LMASK = (1 << 31) - 1
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -52,12 +59,12 @@ def new_store(n_cap: int = 1024, max_nodes: int = -1) -> tuple:
     while t < 2 * n_cap:
         t *= 2
     return (np.empty(n_cap, np.int32), np.empty(n_cap, np.int64), np.empty(n_cap, np.float64),
-            np.empty(2 * n_cap, np.int32), np.full(t, -1, np.int32),
+            np.empty(2 * n_cap, np.int32), np.full(t, -1, np.int64),
             np.array([0, 0, max_nodes, 0], np.int64))
 
 
 def new_memo(cap: int = 1024) -> tuple:
-    return np.full(cap, -1, np.int64), np.empty(cap, np.int32), np.zeros(1, np.int64)
+    return np.full(2 * cap, -1, np.int64), np.zeros(1, np.int64)
 
 
 # ---------------------------------------------------------------------- hashing
@@ -87,20 +94,26 @@ def _hash_kids(level, buf, b0, k):
     return h
 
 
+@njit(inline="always", **_opts)
+def _fp(h):
+    """The slot entry's fingerprint bits of hash h (31 bits, so entries stay >= 0)."""
+    return np.int64(h >> np.uint64(33)) << 32
+
+
 @njit(**_opts)
-def _rehash(lev, off, val, pool, meta, cards, size):
-    tab = np.full(size, -1, np.int32)
-    mask = np.uint64(size - 1)
+def _rehash(lev, info, val, pool, meta, cards, size):
+    tab = np.full(size, -1, np.int64)
+    mask = size - 1
     for i in range(meta[0]):
         li = lev[i]
         if li == TERM:
             h = _hash_val(val[i])
         else:
-            h = _hash_kids(li, pool, off[i], cards[li])
-        s = np.int64(h & mask)
+            h = _hash_kids(li, pool, info[i] >> 31, cards[li])
+        s = np.int64(h & np.uint64(mask))
         while tab[s] >= 0:
-            s = (s + 1) & (size - 1)
-        tab[s] = i
+            s = (s + 1) & mask
+        tab[s] = _fp(h) | i
     return tab
 
 
@@ -112,50 +125,60 @@ def _room(S, kmax):
 
 
 @njit(**_opts)
-def _grow(S, cards, kmax):
-    """S with room for one more node: the full arrays doubled (the table rehashed)."""
-    lev, off, val, pool, tab, meta = S
+def _grow(S, cards, nodes, kids):
+    """S with room for ``nodes`` more nodes holding ``kids`` kids in all: the arrays doubled
+    as often as needed (the table rehashed)."""
+    lev, info, val, pool, tab, meta = S
     n = meta[0]
-    if n >= lev.size:
+    if n + nodes > lev.size:
         cap = 2 * lev.size
+        while cap < n + nodes:
+            cap *= 2
         lev2 = np.empty(cap, np.int32)
         lev2[:n] = lev[:n]
-        off2 = np.empty(cap, np.int64)
-        off2[:n] = off[:n]
+        info2 = np.empty(cap, np.int64)
+        info2[:n] = info[:n]
         val2 = np.empty(cap, np.float64)
         val2[:n] = val[:n]
-        lev, off, val = lev2, off2, val2
-    if meta[1] + kmax > pool.size:
+        lev, info, val = lev2, info2, val2
+    if meta[1] + kids > pool.size:
         cap = 2 * pool.size
-        while cap < meta[1] + kmax:
+        while cap < meta[1] + kids:
             cap *= 2
         pool2 = np.empty(cap, np.int32)
         pool2[:meta[1]] = pool[:meta[1]]
         pool = pool2
-    if 2 * (meta[3] + 1) > tab.size:
-        tab = _rehash(lev, off, val, pool, meta, cards, 2 * tab.size)
-    return (lev, off, val, pool, tab, meta)
+    if 2 * (meta[3] + nodes) > tab.size:
+        size = 2 * tab.size
+        while size < 2 * (meta[3] + nodes):
+            size *= 2
+        tab = _rehash(lev, info, val, pool, meta, cards, size)
+    return (lev, info, val, pool, tab, meta)
 
 
 # ---------------------------------------------------------------------- nodes
 @njit(inline="always", **_opts)
 def _const(S, v):
     """Id of the constant v (not NaN, not -0.0), added if new; needs ``_room``."""
-    lev, off, val, pool, tab, meta = S
+    lev, info, val, pool, tab, meta = S
     mask = tab.size - 1
-    s = np.int64(_hash_val(v) & np.uint64(mask))
+    h = _hash_val(v)
+    fp = _fp(h)
+    s = np.int64(h & np.uint64(mask))
     while True:
-        i = tab[s]
-        if i < 0:
+        e = tab[s]
+        if e < 0:
             break
-        if lev[i] == TERM and val[i] == v:
-            return np.int64(i)
+        if (e & ~0xFFFFFFFF) == fp:
+            i = e & 0xFFFFFFFF
+            if lev[i] == TERM and val[i] == v:
+                return np.int64(i)
         s = (s + 1) & mask
     n = meta[0]
     lev[n] = TERM
-    off[n] = 0
+    info[n] = TERM
     val[n] = v
-    tab[s] = n
+    tab[s] = fp | n
     meta[0] = n + 1
     meta[3] += 1
     return np.int64(n)
@@ -174,22 +197,27 @@ def _node(S, cards, level, buf, b0):
             break
     if same:
         return np.int64(k0)
-    lev, off, val, pool, tab, meta = S
+    lev, info, val, pool, tab, meta = S
     mask = tab.size - 1
-    s = np.int64(_hash_kids(level, buf, b0, k) & np.uint64(mask))
+    h = _hash_kids(level, buf, b0, k)
+    fp = _fp(h)
+    s = np.int64(h & np.uint64(mask))
     while True:
-        i = tab[s]
-        if i < 0:
+        e = tab[s]
+        if e < 0:
             break
-        if lev[i] == level:
-            o = off[i]
-            eq = True
-            for j in range(k):
-                if pool[o + j] != buf[b0 + j]:
-                    eq = False
-                    break
-            if eq:
-                return np.int64(i)
+        if (e & ~0xFFFFFFFF) == fp:
+            i = e & 0xFFFFFFFF
+            inf = info[i]
+            if (inf & _LMASK) == level:
+                o = inf >> 31
+                eq = True
+                for j in range(k):
+                    if pool[o + j] != buf[b0 + j]:
+                        eq = False
+                        break
+                if eq:
+                    return np.int64(i)
         s = (s + 1) & mask
     n = meta[0]
     if meta[2] >= 0 and n >= meta[2]:
@@ -198,9 +226,9 @@ def _node(S, cards, level, buf, b0):
     for j in range(k):
         pool[p + j] = buf[b0 + j]
     lev[n] = level
-    off[n] = p
+    info[n] = (p << 31) | level
     val[n] = 0.0
-    tab[s] = n
+    tab[s] = fp | n
     meta[0] = n + 1
     meta[1] = p + k
     meta[3] += 1
@@ -214,7 +242,7 @@ def _leaf(S, cards, kmax, v):
     if v != v:
         return S, np.int64(NAN)
     if not _room(S, kmax):
-        S = _grow(S, cards, kmax)
+        S = _grow(S, cards, 1, kmax)
     return S, _const(S, v)
 
 
@@ -228,56 +256,54 @@ def const(S, cards, v):
 def node(S, cards, level, buf, b0):
     """(S, the id of the node (level, buf[b0 : b0 + cards[level]])), reduced and unique."""
     if not _room(S, cards[level]):
-        S = _grow(S, cards, cards[level])
+        S = _grow(S, cards, 1, cards[level])
     return S, _node(S, cards, level, buf, b0)
 
 
 # ---------------------------------------------------------------------- memo tables
 @njit(inline="always", **_opts)
-def _memo_get(M, key):
-    keys, vals, cnt = M
-    mask = keys.size - 1
+def _get(mem, key):
+    mask = (mem.size >> 1) - 1
     s = np.int64(_mix(np.uint64(key)) & np.uint64(mask))
     while True:
-        k = keys[s]
+        k = mem[2 * s]
         if k == key:
-            return np.int64(vals[s])
+            return mem[2 * s + 1]
         if k < 0:
             return np.int64(-1)
         s = (s + 1) & mask
 
 
 @njit(**_opts)
-def _memo_grow(M):
-    keys, vals, cnt = M
-    size = 2 * keys.size
-    k2 = np.full(size, -1, np.int64)
-    v2 = np.empty(size, np.int32)
-    for s in range(keys.size):
-        if keys[s] >= 0:
-            t = np.int64(_mix(np.uint64(keys[s])) & np.uint64(size - 1))
-            while k2[t] >= 0:
+def _memo_grow(mem):
+    size = mem.size  # slots after doubling
+    m2 = np.full(2 * size, -1, np.int64)
+    for s in range(mem.size >> 1):
+        k = mem[2 * s]
+        if k >= 0:
+            t = np.int64(_mix(np.uint64(k)) & np.uint64(size - 1))
+            while m2[2 * t] >= 0:
                 t = (t + 1) & (size - 1)
-            k2[t] = keys[s]
-            v2[t] = vals[s]
-    return (k2, v2, cnt)
+            m2[2 * t] = k
+            m2[2 * t + 1] = mem[2 * s + 1]
+    return m2
 
 
 @njit(inline="always", **_opts)
-def _memo_put(M, key, r):
-    """M with key -> r (grown first when at half load)."""
-    if 2 * (M[2][0] + 1) > M[0].size:
-        M = _memo_grow(M)
-    keys, vals, cnt = M
-    mask = keys.size - 1
+def _put(mem, cnt, key, r):
+    """key -> r (the caller keeps the table under half load)."""
+    mask = (mem.size >> 1) - 1
     s = np.int64(_mix(np.uint64(key)) & np.uint64(mask))
-    while keys[s] >= 0 and keys[s] != key:
+    while True:
+        k = mem[2 * s]
+        if k < 0:
+            cnt[0] += 1
+            break
+        if k == key:
+            break
         s = (s + 1) & mask
-    if keys[s] < 0:
-        cnt[0] += 1
-    keys[s] = key
-    vals[s] = r
-    return M
+    mem[2 * s] = key
+    mem[2 * s + 1] = r
 
 
 # ---------------------------------------------------------------------- operations
@@ -293,20 +319,19 @@ def _leaf2(op, a, b):
 
 
 @njit(**_opts)
-def apply2(S, cards, M, op, f, g, kmax):
-    """(S, M, op(f, g)) for ADD, SUB, MUL, MAX (the reference's ``_apply`` with its shortcuts:
-    add skips the zero, mul the zero and one, max equal arguments; commutative ones memo
-    (min, max))."""
-    depth = cards.size + 2
-    sf = np.empty(depth, np.int64)
-    sg = np.empty(depth, np.int64)
-    sl = np.empty(depth, np.int64)
-    si = np.full(depth, -1, np.int64)
-    buf = np.empty(depth * kmax, np.int64)
-    sf[0], sg[0], si[0] = f, g, -1
-    sp = 1
+def _run2(S, cards, mem, cnt, op, kmax, sf, sg, fo, go, sl, si, buf, state):
+    """The stack machine of :func:`apply2` from ``state[0]`` frames; returns the result, an
+    error, or NEED_NODES / NEED_MEMO (before a step that would need room: grow and rerun)."""
+    sp = state[0]
     res = np.int64(-3)
+    info, val, pool = S[1], S[2], S[3]
     while sp > 0:
+        if not _room(S, kmax):
+            state[0] = sp
+            return NEED_NODES
+        if 4 * (cnt[0] + 2) > mem.size:
+            state[0] = sp
+            return NEED_MEMO
         p = sp - 1
         r = np.int64(-3)
         if si[p] < 0:
@@ -315,14 +340,16 @@ def apply2(S, cards, M, op, f, g, kmax):
                 a, b = b, a
                 sf[p], sg[p] = a, b
             key = (a << 32) | b
-            r = _memo_get(M, key)
+            r = _get(mem, key)
             if r < 0:
-                la, lb = S[0][a], S[0][b]
+                ia, ib = info[a], info[b]
+                la, lb = ia & _LMASK, ib & _LMASK
                 if la == TERM and lb == TERM:
-                    S, r = _leaf(S, cards, kmax, _leaf2(op, S[2][a], S[2][b]))
-                    if r < 0:
-                        return S, M, r
-                    M = _memo_put(M, key, r)
+                    x = _leaf2(op, val[a], val[b]) + 0.0
+                    if x != x:
+                        return np.int64(NAN)
+                    r = _const(S, x)
+                    _put(mem, cnt, key, r)
                 else:
                     if op == ADD:
                         if a == 0:
@@ -340,115 +367,160 @@ def apply2(S, cards, M, op, f, g, kmax):
                         if a == b:
                             r = a
                     if r >= 0:
-                        M = _memo_put(M, key, r)
+                        _put(mem, cnt, key, r)
                     else:
-                        sl[p] = min(la, lb)
+                        L = min(la, lb)
+                        sl[p] = L
+                        fo[p] = (ia >> 31) if la == L else -1
+                        go[p] = (ib >> 31) if lb == L else -1
                         si[p] = 0
         if r < 0:
             L = sl[p]
             i = si[p]
             if i < cards[L]:
                 si[p] = i + 1
-                a, b = sf[p], sg[p]
-                lev, off, pool = S[0], S[1], S[3]
-                sf[sp] = pool[off[a] + i] if lev[a] == L else a
-                sg[sp] = pool[off[b] + i] if lev[b] == L else b
+                sf[sp] = pool[fo[p] + i] if fo[p] >= 0 else sf[p]
+                sg[sp] = pool[go[p] + i] if go[p] >= 0 else sg[p]
                 si[sp] = -1
                 sp += 1
                 continue
-            if not _room(S, kmax):
-                S = _grow(S, cards, kmax)
             r = _node(S, cards, L, buf, p * kmax)
             if r < 0:
-                return S, M, r
-            M = _memo_put(M, (sf[p] << 32) | sg[p], r)
+                return r
+            _put(mem, cnt, (sf[p] << 32) | sg[p], r)
         sp -= 1
         if sp == 0:
             res = r
         else:
             buf[(sp - 1) * kmax + si[sp - 1] - 1] = r
-    return S, M, res
+    state[0] = 0
+    return res
 
 
 @njit(**_opts)
-def apply1(S, cards, M, op, f, level, v, a, b, relab, kmax):
-    """(S, M, result) for RESTRICT (f with the variable at ``level`` set to ``v``; memo key
-    (f, level, v)), AFFINE (a f + b) and RELABEL (levels renamed by ``relab``)."""
+def apply2(S, cards, M, op, f, g, kmax):
+    """(S, M, op(f, g)) for ADD, SUB, MUL, MAX (the reference's ``_apply`` with its shortcuts:
+    add skips the zero, mul the zero and one, max equal arguments; commutative ones memo
+    (min, max))."""
+    mem, cnt = M
     depth = cards.size + 2
-    stride = cards.size * kmax
     sf = np.empty(depth, np.int64)
+    sg = np.empty(depth, np.int64)
+    fo = np.empty(depth, np.int64)  # where f's kids start when it tests the frame's level, or -1
+    go = np.empty(depth, np.int64)
+    sl = np.empty(depth, np.int64)
     si = np.full(depth, -1, np.int64)
     buf = np.empty(depth * kmax, np.int64)
-    sf[0] = f
-    sp = 1
+    sf[0], sg[0] = f, g
+    state = np.ones(1, np.int64)
+    while True:
+        r = _run2(S, cards, mem, cnt, op, kmax, sf, sg, fo, go, sl, si, buf, state)
+        if r == NEED_NODES:
+            S = _grow(S, cards, 1, kmax)
+        elif r == NEED_MEMO:
+            mem = _memo_grow(mem)
+        else:
+            return S, (mem, cnt), r
+
+
+@njit(**_opts)
+def _run1(S, cards, mem, cnt, op, level, v, a, b, relab, kmax, sf, si, buf, state):
+    """The stack machine of :func:`apply1` (as :func:`_run2`)."""
+    sp = state[0]
     res = np.int64(-3)
+    stride = cards.size * kmax
+    info, val, pool = S[1], S[2], S[3]
     while sp > 0:
+        if not _room(S, kmax):
+            state[0] = sp
+            return NEED_NODES
+        if 4 * (cnt[0] + 2) > mem.size:
+            state[0] = sp
+            return NEED_MEMO
         p = sp - 1
         r = np.int64(-3)
         x = sf[p]
-        lx = S[0][x]
+        ix = info[x]
+        lx = ix & _LMASK
         key = x * stride + level * kmax + v if op == RESTRICT else x
         if si[p] < 0:
             if op == RESTRICT and lx > level:
                 r = x
             elif op == RESTRICT and lx == level:
-                r = np.int64(S[3][S[1][x] + v])
+                r = np.int64(pool[(ix >> 31) + v])
             else:
-                r = _memo_get(M, key)
+                r = _get(mem, key)
                 if r < 0:
                     if lx == TERM:
                         if op == AFFINE:
-                            S, r = _leaf(S, cards, kmax, a * S[2][x] + b)
-                            if r < 0:
-                                return S, M, r
+                            y = a * val[x] + b + 0.0
+                            if y != y:
+                                return np.int64(NAN)
+                            r = _const(S, y)
                         else:
                             r = x
-                        M = _memo_put(M, key, r)
+                        _put(mem, cnt, key, r)
                     else:
                         si[p] = 0
         if r < 0:
             i = si[p]
             if i < cards[lx]:
                 si[p] = i + 1
-                sf[sp] = S[3][S[1][x] + i]
+                sf[sp] = pool[(ix >> 31) + i]
                 si[sp] = -1
                 sp += 1
                 continue
-            if not _room(S, kmax):
-                S = _grow(S, cards, kmax)
             r = _node(S, cards, relab[lx] if op == RELABEL else lx, buf, p * kmax)
             if r < 0:
-                return S, M, r
-            M = _memo_put(M, key, r)
+                return r
+            _put(mem, cnt, key, r)
         sp -= 1
         if sp == 0:
             res = r
         else:
             buf[(sp - 1) * kmax + si[sp - 1] - 1] = r
-    return S, M, res
+    state[0] = 0
+    return res
+
+
+@njit(**_opts)
+def apply1(S, cards, M, op, f, level, v, a, b, relab, kmax):
+    """(S, M, result) for RESTRICT (f with the variable at ``level`` set to ``v``; memo key
+    (f, level, v)), AFFINE (a f + b) and RELABEL (levels renamed by ``relab``)."""
+    mem, cnt = M
+    depth = cards.size + 2
+    sf = np.empty(depth, np.int64)
+    si = np.full(depth, -1, np.int64)
+    buf = np.empty(depth * kmax, np.int64)
+    sf[0] = f
+    state = np.ones(1, np.int64)
+    while True:
+        r = _run1(S, cards, mem, cnt, op, level, v, a, b, relab, kmax, sf, si, buf, state)
+        if r == NEED_NODES:
+            S = _grow(S, cards, 1, kmax)
+        elif r == NEED_MEMO:
+            mem = _memo_grow(mem)
+        else:
+            return S, (mem, cnt), r
 
 
 @njit(**_opts)
 def from_dense(S, cards, levels, T):
     """(S, the diagram of the C-ordered tensor ``T`` (flat) whose axis i is the variable at
     ``levels[i]`` (increasing)), reduced bottom-up one axis at a time."""
-    kmax = 1
-    for c in cards:
-        kmax = max(kmax, c)
+    S = _grow(S, cards, 2 * T.size + 1, 2 * T.size + 1)  # room for every node it can make
     ids = np.empty(T.size, np.int64)
     for j in range(T.size):
-        S, r = _leaf(S, cards, kmax, T[j])
-        if r < 0:
-            return S, r
-        ids[j] = r
+        x = T[j] + 0.0
+        if x != x:
+            return S, np.int64(NAN)
+        ids[j] = _const(S, x)
     m = T.size
     for ax in range(levels.size - 1, -1, -1):
         lv = levels[ax]
         k = cards[lv]
         m //= k
         for j in range(m):
-            if not _room(S, kmax):
-                S = _grow(S, cards, kmax)
             r = _node(S, cards, lv, ids, j * k)
             if r < 0:
                 return S, r
@@ -461,7 +533,7 @@ def from_dense(S, cards, levels, T):
 def reachable(S, cards, roots):
     """Nodes below ``roots`` (each once), children before parents, in the order of the
     reference's depth-first walk."""
-    lev, off, val, pool, tab, meta = S
+    lev, info, val, pool, tab, meta = S
     seen = np.zeros(meta[0], np.uint8)
     order = np.empty(16, np.int64)
     no = 0
@@ -485,14 +557,15 @@ def reachable(S, cards, roots):
         if seen[f]:
             continue
         seen[f] = 1
-        k = 0 if lev[f] == TERM else cards[lev[f]]
+        inf = info[f]
+        k = 0 if inf == TERM else cards[inf & _LMASK]
         if sp + 1 + k > stack.size:
             s2 = np.empty(2 * (sp + 1 + k), np.int64)
             s2[:sp] = stack[:sp]
             stack = s2
         stack[sp] = 2 * f + 1
         sp += 1
-        o = off[f]
+        o = inf >> 31
         for i in range(k):
             c = pool[o + i]
             if not seen[c]:
@@ -504,15 +577,16 @@ def reachable(S, cards, roots):
 @njit(**_opts)
 def evaluate(S, cards, f, E, column):
     """Value of ``f`` at every row of ``E``; the variable at level l is ``E[:, column[l]]``."""
-    lev, off, val, pool, tab, meta = S
+    lev, info, val, pool, tab, meta = S
     out = np.empty(E.shape[0], np.float64)
     for r in range(E.shape[0]):
         x = f
-        while lev[x] != TERM:
-            c = E[r, column[lev[x]]]
-            if c < 0 or c >= cards[lev[x]]:
+        while info[x] != TERM:
+            lx = info[x] & _LMASK
+            c = E[r, column[lx]]
+            if c < 0 or c >= cards[lx]:
                 raise IndexError("a code outside its variable's values")
-            x = pool[off[x] + c]
+            x = pool[(info[x] >> 31) + c]
         out[r] = val[x]
     return out
 
@@ -520,8 +594,13 @@ def evaluate(S, cards, f, E, column):
 @njit(**_opts)
 def transfer(S, cards, roots, D):
     """(D, 0, the ids in ``D`` of the diagrams ``roots`` of ``S``), or (D, error, [])."""
-    lev, off, val, pool, tab, meta = S
+    lev, info, val, pool, tab, meta = S
     order = reachable(S, cards, roots)
+    kids = 0
+    for j in range(order.size):
+        if info[order[j]] != TERM:
+            kids += cards[info[order[j]] & _LMASK]
+    D = _grow(D, cards, order.size, kids)
     new = np.full(meta[0], -1, np.int64)
     kmax = 1
     for c in cards:
@@ -529,15 +608,13 @@ def transfer(S, cards, roots, D):
     buf = np.empty(kmax, np.int64)
     for j in range(order.size):
         f = order[j]
-        if lev[f] == TERM:
-            D, r = _leaf(D, cards, kmax, val[f])
+        if info[f] == TERM:
+            r = _const(D, val[f])
         else:
-            k = cards[lev[f]]
-            for i in range(k):
-                buf[i] = new[pool[off[f] + i]]
-            if not _room(D, kmax):
-                D = _grow(D, cards, kmax)
-            r = _node(D, cards, lev[f], buf, 0)
+            o = info[f] >> 31
+            for i in range(cards[info[f] & _LMASK]):
+                buf[i] = new[pool[o + i]]
+            r = _node(D, cards, info[f] & _LMASK, buf, 0)
         if r < 0:
             return D, r, np.empty(0, np.int64)
         new[f] = r

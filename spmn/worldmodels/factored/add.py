@@ -40,11 +40,11 @@ class _Kids:
         return len(self._st)
 
     def __getitem__(self, f: int) -> tuple[int, ...]:
-        lev, off, _, pool, _, _ = self._st._S
+        lev, info, _, pool, _, _ = self._st._S
         lv = int(lev[f])
         if lv == TERM:
             return ()
-        o = int(off[f])
+        o = int(info[f]) >> 31
         return tuple(pool[o:o + self._st.cards[lv]].tolist())
 
 
