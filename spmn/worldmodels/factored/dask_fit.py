@@ -257,7 +257,7 @@ def fit_partitions(model: Any, data: Any, *, client: Any = None,
            "ks": ks, "end": end, "some_cont": int(scan["cont"]) > 0,
            "offsets": np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64),
            "key": seed_key(model.seed), "groups": groups}
-    kw = {"min_samples_leaf": model.min_samples_leaf, "max_depth": model.max_depth}
+    kw = {"min_samples_leaf": model.leaf_minimums(d, len(anames)), "max_depth": model.max_depth}
     scores: dict[float, float] = {}
     alpha = model.split_p
     with progress_bar(model.progress and n > 20000, desc="growing factor trees (dask)",

@@ -33,6 +33,7 @@ from .flat import reachable, solve_flat
 from .groups import StateGroups
 from .mdp import FactoredMDP
 from .reward import AdditiveReward, fit_additive_reward
+from .coverage import warn_thin_paths
 from .solved import FactoredSolution, check_solver, state_codes, warn_thin
 from .structured import solve_structured
 from .trees import ConditionalTree, fit_trees
@@ -59,7 +60,11 @@ class FactoredWorldModel(Simulable):
     (code 0: none true, i + 1: member i); every lookup also takes states in the logged layout.
 
     Hyper-parameters: ``split_p`` (α of the split rule of :mod:`.trees`; None: chosen by
-    held-out log-likelihood), ``min_samples_leaf`` (rows per branch of a split),
+    held-out log-likelihood), ``min_samples_leaf`` (rows per branch of a split on a state
+    variable), ``min_samples_action`` (the same for a split on an action variable; 1 by
+    default: the logging policy chose the actions, so a thin node may still tell two actions
+    apart when the G-test says so, rather than pool a no-op with the move into the goal and
+    make the max over actions optimistic),
     ``max_depth``, ``smoothing`` (added to every leaf's counts; 0 keeps unseen outcomes
     impossible, so the reachable set stays small), ``min_count`` (``solve`` warns with a
     :class:`~spmn.errors.CoverageWarning` when the greedy policy rests on leaves logged fewer
@@ -78,8 +83,8 @@ class FactoredWorldModel(Simulable):
     def __init__(self, states: str | Variable | Sequence[str | Variable],
                  actions: str | Variable | Sequence[str | Variable], reward: str = "r",
                  terminated: str | None = None, *, split_p: float | None = None,
-                 min_samples_leaf: int = 5, max_depth: int | None = None,
-                 smoothing: float = 0.0, min_count: int = 30, joint_actions: Any = "logged",
+                 min_samples_leaf: int = 5, min_samples_action: int = 1,
+                 max_depth: int | None = None, smoothing: float = 0.0, min_count: int = 30, joint_actions: Any = "logged",
                  max_joint_actions: int = 4096, groups: Any = None,
                  progress: bool = True, seed: Any = None, backend: str | None = None) -> None:
         self.states = names_of(states)
@@ -88,6 +93,7 @@ class FactoredWorldModel(Simulable):
         self.terminated = terminated
         self.split_p = split_p
         self.min_samples_leaf = min_samples_leaf
+        self.min_samples_action = min_samples_action
         self.max_depth = max_depth
         self.smoothing = smoothing
         self.min_count = min_count
@@ -154,7 +160,8 @@ class FactoredWorldModel(Simulable):
         with progress_bar(self.progress and n * len(targets) > 2_000_000,
                           desc="growing factor trees", total=len(targets), unit="tree") as bar:
             trees, alpha, scores = fit_trees(
-                X, targets, cards, split_p=self.split_p, min_samples_leaf=self.min_samples_leaf,
+                X, targets, cards, split_p=self.split_p,
+                min_samples_leaf=self.leaf_minimums(len(scards), len(acards)),
                 max_depth=self.max_depth, seed=self.seed, progress=lambda: bar.update(1))
         reward = fit_additive_reward(X, r, cards)
         self.state_names_, self.action_names_ = snames, anames
@@ -170,6 +177,14 @@ class FactoredWorldModel(Simulable):
         self.seen_states_ = S[np.sort(first)]
         self._build()
         return self
+
+    def leaf_minimums(self, d: int, m: int) -> np.ndarray:
+        """Rows per branch of a split on each column of ``[s, a]`` (d state, m action)."""
+        for name in ("min_samples_leaf", "min_samples_action"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise DataError(f"{name} must be an integer >= 1, got {v!r}")
+        return np.r_[np.full(d, self.min_samples_leaf), np.full(m, self.min_samples_action)]
 
     def _allowed(self, A: np.ndarray, anames: list[str], acards: np.ndarray) -> np.ndarray:
         """The joint actions (rows) the solver maximizes over (class docstring)."""
@@ -264,7 +279,9 @@ class FactoredWorldModel(Simulable):
         otherwise).
         Finite ``horizon``: backward induction from V_H = 0, a policy per step; else value
         iteration to ``tol`` with a proven bound. Warns (CoverageWarning) when the greedy
-        policy at ``start`` (or the reachable / logged states) uses thin leaves.
+        policy at ``start`` (or the reachable / logged states) uses thin leaves, else when it
+        does at the states it reaches in seeded rollouts of the learned model
+        (:func:`.coverage.warn_thin_paths`).
         """
         self._check_fitted()
         method = check_solver(method)
@@ -296,7 +313,8 @@ class FactoredWorldModel(Simulable):
                 vals = np.stack([res.v_rows(self.mdp_, S0, t) for t in range(int(horizon) + 1)])
             sol = FactoredSolution(self.mdp_, res, "structured", S0, vals, tol, max_nodes)
             where, check = ("logged states" if start is None else "start states"), S0
-        warn_thin(sol, check, where, self.min_count)
+        if not warn_thin(sol, check, where, self.min_count):  # then along the policy's paths
+            warn_thin_paths(sol, S0, self.min_count, 0 if self.seed is None else self.seed)
         return sol
 
     # ------------------------------------------------------------------ reading
@@ -388,7 +406,8 @@ def to_payload(m: FactoredWorldModel, arrays) -> dict[str, Any]:
     rew = m.reward_
     return {
         "hyper": {"reward": m.reward, "terminated": m.terminated, "split_p": m.split_p,
-                  "min_samples_leaf": m.min_samples_leaf, "max_depth": m.max_depth,
+                  "min_samples_leaf": m.min_samples_leaf,
+                  "min_samples_action": m.min_samples_action, "max_depth": m.max_depth,
                   "smoothing": m.smoothing, "min_count": m.min_count,
                   "max_joint_actions": m.max_joint_actions,
                   "joint_actions": m.joint_actions if isinstance(m.joint_actions, str) else "given",
@@ -420,7 +439,10 @@ def from_payload(doc: dict[str, Any], arrays) -> FactoredWorldModel:
     m = FactoredWorldModel([Variable.discrete(n, k) for n, k in doc["states"]],
                            [Variable.decision(n, k) for n, k in doc["actions"]],
                            h["reward"], h["terminated"], split_p=h["split_p"],
-                           min_samples_leaf=h["min_samples_leaf"], max_depth=h["max_depth"],
+                           min_samples_leaf=h["min_samples_leaf"],
+                           # files before this option split actions like states
+                           min_samples_action=h.get("min_samples_action", h["min_samples_leaf"]),
+                           max_depth=h["max_depth"],
                            smoothing=h["smoothing"], min_count=h["min_count"],
                            max_joint_actions=h["max_joint_actions"], progress=False,
                            joint_actions=h.get("joint_actions", "all"))

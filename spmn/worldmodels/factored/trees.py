@@ -11,8 +11,9 @@ One tree per next-state variable (and one for the episode end) over the columns 
 
 Never impurity: a split must be statistically significant after correcting for the number of
 variables tried. A candidate is a column not split on above, with at least two values seen
-``min_samples_leaf`` times at the node; values seen fewer times, or never, follow the most
-frequent value's branch (that is how a tree answers parent values the logs never show). Leaves
+``min_samples_leaf`` times at the node (a per-column minimum: the model asks less of action
+columns, whose values the logging policy chose); values seen fewer times, or never, follow the
+most frequent value's branch (that is how a tree answers parent values the logs never show). Leaves
 hold counts, so a leaf is never empty: ``p(y = v) = (c_v + λ) / (n + k λ)`` with ``λ`` the
 smoothing. Trees at a stricter α are the trees at a looser one pruned where ``m·p >= α`` (the
 best candidate does not depend on α), which makes choosing α by held-out likelihood cheap.
@@ -35,6 +36,7 @@ import numpy as np
 from numba import njit
 from scipy.special import chdtrc
 
+from ...errors import DataError
 from ...learn.distributed import ExactSums
 from ...learn.splits import _g_stats
 
@@ -116,8 +118,8 @@ def _raw_tables(X, y, rows, k, kmax):
 
 @njit(cache=True, nogil=True)
 def _merge_rare(T, used, min_leaf):
-    """In place on raw tables ``T``: values seen fewer than ``min_leaf`` times merged into the
-    most frequent one; whether the column is a candidate (unused, two or more values kept), its
+    """In place on raw tables ``T``: values of column j seen fewer than ``min_leaf[j]`` times
+    merged into the most frequent one; whether the column is a candidate (unused, two or more values kept), its
     most frequent value and its kept values."""
     p, kmax, k = T.shape
     ok = np.zeros(p, np.bool_)
@@ -136,7 +138,7 @@ def _merge_rare(T, used, min_leaf):
         top[j] = t
         groups = 0
         for v in range(kmax):
-            if tot[v] >= min_leaf:
+            if tot[v] >= min_leaf[j]:
                 keep[j, v] = True
                 groups += 1
             elif tot[v] > 0:
@@ -148,13 +150,14 @@ def _merge_rare(T, used, min_leaf):
 
 
 def _node_tables(X, y, rows, k, kmax, used, min_leaf):
-    """:func:`_raw_tables` then :func:`_merge_rare`: ``(T, ok, top, keep)`` of the node."""
+    """:func:`_raw_tables` then :func:`_merge_rare`: ``(T, ok, top, keep)`` of the node
+    (``min_leaf``: one value or one per column)."""
     T = _raw_tables(X, y, rows, k, kmax)
-    ok, top, keep = _merge_rare(T, used, min_leaf)
+    ok, top, keep = _merge_rare(T, used, leaf_minimums(min_leaf, T.shape[0]))
     return T, ok, top, keep
 
 
-def split_of_tables(T: np.ndarray, used: np.ndarray, min_leaf: int):
+def split_of_tables(T: np.ndarray, used: np.ndarray, min_leaf: np.ndarray):
     """(column, crit = m·p, kept values, most frequent value, merged tables) of the best
     candidate of a node with raw tables ``T`` (columns x kmax x k), or None when no column is a
     candidate. ``T`` is left as it was."""
@@ -174,6 +177,16 @@ def split_of_tables(T: np.ndarray, used: np.ndarray, min_leaf: int):
     j = int(cand[b])
     return j, float(chdtrc(df[b], G[b])) * cand.size, np.flatnonzero(keep[j]), int(top[j]), T
 
+
+def leaf_minimums(min_samples_leaf: int | Sequence[int], p: int) -> np.ndarray:
+    """Rows per branch of a split on each of the ``p`` columns (at least 1), as floats."""
+    m = np.asarray(min_samples_leaf, np.float64)
+    if m.ndim == 0:
+        m = np.full(p, float(m))
+    if m.shape != (p,):
+        raise DataError(f"min_samples_leaf: one value or one per column ({p}), got shape "
+                        f"{m.shape}")
+    return np.maximum(m, 1.0)
 
 class Grower:
     """One tree being grown level by level: node lists (``var``, ``child``, ``counts``,
@@ -230,14 +243,16 @@ TableSource = Callable[[Sequence[Grower], Sequence[Sequence[int]]],
 
 
 def grow_trees(source: TableSource, ks: Sequence[int], kmax: int, p: int, *, alpha: float,
-               min_samples_leaf: int = 5, max_depth: int | None = None,
+               min_samples_leaf: int | Sequence[int] = 5, max_depth: int | None = None,
                done: Callable[[], None] | None = None) -> list[ConditionalTree]:
     """Grow the tree of every target (``ks``: values of each y; ``p`` columns, codes <
     ``kmax``) at level ``alpha`` (module docstring), level by level: one call of ``source``
     per level gives the tables of every tree's open frontier nodes (a node is open unless it
-    has fewer than two y values, fewer than 2 ``min_samples_leaf`` rows or ``max_depth``
-    levels above it). ``done()`` is called as each tree is finished."""
-    min_leaf = max(int(min_samples_leaf), 1)
+    has fewer than two y values, fewer than twice the smallest ``min_samples_leaf`` rows (one
+    per column, or one for all) or ``max_depth`` levels above it). ``done()`` is called as
+    each tree is finished."""
+    min_leaf = leaf_minimums(min_samples_leaf, p)
+    open_rows = 2.0 * float(min_leaf.min(initial=1.0))
     gs = [Grower(k, kmax, p) for k in ks]
     frontier: list[list[int]] = [[0] for _ in gs]
 
@@ -245,7 +260,7 @@ def grow_trees(source: TableSource, ks: Sequence[int], kmax: int, p: int, *, alp
         c = g.counts[n]
         if c is None:
             return True
-        return not ((c > 0).sum() < 2 or c.sum() < 2 * min_leaf or
+        return not ((c > 0).sum() < 2 or c.sum() < open_rows or
                     (max_depth is not None and g.depth[n] >= max_depth))
 
     finished = [False] * len(gs)
@@ -409,7 +424,8 @@ def small_codes(X: np.ndarray, cards: np.ndarray) -> np.ndarray:
 
 
 def fit_trees(X: np.ndarray, targets: Sequence[tuple[np.ndarray, int, np.ndarray]],
-              cards: np.ndarray, *, split_p: float | None, min_samples_leaf: int,
+              cards: np.ndarray, *, split_p: float | None,
+              min_samples_leaf: int | Sequence[int],
               max_depth: int | None, seed=None, progress: Callable[[], None] | None = None
               ) -> tuple[list[ConditionalTree], float, dict[float, float]]:
     """Trees for every ``(y, k, rows)`` target, α, and the held-out score of each grid α.
