@@ -19,8 +19,8 @@ The small section (always run first; ``--small-only`` runs nothing else) times, 
 pymdptoolbox: ``MDP._bellmanOperator(V)``, the body of its value-iteration loop) and the full exact
 solve (model construction + policy iteration on both sides), medians of many interleaved calls,
 with the load average printed beside every row. Each kind gets two solve rows: the numpy reference
-``TabularMDP`` and ``spmn.worldmodels.tabular.CompiledMDP`` (dense P compiled; sparse and banded
-run the reference), timed with pymdptoolbox in a rotating order (``--flush``: caches emptied
+``TabularMDP`` and ``spmn.worldmodels.tabular.CompiledMDP`` (dense and sparse P compiled; banded
+P runs the reference: its P_π are solved banded), timed with pymdptoolbox in a rotating order (``--flush``: caches emptied
 before every solve).
 """
 from __future__ import annotations
@@ -192,7 +192,7 @@ def small_case(S, A, gamma, kind, args):
             f"| {t_tsw / t_sw:.2f}× | {t_pi * 1e3:.2f} ms ({pi.iterations}) | {t_tpi * 1e3:.2f} ms "
             f"({tpi.iter}) | {t_tpi / t_pi:.1f}× | {np.abs(pi.values - V_ex).max():.1e} "
             f"| {same(pi)} | {load} |",
-            f"| {S} | {A} | {gamma} | {kind}, compiled{'' if kind == 'dense' else ' (= reference)'} "
+            f"| {S} | {A} | {gamma} | {kind}, compiled{' (= reference)' if kind == 'banded' else ''} "
             f"| | | | {t_cpi * 1e3:.2f} ms ({cpi.iterations}) | {t_tpi * 1e3:.2f} ms "
             f"({tpi.iter}) | {t_tpi / t_cpi:.1f}× | {np.abs(cpi.values - V_ex).max():.1e} "
             f"| {same(cpi)} | {load} |"]

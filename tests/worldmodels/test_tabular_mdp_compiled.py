@@ -1,7 +1,7 @@
 """CompiledMDP (worldmodels/tabular/mdp.py, kernels/_numba_mdp.py) against the numpy reference
 TabularMDP: every compiled pass against its numpy twin (1e-12 relative), the whole solve against
 the reference, a numpy LU per policy and brute force, the reference's errors word for word, and the
-fallbacks (sparse P, R[a, s, s'], policy0, a slowly mixing P_π)."""
+fallbacks (R[a, s, s'], policy0, a slowly mixing P_π); sparse P: test_tabular_mdp_compiled_sparse.py."""
 from __future__ import annotations
 
 import itertools
@@ -180,11 +180,12 @@ def test_the_one_call_constructor_builds_the_references_model(terminal):
 
 
 def test_what_is_not_compiled_is_the_reference():
-    """Sparse P, R[a, s, s'], a given policy0 or method: the reference's code, the same answer."""
+    """Dense P with R[a, s, s'], a given policy0 or method: the reference's code, the same answer
+    (sparse P: tests/worldmodels/test_tabular_mdp_compiled_sparse.py)."""
     rng = np.random.default_rng(1)
     sparse = random_mdp(80, 3, 0.1, 1)
     dense = np.array(random_mdp(80, 3, 1.0, 1).P)
-    cases = [(list(sparse.P), sparse.expected_reward, {}), (dense, rng.random((3, 80, 80)), {}),
+    cases = [(dense, rng.random((3, 80, 80)), {}),
              (dense, rng.random((3, 80)), {"policy0": np.zeros(80, int)}),
              (dense, rng.random((3, 80)), {"method": "direct"})]
     for P, R, kw in cases:
@@ -359,7 +360,7 @@ def test_greedy_rewards_is_the_references_tie_rule():
     assert np.array_equal(b, r[pi, np.arange(4)])
 
 
-def test_sparse_rows_given_as_a_list_are_not_compiled():
+def test_sparse_rows_given_as_a_list_keep_no_start_guess():
     sparse = random_mdp(40, 2, 0.2, 2)
     m = CompiledMDP([sp.csr_array(x) for x in sparse.P], sparse.expected_reward)
     assert m.is_sparse and m._guess is None

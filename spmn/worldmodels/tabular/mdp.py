@@ -5,8 +5,13 @@ with P in cache, against pymdptoolbox's 13-15 ms policy iteration; ``benchmarks/
 --small-only``).
 
 The reference stays the oracle (numpy only) and is the fallback for everything this class does
-not compile: sparse P, rewards R[a, s, s'], a given ``policy0`` or ``method``. For dense P and
-R[a, s]:
+not compile: rewards R[a, s, s'] with dense P, a given ``policy0`` or ``method``. For sparse
+(CSR) P (:mod:`spmn.kernels._numba_mdp_sparse`) the reference constructor runs with a compiled
+check pass over the CSR rows, and policy iteration from the default start is the reference's
+sparse algorithm in one compiled call (π0 = greedy(r), Q of the deflated start, deflated
+Richardson evaluations and improvement steps reading P_π's CSR rows in place, sums in scipy's
+order); a P_π the reference would solve banded (bandwidth <= 64), fewer than 64 states, a
+stalled evaluation or a long run go to the reference. For dense P and R[a, s]:
 
 - construction (float64 arrays, default start and observation) is one compiled call: R copied
   and checked finite, π0 = greedy(r), and one read of P that checks it (non-negative, finite,
@@ -36,7 +41,10 @@ from numpy.typing import ArrayLike
 
 from ...errors import SolverError
 from ...kernels import _numba_mdp as K
+from ...kernels import _numba_mdp_sparse as KS
 from ...reference._linsolve import (
+    BANDED_MAX_BW,
+    KRYLOV_MIN_S,
     RESIDUAL_RTOL,
     evaluate_policy,
     is_exact,
@@ -99,8 +107,12 @@ class CompiledMDP(TabularMDP):
 
     def _check_pass(self, flat: Any, R: Any) -> tuple[np.ndarray, ...] | None:
         A, S = self.n_actions, self.n_states
-        if (sp.issparse(flat) or not isinstance(R, np.ndarray) or R.shape != (A, S)
-                or R.dtype.kind not in "fiu"):
+        if sp.issparse(flat):  # the reference's canonical CSR: one compiled read of its rows
+            if KS.csr_check_pass(flat.indptr, flat.indices, flat.data, S, self.terminal,
+                                 ROW_SUM_ATOL):
+                _check_stochastic(flat, A, S, self.terminal)  # names the offender and raises
+            return None  # as the reference: a sparse P keeps no start guess
+        if not isinstance(R, np.ndarray) or R.shape != (A, S) or R.dtype.kind not in "fiu":
             return super()._check_pass(flat, R)
         r = R.astype(np.float64)  # a copy; R itself is checked afterwards by _reward
         r[:, self.terminal] = 0.0
@@ -125,6 +137,9 @@ class CompiledMDP(TabularMDP):
         g = check_gamma(gamma)
         if method not in METHODS:
             raise SolverError(f"method={method!r} is not one of {METHODS}")
+        if (policy0 is None and method == "auto" and self.is_sparse
+                and self.n_states >= KRYLOV_MIN_S):
+            return self._sparse_solve(gamma, g, max_iter)
         if policy0 is not None or method != "auto" or self._guess is None or self.is_sparse:
             return super().policy_iteration(gamma, policy0, method, max_iter)
         _, b0, live, Pb, Pl = self._guess
@@ -134,6 +149,19 @@ class CompiledMDP(TabularMDP):
         if status == 0:
             return MDPSolution(V, best, n, residual, None)
         return self._steps(g, max_iter)  # a stalled evaluation, a long run or no convergence
+
+    def _sparse_solve(self, gamma: float, g: float, max_iter: int) -> MDPSolution:
+        """The reference's sparse policy iteration in one compiled call reading the CSR rows of
+        P (:func:`~spmn.kernels._numba_mdp_sparse.csr_solve`); a stalled evaluation, a P_π the
+        reference solves banded, a long run or no convergence run the reference instead."""
+        Pf = self._Pf
+        status, n, V, best, residual = KS.csr_solve_all(
+            Pf.indptr, Pf.indices, Pf.data, self._r, self.terminal, g, ROW_SUM_ATOL, TIE_RTOL,
+            RESIDUAL_RTOL, int(max_iter), MAX_MATVECS, BANDED_MAX_BW,
+            min(HISTORY, max(1, int(max_iter))))
+        if status == 0:
+            return MDPSolution(V, best, n, residual, None)
+        return super().policy_iteration(gamma, None, "auto", max_iter)
 
     def _steps(self, g: float, max_iter: int) -> MDPSolution:
         """The same policy iteration step by step from Python, each step compiled, a stalled
