@@ -30,6 +30,11 @@ from ...kernels import _numba_add as K
 TERM = K.TERM
 
 
+def _ids(x) -> np.ndarray:
+    """A C-contiguous int64 vector (one compiled signature per kernel)."""
+    return np.ascontiguousarray(np.asarray(x, np.int64).reshape(-1))
+
+
 class _Kids:
     """``kids[f]``: node f's kids as a tuple (empty for a constant)."""
 
@@ -107,15 +112,14 @@ class Diagrams:
         return self._check(r)
 
     def node(self, level: int, kids: Sequence[int]) -> int:
-        self._S, r = K.node(self._S, self._cards, int(level), np.asarray(kids, np.int64), 0)
+        self._S, r = K.node(self._S, self._cards, int(level), _ids(kids), 0)
         return self._check(r)
 
     def from_dense(self, levels: Sequence[int], T: np.ndarray) -> int:
         """The diagram of the tensor ``T`` whose axis i is the variable at ``levels[i]``
         (increasing), reduced bottom-up one axis at a time."""
         T = np.ascontiguousarray(T, np.float64)
-        self._S, r = K.from_dense(self._S, self._cards, np.asarray(levels, np.int64).reshape(-1),
-                                  T.reshape(-1))
+        self._S, r = K.from_dense(self._S, self._cards, _ids(levels), T.reshape(-1))
         return self._check(r)
 
     def to_dense(self, f: int, levels: Sequence[int]) -> np.ndarray:
@@ -229,7 +233,7 @@ class Diagrams:
 
     # ------------------------------------------------------------------ reading
     def _reach(self, roots: Sequence[int]) -> np.ndarray:
-        return K.reachable(self._S, self._cards, np.asarray(roots, np.int64).reshape(-1))
+        return K.reachable(self._S, self._cards, _ids(roots))
 
     def reachable(self, roots: Sequence[int]) -> list[int]:
         """Nodes below ``roots`` (each once), children before parents."""
@@ -249,8 +253,7 @@ class Diagrams:
 
     def transfer(self, roots: Sequence[int], other: "Diagrams") -> list[int]:
         """Copy the diagrams ``roots`` into ``other`` (compaction); their ids there."""
-        other._S, r, ids = K.transfer(self._S, self._cards, np.asarray(roots, np.int64).reshape(-1),
-                                      other._S)
+        other._S, r, ids = K.transfer(self._S, self._cards, _ids(roots), other._S)
         other._check(int(r))
         return ids.tolist()
 
