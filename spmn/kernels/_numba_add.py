@@ -45,7 +45,7 @@ NEED_MEMO = -11
 #: Binary operations.
 ADD, SUB, MUL, MAX = 0, 1, 2, 3
 #: Unary operations.
-RESTRICT, AFFINE, RELABEL = 0, 1, 2
+RESTRICT, AFFINE, RELABEL, LEAFMAP = 0, 1, 2, 3
 _LMASK = (1 << 31) - 1
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
@@ -424,7 +424,7 @@ def apply2(S, cards, M, op, f, g, kmax):
 
 
 @njit(**_opts)
-def _run1(S, cards, mem, cnt, op, level, v, a, b, relab, kmax, sf, si, buf, state):
+def _run1(S, cards, mem, cnt, op, level, v, a, b, relab, lid, lval, kmax, sf, si, buf, state):
     """The stack machine of :func:`apply1` (as :func:`_run2`)."""
     sp = state[0]
     res = np.int64(-3)
@@ -452,8 +452,11 @@ def _run1(S, cards, mem, cnt, op, level, v, a, b, relab, kmax, sf, si, buf, stat
                 r = _get(mem, key)
                 if r < 0:
                     if lx == TERM:
-                        if op == AFFINE:
-                            y = a * val[x] + b + 0.0
+                        if op == AFFINE or op == LEAFMAP:
+                            if op == AFFINE:
+                                y = a * val[x] + b + 0.0
+                            else:
+                                y = lval[np.searchsorted(lid, x)] + 0.0
                             if y != y:
                                 return np.int64(NAN)
                             r = _const(S, y)
@@ -484,9 +487,10 @@ def _run1(S, cards, mem, cnt, op, level, v, a, b, relab, kmax, sf, si, buf, stat
 
 
 @njit(**_opts)
-def apply1(S, cards, M, op, f, level, v, a, b, relab, kmax):
+def apply1(S, cards, M, op, f, level, v, a, b, relab, lid, lval, kmax):
     """(S, M, result) for RESTRICT (f with the variable at ``level`` set to ``v``; memo key
-    (f, level, v)), AFFINE (a f + b) and RELABEL (levels renamed by ``relab``)."""
+    (f, level, v)), AFFINE (a f + b), RELABEL (levels renamed by ``relab``) and LEAFMAP (the
+    constant ``lid[j]`` (sorted, holding every leaf of f) replaced by ``lval[j]``)."""
     mem, cnt = M
     depth = cards.size + 2
     sf = np.empty(depth, np.int64)
@@ -495,7 +499,8 @@ def apply1(S, cards, M, op, f, level, v, a, b, relab, kmax):
     sf[0] = f
     state = np.ones(1, np.int64)
     while True:
-        r = _run1(S, cards, mem, cnt, op, level, v, a, b, relab, kmax, sf, si, buf, state)
+        r = _run1(S, cards, mem, cnt, op, level, v, a, b, relab, lid, lval, kmax, sf, si, buf,
+                  state)
         if r == NEED_NODES:
             S = _grow(S, cards, 1, kmax)
         elif r == NEED_MEMO:

@@ -61,6 +61,9 @@ def run(store, cards, tables, level, v, ab) -> dict:
     out["regress"] = store.expectation(out["relabel"], level + 1, probs)
     out["split"] = store.split(level, [store.restrict(out["mul"], level, w) if w % 2 else h
                                        for w in range(k)])
+    leaves = store.leaves(out["add3"])
+    vals = np.floor(np.asarray([store.val[i] for i in leaves]) / 0.75) * 0.75  # rounded down
+    out["map_leaves"] = store.map_leaves(out["add3"], leaves, vals)
     out["dense"] = store.from_dense(sorted(set(nxt) - {level}), np.zeros(
         [cards[lv] for lv in sorted(set(nxt) - {level})]) + 1.5)
     store.clear()

@@ -63,6 +63,7 @@ class Diagrams:
         self._S = K.new_store(1024, -1 if max_nodes is None else int(max_nodes))
         self._max_nodes = max_nodes
         self._none = np.zeros(1, np.int64)
+        self._fnone = np.zeros(1, np.float64)
         self.memo: dict = {}
         self.zero = self.const(0.0)
         self.one = self.const(1.0)
@@ -174,11 +175,13 @@ class Diagrams:
         return self._check(r)
 
     def _apply1(self, name, op: int, f: int, level: int = 0, v: int = 0, a: float = 0.0,
-                b: float = 0.0, relab: np.ndarray | None = None) -> int:
+                b: float = 0.0, relab: np.ndarray | None = None, lid: np.ndarray | None = None,
+                lval: np.ndarray | None = None) -> int:
         M = K.new_memo() if name is None else self._memo(name)
         self._S, M, r = K.apply1(self._S, self._cards, M, op, int(f), int(level), int(v),
                                  float(a), float(b), self._none if relab is None else relab,
-                                 self._kmax)
+                                 self._none if lid is None else lid,
+                                 self._fnone if lval is None else lval, self._kmax)
         if name is not None:
             self.memo[name] = M
         return self._check(r)
@@ -228,6 +231,20 @@ class Diagrams:
             relab[int(a)] = int(b)
         return self._apply1(None, K.RELABEL, f, relab=relab)
 
+    def map_leaves(self, f: int, leaves: Sequence[int], values: Sequence[float]) -> int:
+        """``f`` with its constant ``leaves[j]`` replaced by ``values[j]`` (``leaves`` must
+        hold every leaf of f, e.g. :meth:`leaves`), e.g. to round the leaves."""
+        lid = _ids(leaves)
+        lval = np.ascontiguousarray(np.asarray(values, np.float64).reshape(-1))
+        order = np.argsort(lid, kind="stable")
+        lid, lval = np.ascontiguousarray(lid[order]), np.ascontiguousarray(lval[order])
+        missing = np.setdiff1d(self.leaves(f), lid)
+        if missing.size or lid.size != lval.size:
+            raise SolverError(f"map_leaves: leaf {int(missing[0]) if missing.size else '?'} "
+                              f"of diagram {f} has no new value ({lid.size} leaves, "
+                              f"{lval.size} values)")
+        return self._apply1(None, K.LEAFMAP, f, lid=lid, lval=lval)
+
     def clear(self) -> None:
         self.memo.clear()
 
@@ -238,6 +255,11 @@ class Diagrams:
     def reachable(self, roots: Sequence[int]) -> list[int]:
         """Nodes below ``roots`` (each once), children before parents."""
         return self._reach(roots).tolist()
+
+    def leaves(self, f: int) -> np.ndarray:
+        """The constants below ``f`` (ids, increasing); their values are ``val[ids]``."""
+        order = self._reach([f])
+        return np.sort(order[self._S[0][order] == TERM])
 
     def leaf_range(self, f: int) -> tuple[float, float]:
         order = self._reach([f])

@@ -250,6 +250,22 @@ class ReferenceDiagrams:
 
         return rec(f)
 
+    def map_leaves(self, f: int, leaves: Sequence[int], values: Sequence[float]) -> int:
+        """``f`` with its constant ``leaves[j]`` replaced by ``values[j]``."""
+        to = {int(i): float(v) for i, v in zip(leaves, values)}
+        memo: dict[int, int] = {}
+        lev, kids = self.lev, self.kids
+
+        def rec(f: int) -> int:
+            r = memo.get(f)
+            if r is None:
+                r = self.const(to[f]) if lev[f] == TERM else \
+                    self.node(lev[f], [rec(c) for c in kids[f]])
+                memo[f] = r
+            return r
+
+        return rec(f)
+
     def clear(self) -> None:
         self.memo.clear()
 
@@ -270,6 +286,9 @@ class ReferenceDiagrams:
             stack.append((f, True))
             stack.extend((c, False) for c in self.kids[f] if c not in seen)
         return order
+
+    def leaves(self, f: int) -> list[int]:
+        return sorted(i for i in self.reachable([f]) if self.lev[i] == TERM)
 
     def leaf_range(self, f: int) -> tuple[float, float]:
         vals = [self.val[i] for i in self.reachable([f]) if self.lev[i] == TERM]
