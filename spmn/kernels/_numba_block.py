@@ -246,3 +246,63 @@ def tr4(typingctx, A, src, ss, B, dst, ds):
             _vstore(builder, bp, builder.add(d0, builder.mul(d1, _k(j))), cols[j])
         return context.get_dummy_value()
     return types.void(A, src, ss, B, dst, ds), codegen
+
+
+_I32 = ir.IntType(32)
+_VI = ir.VectorType(_I32, 4)
+
+
+def _c1d_dtype(ty, dtype) -> bool:
+    return _c1d(ty) and ty.dtype == dtype
+
+
+@intrinsic
+def codes4(typingctx, A, src, ss, ck, v, nv, kk, Cd, dst, ds):
+    """A 4 x 4 block of evidence, rows ``A[src + i ss + j]`` (i < 4, variables v + j): the
+    evidence check of ``_numba_entry.rows_ok`` on each cell against the table ``ck`` (4 nv
+    doubles: lowest, highest, 1 for a code, 1 where NaN is allowed) and the int32 codes
+    (NaN: ``kk[v + j]``, else the value truncated) stored transposed, ``Cd[dst + j ds + i]``.
+    Returns an int64, 0 when all 16 cells pass. Codes of cells that fail or of real-valued
+    variables are whatever the conversion gives (never read)."""
+    if not (_c1d(A, ck) and _c1d_dtype(kk, types.int32) and _c1d_dtype(Cd, types.int32)
+            and _ints(src, ss, v, nv, dst, ds)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ap = _data(context, builder, sig.args[0], args[0])
+        cp = _data(context, builder, sig.args[3], args[3])
+        kp = _data(context, builder, sig.args[6], args[6])
+        op = _data(context, builder, sig.args[7], args[7])
+        s0, s1, v0, nvv, d0, d1 = (_i64(context, builder, sig, args, q) for q in (1, 2, 4, 5, 8, 9))
+        lo = _vload(builder, cp, v0)
+        hi = _vload(builder, cp, builder.add(nvv, v0))
+        ig = _vload(builder, cp, builder.add(builder.mul(nvv, _k(2)), v0))
+        nk = _vload(builder, cp, builder.add(builder.mul(nvv, _k(3)), v0))
+        kv = builder.load(builder.bitcast(builder.gep(kp, [v0]), _VI.as_pointer()), align=4)
+        two52 = ir.Constant(_V, [4503599627370496.0] * 4)
+        zero = ir.Constant(_V, [0.0] * 4)
+        nan_ok = builder.fcmp_unordered("!=", nk, zero)  # chk != 0.0
+        bad = ir.Constant(ir.VectorType(ir.IntType(1), 4), [0] * 4)
+        rows = []
+        for i in range(4):
+            x = _vload(builder, ap, builder.add(s0, builder.mul(s1, _k(i))))
+            inr = builder.and_(builder.fcmp_ordered(">=", x, lo), builder.fcmp_ordered("<=", x, hi))
+            m = builder.select(builder.fcmp_ordered("<", x, two52), x, two52)
+            di = builder.fmul(m, ig)
+            whole = builder.fcmp_ordered("==", builder.fsub(builder.fadd(di, two52), two52), di)
+            isnan = builder.fcmp_unordered("uno", x, x)
+            ok = builder.or_(builder.and_(inr, whole), builder.and_(isnan, nan_ok))
+            bad = builder.or_(bad, builder.not_(ok))
+            rows.append(builder.select(isnan, kv, builder.fptosi(x, _VI)))
+        t0 = _shuffle(builder, rows[0], rows[1], [0, 4, 2, 6])
+        t1 = _shuffle(builder, rows[0], rows[1], [1, 5, 3, 7])
+        t2 = _shuffle(builder, rows[2], rows[3], [0, 4, 2, 6])
+        t3 = _shuffle(builder, rows[2], rows[3], [1, 5, 3, 7])
+        cols = (_shuffle(builder, t0, t2, [0, 1, 4, 5]), _shuffle(builder, t1, t3, [0, 1, 4, 5]),
+                _shuffle(builder, t0, t2, [2, 3, 6, 7]), _shuffle(builder, t1, t3, [2, 3, 6, 7]))
+        for j in range(4):
+            at = builder.gep(op, [builder.add(d0, builder.mul(d1, _k(j)))])
+            builder.store(cols[j], builder.bitcast(at, _VI.as_pointer()), align=4)
+        mask = builder.bitcast(bad, ir.IntType(4))
+        return builder.zext(mask, _I64)
+    return types.int64(A, src, ss, ck, v, nv, kk, Cd, dst, ds), codegen

@@ -19,7 +19,8 @@ import math
 import numpy as np
 from numba import njit, prange, uint64
 
-from ._numba_block import tr4
+from ._numba_block import codes4, tr4
+from ..flat import K_CATEGORICAL, K_PRODUCT, K_SUM
 from ._numba_down import counts_down, mpe_down, policy_down, sample_down
 from ._numba_fast import T_Q, cat_tables, edge_tables, fast_chunk, sup_chunk, tolog
 from ._numba_math import fexp, flog
@@ -29,53 +30,46 @@ UPWARD, POLICY, MPE, SAMPLE, COUNTS = 0, 1, 2, 3, 4
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _load_chunk(X, lo, nr, R, xt, code, card, chk):
-    """Transpose rows lo..lo+nr of X into xt (variable v, row r at v * R + r; 4 x 4 blocks in
-    registers, :func:`._numba_block.tr4`), check them against ``chk`` (non-empty: the test of
-    :func:`rows_ok`, run on xt, one variable at a time) and, when every cell passes, write the
-    codes of the categorical-leaf variables (``card[v] > 0``) as int32 into ``code`` (NaN is
-    the code ``card[v]``), as Cython's load_chunk. Returns False, codes unwritten, when some
-    cell fails the check."""
+def _load_chunk(X, lo, nr, R, xt, code, chk, needx, kk, ck):
+    """Rows lo..lo+nr of X as the passes read them: the int32 codes (variable v, row r at
+    v * R + r; NaN is the code ``kk[v]``, the variable's categories, as Cython's load_chunk)
+    and, when ``needx`` (some node reads the values themselves), the values transposed into
+    xt the same way; 4 x 4 blocks in registers (:func:`._numba_block.codes4`, ``tr4``). With
+    a check table ``chk`` (non-empty; ``ck`` is its copy, zeros without one) every cell gets
+    the test of :func:`rows_ok` on the way: returns False (codes not to be read) when some
+    cell fails it, else True."""
     nv = X.shape[1]
     Xf = X.reshape(X.shape[0] * nv)
     nv4 = nv - nv % 4
     nr4 = nr - nr % 4
+    if needx:
+        for r in range(0, nr4, 4):
+            src = (lo + r) * nv
+            for v in range(0, nv4, 4):
+                tr4(Xf, src + v, nv, xt, v * R + r, R)
+            for v in range(nv4, nv):
+                for i in range(4):
+                    xt[v * R + r + i] = Xf[src + i * nv + v]
+        for r in range(nr4, nr):
+            for v in range(nv):
+                xt[v * R + r] = Xf[(lo + r) * nv + v]
+    bad = 0
     for r in range(0, nr4, 4):
         src = (lo + r) * nv
         for v in range(0, nv4, 4):
-            tr4(Xf, src + v, nv, xt, v * R + r, R)
-        for v in range(nv4, nv):
-            for i in range(4):
-                xt[v * R + r + i] = Xf[src + i * nv + v]
-    unv, uR = uint64(nv), uint64(R)  # unsigned offsets: no negative-index wraparound
-    for r in range(uint64(nr4), uint64(nr)):
-        src = (uint64(lo) + r) * unv
-        for v in range(unv):
-            xt[v * uR + r] = Xf[src + v]
-    if chk.shape[0] > 0:
-        two52 = 4503599627370496.0
-        bad = 0
-        for v in range(unv):
-            o = v * uR
-            a, b, ig = chk[v], chk[unv + v], chk[uint64(2) * unv + v]
-            nk = np.int64(chk[uint64(3) * unv + v] != 0.0)
-            for r in range(uint64(nr)):
-                d = xt[o + r]
-                inr = np.int64(d >= a) & np.int64(d <= b)  # 0 for NaN
-                di = min(two52, d) * ig  # 0 for a finite real
-                whole = np.int64(((di + two52) - two52) == di)
-                nan_ok = np.int64(math.isnan(d)) & nk
-                bad |= ((inr & whole) | nan_ok) ^ 1
-        if bad != 0:
-            return False
-    for v in range(min(nv, card.shape[0] - 1)):
-        k = card[v]
-        if k > 0:
-            o = uint64(v) * uR
-            for r in range(uint64(nr)):
-                d = xt[o + r]
-                code[o + r] = k if math.isnan(d) else np.int32(d)
-    return True
+            bad |= codes4(Xf, src + v, nv, ck, v, nv, kk, code, v * R + r, R)
+    two52 = 4503599627370496.0
+    for r in range(nr):  # the cells outside the blocks: the same test and conversion
+        v0 = nv4 if r < nr4 else 0
+        for v in range(v0, nv):
+            d = Xf[(lo + r) * nv + v]
+            inr = np.int64(d >= ck[v]) & np.int64(d <= ck[nv + v])  # 0 for NaN
+            di = min(two52, d) * ck[2 * nv + v]  # 0 for a finite real
+            whole = np.int64(((di + two52) - two52) == di)
+            nan_ok = np.int64(math.isnan(d)) & np.int64(ck[3 * nv + v] != 0.0)
+            bad |= ((inr & whole) | nan_ok) ^ 1
+            code[v * R + r] = kk[v] if math.isnan(d) else np.int32(d)
+    return chk.shape[0] == 0 or bad == 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -92,14 +86,16 @@ def _pad_chunk(nr, nb, R, xt, code, card):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo, nr, R,
-           L, U, F, xt, code, tmp, reach, eacc, pacc, Wall, gdeg, stack, seen, fuse, chk):
+           L, U, F, xt, code, tmp, reach, eacc, pacc, Wall, gdeg, stack, seen, fuse, chk, needx,
+           kk, ck):
     """One chunk of rows lo..lo+nr of pass ``mode`` with one thread's work arrays. The (L, U)
     pass of UPWARD takes the linear fast path, then the scaled pass (F as the exponents) for
     the rows the fast path flags (their results replace the fast ones); ``fuse``: products of
     categorical leaves may skip their leaves (no caller reads one). Returns 1, outputs
-    unwritten, when a row fails the evidence check ``chk`` (non-empty), else 0."""
+    unwritten, when a row fails the evidence check ``chk`` (non-empty), else 0; ``needx``,
+    ``kk``, ``ck``: see :func:`_load_chunk`."""
     n = circ[0].shape[0]
-    if not _load_chunk(X, lo, nr, R, xt, code, circ[23], chk):
+    if not _load_chunk(X, lo, nr, R, xt, code, chk, needx, kk, ck):
         return 1
     if mode == UPWARD:  # a short chunk padded with unobserved rows to whole 16-row blocks
         nb = min(R, (nr + 15) // 16 * 16)
@@ -228,13 +224,22 @@ def _share(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
     fuse = True  # fused products skip their leaves unless a caller reads one
     for q in range(nodes.shape[0]):
         fuse = fuse and circ[17][nodes[q]] != 2
+    nv = X.shape[1]
+    card = circ[23]
+    kk = np.zeros(nv, np.int32)  # per variable its NaN code (its categories, 0 if none)
+    for v in range(min(nv, card.shape[0] - 1)):
+        kk[v] = card[v]
+    ck = np.zeros(4 * nv)
+    if chk.shape[0] > 0:
+        ck[:] = chk
+    needx = mode != UPWARD or circ[25][1] != 0  # see view(): the (L, U) pass may read codes only
     nbad = 0
     for c in range(c0, c1, T):
         lo = c * R
         nr = min(R, rows - lo)
         nbad += _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u,
                        lo, nr, R, Lb[t], Ub[t], Fb[t], xb[t], cb[t], tb[t], rb[t], eb[t], pb[t],
-                       Wall, gdeg, stk[t], seen[t], fuse, chk)
+                       Wall, gdeg, stk[t], seen[t], fuse, chk, needx, kk, ck)
     return nbad
 
 
@@ -327,7 +332,9 @@ def view(circ: tuple) -> tuple:
     """The circuit's tables for these kernels, built once per circuit (``Kernels`` caches it and
     hands it to every entry below in place of ``circ``): ``circ`` and, at 18.., the categorical
     tables of :func:`._numba_fast.cat_tables` (tptr, tabF, tabSM, tabSK, tabM, card), the edge
-    tables ``Wall``, the largest sum group's degree and, at 26, ``tabL``; packed for the call
+    tables ``Wall``, at 25 the largest sum group's degree and 1 when the (L, U) pass reads
+    evidence values, not only codes (a leaf other than categorical, or a max node), and, at
+    26, ``tabL``; packed for the call
     (:func:`_unpack` slices them out again in compiled code): one read-only buffer per dtype
     (int8, int64, float64, int32), ``Wall`` and the offsets, so that a call unboxes 6 arrays,
     not 27 (a one-row call pays for each)."""
@@ -336,6 +343,9 @@ def view(circ: tuple) -> tuple:
     base = tuple(np.ascontiguousarray(a) for a in circ)
     cats = cat_tables(*(_ro(base[j]) for j in (0, 5, 6, 4, 8)))
     wall, gdeg = _tables(*(_ro(base[j]) for j in (3, 1, 11, 12)))
+    kind = base[0]
+    codes_only = np.isin(kind, (K_SUM, K_PRODUCT, K_CATEGORICAL)).all()
+    gdeg = np.array([gdeg[0], 0 if codes_only else 1], np.int64)
     tables = base + (*cats[:6], wall, gdeg, cats[6])
     parts: list[list[np.ndarray]] = [[], [], [], []]
     size = [0, 0, 0, 0]

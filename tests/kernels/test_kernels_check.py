@@ -262,3 +262,40 @@ def test_raw_entries_count_the_chunks_that_fail_on_several_threads():
         assert K.raw.policy(circ, Y, zeros, out, 16, 2, chk) == 2
         assert K.raw.mpe(circ, Y, Y.copy(), np.empty(100), 16, 2, chk) == 2
         assert K.raw.mpe(circ, X, X.copy(), np.empty(100), 16, 2, chk) == 0
+
+
+@NUMBA
+@settings(**SETTINGS)
+@given(seeds, st.integers(1, 11), st.sampled_from([1, 3, 4, 7, 16, 37]),
+       st.sampled_from([0.0, 0.02, 0.3]), st.booleans())
+def test_numba_chunk_loader_checks_and_codes_as_rows_ok(seed, nvars, rows, bad, needx):
+    """The Numba passes check each chunk as they load it (``_numba_entry._load_chunk``: 4 x 4
+    register blocks and the cells around them): the same decision as ``rows_ok`` and
+    Schema.valid_values, and, on a chunk that passes, the codes (NaN: the variable's
+    categories) and the transposed values the passes read."""
+    from spmn.kernels import _numba_entry as ne
+
+    rng = np.random.default_rng(seed)
+    variables = [Variable.discrete(f"v{j}", int(rng.choice([1, 2, 3, 5])))
+                 if rng.random() < 0.7 else Variable.continuous(f"v{j}") for j in range(nvars)]
+    schema = Schema(variables)
+    X = edge_rows(rng, schema, rows + 3, bad)
+    lo, R = 3, rows + int(rng.integers(0, 5))  # a chunk past the first rows, R >= its rows
+    kk = np.array([v.k if v.is_discrete else 0 for v in schema], np.int32)
+    for allow in nan_options(schema, rng):
+        chk = schema.check_table(allow)
+        want = schema.valid_values(X[lo:], allow)
+        xt, code = np.full(nvars * R + 1, -7.0), np.full(nvars * R + 1, -7, np.int32)
+        got = ne._load_chunk(ne._ro(X), lo, rows, R, xt, code, ne._ro(chk), needx, kk, chk.copy())
+        assert got == want == bool(ne.rows_ok(X, lo, rows, chk)), allow
+        got = ne._load_chunk(ne._ro(X), lo, rows, R, xt, code, ne._RF0, needx, kk,
+                             np.zeros(4 * nvars))
+        assert got  # no table: no check
+        for j, v in enumerate(schema):
+            x = X[lo:, j]
+            if needx:
+                assert np.array_equal(xt[j * R:j * R + rows], x, equal_nan=True)
+            if v.is_discrete and want:
+                ok = ~np.isnan(x)
+                assert np.array_equal(code[j * R:j * R + rows][ok], x[ok].astype(np.int32))
+                assert (code[j * R:j * R + rows][~ok] == v.k).all()
