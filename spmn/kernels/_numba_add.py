@@ -42,6 +42,8 @@ NAN = -2
 #: A stack machine's request for room (internal).
 NEED_NODES = -10
 NEED_MEMO = -11
+#: :func:`fma`'s answer where the composed operations must decide (a NaN or 0 · inf leaf).
+FALLBACK = -12
 #: Binary operations.
 ADD, SUB, MUL, MAX = 0, 1, 2, 3
 #: Unary operations.
@@ -507,6 +509,163 @@ def apply1(S, cards, M, op, f, level, v, a, b, relab, lid, lval, kmax):
             mem = _memo_grow(mem)
         else:
             return S, (mem, cnt), r
+
+
+# ---------------------------------------------------------------------- expectation terms
+@njit(inline="always", **_opts)
+def _slot3(k1, k2, mask):
+    return np.int64(_mix(np.uint64(k1) ^ _mix(np.uint64(k2) + _M1)) & np.uint64(mask))
+
+
+@njit(inline="always", **_opts)
+def _get3(mem, k1, k2):
+    mask = mem.size // 3 - 1
+    s = _slot3(k1, k2, mask)
+    while True:
+        k = mem[3 * s]
+        if k == k1 and mem[3 * s + 1] == k2:
+            return mem[3 * s + 2]
+        if k < 0:
+            return np.int64(-1)
+        s = (s + 1) & mask
+
+
+@njit(inline="always", **_opts)
+def _put3(mem, cnt, k1, k2, r):
+    mask = mem.size // 3 - 1
+    s = _slot3(k1, k2, mask)
+    while True:
+        k = mem[3 * s]
+        if k < 0:
+            cnt[0] += 1
+            break
+        if k == k1 and mem[3 * s + 1] == k2:
+            break
+        s = (s + 1) & mask
+    mem[3 * s] = k1
+    mem[3 * s + 1] = k2
+    mem[3 * s + 2] = r
+
+
+@njit(**_opts)
+def _memo3_grow(mem):
+    slots = 2 * (mem.size // 3)
+    m2 = np.full(3 * slots, -1, np.int64)
+    for s in range(mem.size // 3):
+        if mem[3 * s] >= 0:
+            t = _slot3(mem[3 * s], mem[3 * s + 1], slots - 1)
+            while m2[3 * t] >= 0:
+                t = (t + 1) & (slots - 1)
+            m2[3 * t] = mem[3 * s]
+            m2[3 * t + 1] = mem[3 * s + 1]
+            m2[3 * t + 2] = mem[3 * s + 2]
+    return m2
+
+
+@njit(inline="always", **_opts)
+def _cut(info, pool, x, level, v):
+    """x restricted to value v of ``level`` when x tests it there (its kids lie below)."""
+    ix = info[x]
+    if (ix & _LMASK) == level:
+        return np.int64(pool[(ix >> 31) + v])
+    return x
+
+
+@njit(**_opts)
+def _run3(S, cards, mem, cnt, level, v, kmax, so, sp_, sr, oo, po, ro, sl, si, buf, state):
+    """The stack machine of :func:`fma` (as :func:`_run2`); frames (o, p, r) with r already
+    restricted."""
+    sp = state[0]
+    res = np.int64(-3)
+    info, val, pool = S[1], S[2], S[3]
+    while sp > 0:
+        if not _room(S, kmax):
+            state[0] = sp
+            return NEED_NODES
+        if 2 * (cnt[0] + 2) > mem.size // 3:
+            state[0] = sp
+            return NEED_MEMO
+        q = sp - 1
+        r = np.int64(-3)
+        if si[q] < 0:
+            o, p, x = so[q], sp_[q], _cut(info, pool, sr[q], level, v)
+            sr[q] = x
+            io, ip, ix = info[o], info[p], info[x]
+            lo, lp, lx = io & _LMASK, ip & _LMASK, ix & _LMASK
+            if p == 0 or x == 0:  # the zero term (mul's shortcut): o, unless 0 * inf at a leaf
+                if (p == 0 and lx == TERM and not math.isfinite(val[x])) or \
+                        (x == 0 and lp == TERM and not math.isfinite(val[p])):
+                    return np.int64(FALLBACK)
+                r = o
+            else:
+                k1 = (o << 32) | p
+                r = _get3(mem, k1, x)
+                if r < 0:
+                    if lo == TERM and lp == TERM and lx == TERM:
+                        y = val[o] + val[p] * val[x] + 0.0
+                        if y != y:
+                            return np.int64(FALLBACK)
+                        r = _const(S, y)
+                        _put3(mem, cnt, k1, x, r)
+                    else:
+                        L = min(lo, min(lp, lx))
+                        sl[q] = L
+                        oo[q] = (io >> 31) if lo == L else -1
+                        po[q] = (ip >> 31) if lp == L else -1
+                        ro[q] = (ix >> 31) if lx == L else -1
+                        si[q] = 0
+        if r < 0:
+            L = sl[q]
+            i = si[q]
+            if i < cards[L]:
+                si[q] = i + 1
+                so[sp] = pool[oo[q] + i] if oo[q] >= 0 else so[q]
+                sp_[sp] = pool[po[q] + i] if po[q] >= 0 else sp_[q]
+                sr[sp] = pool[ro[q] + i] if ro[q] >= 0 else sr[q]
+                si[sp] = -1
+                sp += 1
+                continue
+            r = _node(S, cards, L, buf, q * kmax)
+            if r < 0:
+                return r
+            _put3(mem, cnt, (so[q] << 32) | sp_[q], sr[q], r)
+        sp -= 1
+        if sp == 0:
+            res = r
+        else:
+            buf[(sp - 1) * kmax + si[sp - 1] - 1] = r
+    state[0] = 0
+    return res
+
+
+@njit(**_opts)
+def fma(S, cards, mem, o, p, f, level, v, kmax):
+    """(S, mem, o + p · f|_{level = v}) in one pass, the leaves as the reference's
+    ``add(o, mul(p, restrict(f, level, v)))`` computes them (``o + p * r``; a zero term
+    leaves o); FALLBACK where a leaf would be NaN or 0 · inf (the caller then composes the
+    three operations, which decide as the reference does). ``mem``: a fresh 3-word memo."""
+    cnt = np.zeros(1, np.int64)
+    depth = cards.size + 2
+    so = np.empty(depth, np.int64)
+    sp_ = np.empty(depth, np.int64)
+    sr = np.empty(depth, np.int64)
+    oo = np.empty(depth, np.int64)
+    po = np.empty(depth, np.int64)
+    ro = np.empty(depth, np.int64)
+    sl = np.empty(depth, np.int64)
+    si = np.full(depth, -1, np.int64)
+    buf = np.empty(depth * kmax, np.int64)
+    so[0], sp_[0], sr[0] = o, p, f
+    state = np.ones(1, np.int64)
+    while True:
+        r = _run3(S, cards, mem, cnt, level, v, kmax, so, sp_, sr, oo, po, ro, sl, si, buf,
+                  state)
+        if r == NEED_NODES:
+            S = _grow(S, cards, 1, kmax)
+        elif r == NEED_MEMO:
+            mem = _memo3_grow(mem)
+        else:
+            return S, mem, r
 
 
 @njit(**_opts)

@@ -121,7 +121,8 @@ def test_transfer_evaluate_and_kids_match(prob):
 
 
 def test_ops_after_transfer_give_the_reference_ids():
-    """Operations on transferred diagrams create nodes in the reference's order."""
+    """Operations on transferred diagrams create nodes in the reference's order (the fused
+    expectation makes fewer: its terms are composed here)."""
     rng = np.random.default_rng(3)
     cards = [2, 3, 2, 2, 3, 2]
     ref = ReferenceDiagrams(cards)
@@ -132,7 +133,9 @@ def test_ops_after_transfer_give_the_reference_ids():
     ids, rids = ref.transfer(roots, fast), ref.transfer(roots, r2)
     assert ids == rids
     for st_, (f, g, h) in ((fast, ids), (r2, rids)):
-        st_.expectation(st_.max(st_.add(f, g), st_.mul(g, h)), 2, [st_.affine(h, 0.5, 0.1), g])
+        e = st_.max(st_.add(f, g), st_.mul(g, h))
+        t0 = st_.add(st_.zero, st_.mul(st_.affine(h, 0.5, 0.1), st_.restrict(e, 2, 0)))
+        st_.add(t0, st_.mul(g, st_.restrict(e, 2, 1)))
         st_.max_out(st_.sub(f, h), 1)
     assert len(fast) == len(r2)
     assert [int(x) for x in fast.lev] == r2.lev
@@ -156,6 +159,28 @@ def test_infinities_and_shortcuts_as_the_reference():
         with pytest.raises(SolverError, match="NaN leaf"):
             st_.const(np.nan)
         assert st_.const(-0.0) == st_.zero
+
+
+@settings(**SETTINGS)
+@given(st.lists(st.sampled_from([0.0, 1.0, -np.inf, np.inf, 2.5]), min_size=8, max_size=8),
+       st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=4, max_size=4),
+       st.sampled_from([[0, 1], [1, 2], [0, 2]]))
+def test_expectation_with_infinities_decides_as_the_reference(fv, pv, plevels):
+    """The fused expectation falls back to the composed operations where a leaf meets NaN or
+    0 · inf, so it raises, or not, exactly where the reference does."""
+    cards = [2, 2, 2]
+    out = []
+    for cls in (Diagrams, ReferenceDiagrams):
+        st_ = cls(cards)
+        f = st_.table([0, 1, 2], np.array(fv).reshape(2, 2, 2))
+        p = st_.table(plevels, np.array(pv).reshape(2, 2))
+        q = st_.affine(p, -1.0, 1.0)
+        try:
+            e = st_.expectation(f, 1, [p, q])
+            out.append(bits(st_.to_dense(e, [0, 1, 2])).tolist())
+        except SolverError as err:
+            out.append(str(err))
+    assert out[0] == out[1]
 
 
 def test_max_nodes_names_the_cap():

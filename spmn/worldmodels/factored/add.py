@@ -212,8 +212,17 @@ class Diagrams:
         out = self.zero
         for v, p in enumerate(probs):
             if p != self.zero:
-                out = self.add(out, self.mul(p, self.restrict(f, level, v)))
+                out = self.fma(out, p, f, level, v)
         return out
+
+    def fma(self, o: int, p: int, f: int, level: int, v: int) -> int:
+        """``add(o, mul(p, restrict(f, level, v)))`` in one pass (no intermediate diagrams),
+        the same leaves bit for bit; the three operations where a leaf meets NaN or 0 · inf."""
+        self._S, _, r = K.fma(self._S, self._cards, np.full(3 * 1024, -1, np.int64), int(o),
+                              int(p), int(f), int(level), int(v), self._kmax)
+        if r == K.FALLBACK:
+            return self.add(o, self.mul(p, self.restrict(f, level, v)))
+        return self._check(r)
 
     def max_out(self, f: int, level: int) -> int:
         out = self.restrict(f, level, 0)
