@@ -8,10 +8,13 @@ One update, exact for the learned model:
 computed without the joint states: V is renamed onto next-state variables, and each next
 variable it tests is summed out against its factor, ``Σ_v p(s'_i = v | pa_i) · V|_{s'_i = v}``
 (a diagram over ``pa_i``); the additive reward's terms and the continuation are added and
-multiplied in as small diagrams, then each action variable is maximized out. Costs grow with
-the diagrams. Levels: action variables first (0..m-1), then each state variable's current and
-next copies side by side (m + 2i, m + 2i + 1 for the i-th in :func:`state_order`: the many-valued
+multiplied in as small diagrams, then the action is maximized out. Costs grow with the
+diagrams. Levels: the joint action first (level 0: one variable whose values are the allowed
+joint actions, so a test on an action variable is a split over the joint actions and no
+diagram ever holds a combination RDDL forbids), then each state variable's current and next
+copies side by side (1 + 2i, 2 + 2i for the i-th in :func:`state_order`: the many-valued
 variables first, e.g. a one-hot group's position above the booleans it decides which of matter).
+In the diagrams' column space (:attr:`_Model.column`) the joint action is column d.
 """
 from __future__ import annotations
 
@@ -51,12 +54,10 @@ class StructuredResult:
         q = self.Q[0] if self.horizon is None else self.Q[t]
         n, A = S.shape[0], mdp.n_actions
         levels = self.store.support(q)  # only the columns Q tests are laid out
-        cols = sorted({int(self.column[lv]) for lv in levels})
-        sc = [c for c in cols if c < mdp.d]
-        ac = [c - mdp.d for c in cols if c >= mdp.d]
+        sc = sorted({int(self.column[lv]) for lv in levels} - {mdp.d})
         E = np.concatenate([np.repeat(S[:, sc], A, axis=0),
-                            np.tile(mdp.joint[:, ac], (n, 1))], axis=1)
-        where = {c: i for i, c in enumerate(sc + [mdp.d + a for a in ac])}
+                            np.tile(np.arange(A), n)[:, None]], axis=1)
+        where = {c: i for i, c in enumerate(sc + [mdp.d])}  # column d: the joint action
         column = np.array([where.get(int(c), 0) for c in self.column], np.int64)
         return self.store.evaluate(q, E, column).reshape(n, A)
 
@@ -79,7 +80,7 @@ def state_order(mdp: FactoredMDP) -> np.ndarray:
 
 class _Model:
     """The learned factors as diagrams: ``P[i][v]`` = p(s'_i = v | pa_i), ``R`` = r(s, a),
-    ``C`` = γ (1 - p(end | s, a))."""
+    ``C`` = γ (1 - p(end | s, a)); the action enters as the joint action at level 0."""
 
     def __init__(self, mdp: FactoredMDP, gamma: float, max_nodes: int | None,
                  dense_cells: int = 0) -> None:
@@ -90,25 +91,27 @@ class _Model:
         order = state_order(mdp)
         rank = np.empty(d, np.int64)
         rank[order] = np.arange(d)
-        cards = [*mdp.action_cards.tolist()]
+        cards = [int(mdp.n_actions)]
         for j in order.tolist():
             cards += [int(mdp.state_cards[j])] * 2
         self.store = Diagrams(cards, max_nodes)
-        self.level_of_col = np.r_[m + 2 * rank, np.arange(m)].astype(np.int64)
-        column = np.zeros(len(cards), np.int64)  # level -> column (current and next copies)
-        column[:m] = d + np.arange(m)
-        column[m + 2 * rank] = np.arange(d)
-        column[m + 2 * rank + 1] = np.arange(d)
+        # column (state 0..d-1, action variables d..d+m-1) -> level; every action variable
+        # is read off the joint action at level 0
+        self.level_of_col = np.r_[1 + 2 * rank, np.zeros(m)].astype(np.int64)
+        column = np.zeros(len(cards), np.int64)  # level -> column of the diagrams (d: joint)
+        column[0] = d
+        column[1 + 2 * rank] = np.arange(d)
+        column[2 + 2 * rank] = np.arange(d)
         self.column = column
-        self.to_next = {int(m + 2 * rank[j]): int(m + 2 * rank[j] + 1) for j in range(d)}
+        self.to_next = {int(1 + 2 * rank[j]): int(2 + 2 * rank[j]) for j in range(d)}
         st = self.store
         self.P: dict[int, list[int]] = {}  # built on first use: only V's variables need them
         rew = mdp.reward
         R = st.const(rew.intercept)
         for cols, table in zip(rew.cols, rew.tables):
-            R = st.add(R, st.table([int(self.level_of_col[c]) for c in cols], table))
+            mc, T = self.joint_table(cols, table)
+            R = st.add(R, st.table([int(self.level_of(c)) for c in mc], T))
         self.R = R
-        self.M = self._mask() if mdp.restricted else None
         self.live = len(st)
         if self.dense_cells > 0:
             self._dense_parts()
@@ -118,41 +121,56 @@ class _Model:
             self.C = st.affine(self._tree(mdp.end, mdp.end_probs), -gamma, gamma)
         st.clear()
 
-    def _mask(self) -> int:
-        """0 on the allowed joint actions, -inf elsewhere, over the action levels (built from
-        the allowed rows: O(rows x action variables) nodes, never the product grid)."""
-        st, joint, m = self.store, self.mdp.joint, self.mdp.m
-        no = st.const(-np.inf)
+    def level_of(self, c: int) -> int:
+        """Level of a diagram column (state column, or d: the joint action)."""
+        return 0 if c == self.mdp.d else int(self.level_of_col[c])
 
-        def rec(level: int, rows: np.ndarray) -> int:
-            if not len(rows):
-                return no
-            if level == m:
-                return st.zero
-            col = joint[rows, level]
-            return st.split(level, [rec(level + 1, rows[col == v])
-                                    for v in range(int(self.mdp.action_cards[level]))])
+    def model_cols(self, cols) -> list[int]:
+        """Diagram columns of data columns: state columns as they are, every action column
+        as the joint action (column d); in level order, each once."""
+        d = self.mdp.d
+        return sorted({int(c) if c < d else d for c in cols}, key=self.level_of)
 
-        return rec(0, np.arange(len(joint)))
-
-    def _dense_mask(self, KQ: list[int]) -> tuple[list[int], np.ndarray]:
-        """The mask projected on Q's action columns: 0 where some allowed joint action takes
-        those values (Q does not depend on the other action variables), -inf elsewhere."""
+    def grid_rows(self, mcols: list[int]) -> np.ndarray:
+        """Data rows ``[s, a]`` of every assignment of the diagram columns ``mcols`` (last
+        fastest; the joint action's value j sets the action columns to ``joint[j]``)."""
         mdp = self.mdp
-        ac = [c for c in KQ if c >= mdp.d]
-        T = np.full(mdp.cards[ac], -np.inf)
-        T[tuple(mdp.joint[:, c - mdp.d] for c in ac)] = 0.0
-        return ac, T
+        shape = [int(mdp.n_actions) if c == mdp.d else int(mdp.state_cards[c]) for c in mcols]
+        G = _grid(np.array(shape, np.int64))
+        X = np.zeros((G.shape[0], mdp.d + mdp.m), np.int64)
+        for i, c in enumerate(mcols):
+            if c == mdp.d:
+                X[:, mdp.d:] = mdp.joint[G[:, i]]
+            else:
+                X[:, c] = G[:, i]
+        return X
+
+    def joint_table(self, cols, table: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """A reward term's table over data columns as a tensor over diagram columns."""
+        mc = self.model_cols(cols)
+        X = self.grid_rows(mc)
+        T = np.asarray(table)[tuple(X[:, c] for c in cols)]
+        shape = [int(self.mdp.n_actions) if c == self.mdp.d else int(self.mdp.state_cards[c])
+                 for c in mc]
+        return mc, T.reshape(shape)
 
     def _tree(self, tree, leaf_values: np.ndarray) -> int:
         memo: dict[int, int] = {}
         st, cards = self.store, self.mdp.cards
 
+        d, joint = self.mdp.d, self.mdp.joint
+
         def conv(n: int) -> int:
             if n not in memo:
                 j = int(tree.var[n])
-                memo[n] = st.const(leaf_values[n]) if j < 0 else st.split(
-                    int(self.level_of_col[j]), [conv(int(tree.child[n, v])) for v in range(cards[j])])
+                if j < 0:
+                    memo[n] = st.const(leaf_values[n])
+                elif j < d:
+                    memo[n] = st.split(int(self.level_of_col[j]),
+                                       [conv(int(tree.child[n, v])) for v in range(cards[j])])
+                else:  # an action variable: its value under each joint action
+                    memo[n] = st.split(0, [conv(int(tree.child[n, v]))
+                                           for v in joint[:, j - d].tolist()])
             return memo[n]
 
         return conv(0)
@@ -165,8 +183,7 @@ class _Model:
         return self.P[j]
 
     def roots(self) -> list[int]:
-        return [p for j in sorted(self.P) for p in self.P[j]] + [self.R, self.C] + \
-            ([] if self.M is None else [self.M])
+        return [p for j in sorted(self.P) for p in self.P[j]] + [self.R, self.C]
 
     def set_roots(self, ids: list[int]) -> None:
         k = 0
@@ -175,53 +192,50 @@ class _Model:
             self.P[j] = ids[k:k + n]
             k += n
         self.R, self.C = ids[k], ids[k + 1]
-        if self.M is not None:
-            self.M = ids[k + 2]
 
-    def _level(self, c: int) -> int:
-        return int(self.level_of_col[c])
+    def _card(self, c: int) -> int:
+        return int(self.mdp.n_actions) if c == self.mdp.d else int(self.mdp.state_cards[c])
+
+    def _shape(self, mcols: list[int]) -> list[int]:
+        return [self._card(c) for c in mcols]
 
     def _dense_parts(self) -> None:
-        """Dense tensors of the factors, reward terms and continuation, axes in level order."""
-        mdp, cards = self.mdp, self.mdp.cards
+        """Dense tensors of the reward terms and continuation over diagram columns (the joint
+        action is column d), axes in level order."""
+        mdp = self.mdp
         self.cpt: dict[int, tuple] = {}  # filled by _cpt on first use
-        self.terms = []
-        for cols, table in zip(mdp.reward.cols, mdp.reward.tables):
-            order = sorted(range(len(cols)), key=lambda i: self._level(cols[i]))
-            self.terms.append(([cols[i] for i in order], np.transpose(table, order)))
+        self.terms = [self.joint_table(cols, table)
+                      for cols, table in zip(mdp.reward.cols, mdp.reward.tables)]
         if mdp.end is None:
             self.cont = ([], np.array(self.gamma))
         else:
-            pa = sorted(mdp.end.parents, key=self._level)
-            if np.prod(cards[pa], dtype=float) > self.dense_cells:  # too wide for dense tables
+            pa = self.model_cols(mdp.end.parents)
+            if np.prod(self._shape(pa), dtype=float) > self.dense_cells:  # too wide
                 self.dense_cells = 0
                 return
-            X = np.zeros((int(np.prod(cards[pa])), mdp.d + mdp.m), np.int64)
-            X[:, pa] = _grid(cards[pa])
-            self.cont = (pa, (self.gamma * mdp.continuation(X)).reshape(cards[pa]))
+            X = self.grid_rows(pa)
+            self.cont = (pa, (self.gamma * mdp.continuation(X)).reshape(self._shape(pa)))
 
     def _cpt(self, j: int) -> tuple[list[int], np.ndarray]:
-        """(parents in level order, tensor p(s'_j | pa_j) with s'_j last)."""
+        """(parents as diagram columns in level order, tensor p(s'_j | pa_j), s'_j last)."""
         if j not in self.cpt:
-            mdp, cards = self.mdp, self.mdp.cards
-            tree, probs = mdp.trees[j], mdp.probs[j]
-            pa = sorted(tree.parents, key=self._level)
-            X = np.zeros((int(np.prod(cards[pa])), mdp.d + mdp.m), np.int64)
-            X[:, pa] = _grid(cards[pa])
-            self.cpt[j] = (pa, probs[tree.route(X)].reshape(*cards[pa], tree.k))
+            tree, probs = self.mdp.trees[j], self.mdp.probs[j]
+            pa = self.model_cols(tree.parents)
+            X = self.grid_rows(pa)
+            self.cpt[j] = (pa, probs[tree.route(X)].reshape(*self._shape(pa), tree.k))
         return self.cpt[j]
 
     def _dense_bellman(self, V: int, want_q: bool) -> tuple[int | None, int] | None:
         """The update of :meth:`bellman` on dense tensors over its support (einsum), when
         that support has at most ``dense_cells`` cells; None otherwise."""
-        st, mdp, m = self.store, self.mdp, self.mdp.m
-        cards = mdp.cards
+        st, d = self.store, self.mdp.d
         KV = [int(self.column[lev]) for lev in st.support(V)]
         # parents from the trees: a factor's dense table is built only once the support fits
-        cols_E = sorted(set().union(*(self.mdp.trees[j].parents for j in KV)), key=self._level)
+        cols_E = self.model_cols(set().union(*(self.mdp.trees[j].parents for j in KV)))
         KQ = sorted(set(cols_E) | {c for cols, _ in self.terms for c in cols}
-                    | set(self.cont[0]), key=self._level)
-        if np.prod(cards[KQ], dtype=float) > self.dense_cells or len(KQ) + len(KV) > 52:
+                    | set(self.cont[0]), key=self.level_of)
+        shape = self._shape(KQ)
+        if np.prod(shape, dtype=float) > self.dense_cells or len(KQ) + len(KV) > 52:
             return None
         lab = {c: i for i, c in enumerate(KQ)}
         ops: list = [st.to_dense(V, [int(self.level_of_col[j]) for j in KV]),
@@ -230,23 +244,20 @@ class _Model:
             pa, P = self._cpt(j)
             ops += [P, [lab[c] for c in pa] + [len(KQ) + i]]
         E = np.einsum(*ops, [lab[c] for c in cols_E], optimize="greedy") if KV else ops[0]
-        shape = cards[KQ]
 
         def full(cols, T):
             keep = [lab[c] for c in cols]
             view = np.reshape(T, [shape[i] if i in keep else 1 for i in range(len(KQ))])
             return np.broadcast_to(view, shape)
 
-        R = np.full(shape, mdp.reward.intercept)
+        R = np.full(shape, self.mdp.reward.intercept)
         for cols, T in self.terms:
             R = R + full(cols, T)
         Q = R + full(*self.cont) * full(cols_E, E)
-        acts = tuple(i for i, c in enumerate(KQ) if c >= mdp.d)
-        Qa = Q + full(*self._dense_mask(KQ)) if mdp.restricted and acts else Q
-        TV = Qa.max(axis=acts) if acts else Q
-        levels = [self._level(c) for c in KQ]
+        TV = Q.max(axis=lab[d]) if d in lab else Q
+        levels = [self.level_of(c) for c in KQ]
         return (st.from_dense(levels, Q) if want_q else None,
-                st.from_dense([lv for lv, c in zip(levels, KQ) if c < mdp.d], TV))
+                st.from_dense([lv for lv, c in zip(levels, KQ) if c != d], TV))
 
     def bellman(self, V: int, want_q: bool = True) -> tuple[int | None, int]:
         """(Q, max_a Q) from V (module docstring); Q only when ``want_q`` (or cheap)."""
@@ -254,14 +265,12 @@ class _Model:
         if out is not None:
             self.store.clear()
             return out
-        st, m = self.store, self.mdp.m
+        st = self.store
         E = st.relabel(V, self.to_next)
         for lev in reversed(st.support(E)):
             E = st.expectation(E, lev, self.factor(int(self.column[lev])))
         Q = st.add(self.R, st.mul(self.C, E))
-        TV = Q if self.M is None else st.add(Q, self.M)  # max over the allowed joint actions
-        for lev in range(m):
-            TV = st.max_out(TV, lev)
+        TV = st.max_out(Q, 0)  # over the allowed joint actions (level 0)
         st.clear()
         return Q, TV
 
