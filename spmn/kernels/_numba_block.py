@@ -306,3 +306,92 @@ def codes4(typingctx, A, src, ss, ck, v, nv, kk, Cd, dst, ds):
         mask = builder.bitcast(bad, ir.IntType(4))
         return builder.zext(mask, _I64)
     return types.int64(A, src, ss, ck, v, nv, kk, Cd, dst, ds), codegen
+
+
+def _host_has_avx2() -> bool:
+    try:
+        from llvmlite import binding as llvm
+        return "+avx2" in llvm.get_host_cpu_features().flatten().split(",")
+    except Exception:  # pragma: no cover - no feature string: take the portable code
+        return False
+
+
+#: Whether the table lookups below use AVX2's ``vpermd`` (else one load per row).
+PERMD = _host_has_avx2()
+_V8 = ir.VectorType(_I32, 8)
+_VL = ir.VectorType(_I64, 4)
+
+
+def _lookup8(context, builder, tb, t0, cd, at):
+    """The 4 doubles ``tb[t0 + code]`` for the 4 codes ``cd[at .. at + 4]`` (each < 8; the
+    table's 8 doubles from ``t0`` are readable): two ``vpermd`` of the table's halves and a
+    select on code >= 4, or (no AVX2) four loads."""
+    if not PERMD:
+        g = ir.Constant(_V, None)
+        for lane in range(4):
+            x = builder.load(builder.gep(cd, [builder.add(at, _k(lane))]))
+            v = builder.load(builder.gep(tb, [builder.add(t0, builder.sext(x, _I64))]))
+            g = builder.insert_element(g, v, ir.Constant(_I32, lane))
+        return g
+    permd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, (_V8, _V8)),
+                                           "llvm.x86.avx2.permd")
+    lo = builder.bitcast(_vload(builder, tb, t0), _V8)
+    hi = builder.bitcast(_vload(builder, tb, builder.add(t0, _k(4))), _V8)
+    c4 = builder.load(builder.bitcast(builder.gep(cd, [at]), _VI.as_pointer()), align=4)
+    c = builder.zext(c4, _VL)
+    low = builder.and_(c, ir.Constant(_VL, [3] * 4))
+    pair = builder.add(builder.mul(low, ir.Constant(_VL, [0x200000002] * 4)),
+                       ir.Constant(_VL, [0x100000000] * 4))  # dwords 2c, 2c + 1 of double c
+    idx = builder.bitcast(pair, _V8)
+    a = builder.bitcast(builder.call(permd, (lo, idx)), _V)
+    b = builder.bitcast(builder.call(permd, (hi, idx)), _V)
+    return builder.select(builder.icmp_unsigned(">=", c, ir.Constant(_VL, [4] * 4)), b, a)
+
+
+@intrinsic
+def blk_catprod8(typingctx, cidx, a0, a1, var, tptr8, tab8, code, R, off, V, o):
+    """:func:`blk_catprod` on tables of 8 doubles per leaf (``tab8[tptr8[c]:]``, the leaf's
+    k + 1 entries then padding; every leaf with k + 1 <= 8): the lookups by ``vpermd``, four
+    rows at a time, the same products in the same order (the same bits)."""
+    if not (_c1d(cidx, var, tptr8, tab8, code, V) and _ints(a0, a1, R, off, o)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ci = _data(context, builder, sig.args[0], args[0])
+        vr = _data(context, builder, sig.args[3], args[3])
+        tp = _data(context, builder, sig.args[4], args[4])
+        tb = _data(context, builder, sig.args[5], args[5])
+        cd = _data(context, builder, sig.args[6], args[6])
+        vp = _data(context, builder, sig.args[9], args[9])
+        e0, e1, Rv, ov, out = (_i64(context, builder, sig, args, q) for q in (1, 2, 7, 8, 10))
+        acc = _accs(builder, 1.0)
+        with _edges(context, builder, e0, e1) as (e, _):
+            c = builder.load(builder.gep(ci, [e]))
+            cbase = builder.add(builder.mul(builder.load(builder.gep(vr, [c])), Rv), ov)
+            t0 = builder.load(builder.gep(tp, [c]))
+            for k in range(_NV):
+                g = _lookup8(context, builder, tb, t0, cd, builder.add(cbase, _k(4 * k)))
+                builder.store(builder.fmul(builder.load(acc[k]), g), acc[k])
+        for k in range(_NV):
+            _vstore(builder, vp, builder.add(out, _k(4 * k)), builder.load(acc[k]))
+        return context.get_dummy_value()
+    return types.void(cidx, a0, a1, var, tptr8, tab8, code, R, off, V, o), codegen
+
+
+@intrinsic
+def blk_catleaf8(typingctx, t0, tab8, code, x0, V, o):
+    """V[o + j] = tab8[t0 + code[x0 + j]], j < 16: a categorical leaf's rows looked up as in
+    :func:`blk_catprod8`."""
+    if not (_c1d(tab8, code, V) and _ints(t0, x0, o)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        tb = _data(context, builder, sig.args[1], args[1])
+        cd = _data(context, builder, sig.args[2], args[2])
+        vp = _data(context, builder, sig.args[4], args[4])
+        tv, xv, out = (_i64(context, builder, sig, args, q) for q in (0, 3, 5))
+        for k in range(_NV):
+            g = _lookup8(context, builder, tb, tv, cd, builder.add(xv, _k(4 * k)))
+            _vstore(builder, vp, builder.add(out, _k(4 * k)), g)
+        return context.get_dummy_value()
+    return types.void(t0, tab8, code, x0, V, o), codegen

@@ -256,7 +256,7 @@ def _add_counts(w, T, nch, edges, stats, eb, pb):
 
 @njit(inline="always", cache=True, nogil=True, error_model="numpy")
 def _unpack(pk):
-    """The circuit's 27 tables (:func:`view`) from their packed form: slices of one buffer per
+    """The circuit's 29 tables (:func:`view`) from their packed form: slices of one buffer per
     dtype (read-only C arrays, the types the kernels are compiled for) and the 2-D ``Wall``."""
     b1, b8, bf, b4, wall, o = pk
     return (b1[o[0]:o[1]], b8[o[2]:o[3]], b8[o[4]:o[5]], bf[o[6]:o[7]], b8[o[8]:o[9]],
@@ -265,7 +265,7 @@ def _unpack(pk):
             bf[o[26]:o[27]], b1[o[28]:o[29]], b8[o[30]:o[31]], b8[o[32]:o[33]],
             b1[o[34]:o[35]], b8[o[36]:o[37]], bf[o[38]:o[39]], bf[o[40]:o[41]],
             bf[o[42]:o[43]], bf[o[44]:o[45]], b4[o[46]:o[47]], wall, b8[o[50]:o[51]],
-            bf[o[52]:o[53]])
+            bf[o[52]:o[53]], b8[o[54]:o[55]], bf[o[56]:o[57]])
 
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -306,10 +306,32 @@ def run_serial(mode, pk, X, values, nodes, outL, outU, out, logp, u, z, edges, s
     return bad
 
 
+#: Positions of the arguments of run() typed read-only (X, values, nodes, u, z, chk).
+_RO_ARGS = frozenset((2, 3, 4, 9, 10, 17))
+#: The compiled entry point of run() / run_serial() for the one signature the wrappers below
+#: give them, once a call through the dispatcher has compiled or loaded it.
+_ENTRY: dict = {}
+
+
 def _run(*args):
     """``run`` on ``T = args[-2]`` threads, or ``run_serial`` when T is 1; the number of chunks
-    that fail the evidence check."""
-    return int((run if args[-2] > 1 else run_serial)(*args))
+    that fail the evidence check. The first call goes through Numba's dispatcher (with the
+    read-only views of :func:`_ro`, so that one signature is compiled); later calls go to the
+    compiled entry point of that signature directly: no type dispatch and no views per call.
+    The wrappers below pass that signature's types only (C-contiguous float64 evidence,
+    values, draws and outputs, int64 nodes, as :class:`._common.Kernels` makes them)."""
+    f = run if args[-2] > 1 else run_serial
+    entry = _ENTRY.get(f)
+    if entry is not None:
+        return int(entry(*args))
+    ro = tuple(_ro(a) if i in _RO_ARGS else a for i, a in enumerate(args))
+    out = int(f(*ro))
+    try:
+        from numba import typeof
+        _ENTRY[f] = f.overloads[tuple(typeof(a) for a in ro)].entry_point
+    except (AttributeError, KeyError):  # pragma: no cover - numba internals changed
+        pass
+    return out
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -332,12 +354,13 @@ def view(circ: tuple) -> tuple:
     """The circuit's tables for these kernels, built once per circuit (``Kernels`` caches it and
     hands it to every entry below in place of ``circ``): ``circ`` and, at 18.., the categorical
     tables of :func:`._numba_fast.cat_tables` (tptr, tabF, tabSM, tabSK, tabM, card), the edge
-    tables ``Wall``, at 25 the largest sum group's degree and 1 when the (L, U) pass reads
-    evidence values, not only codes (a leaf other than categorical, or a max node), and, at
-    26, ``tabL``; packed for the call
+    tables ``Wall``, at 25 the largest sum group's degree, 1 when the (L, U) pass reads
+    evidence values, not only codes (a leaf other than categorical, or a max node), and 1 when
+    every categorical leaf has at most 7 categories; at 26 ``tabL``, at 27, 28 the fast path's
+    tables of 8 doubles per leaf (:func:`_tables8`); packed for the call
     (:func:`_unpack` slices them out again in compiled code): one read-only buffer per dtype
     (int8, int64, float64, int32), ``Wall`` and the offsets, so that a call unboxes 6 arrays,
-    not 27 (a one-row call pays for each)."""
+    not 29 (a one-row call pays for each)."""
     if len(circ) == PACK_LEN:
         return circ
     base = tuple(np.ascontiguousarray(a) for a in circ)
@@ -345,8 +368,9 @@ def view(circ: tuple) -> tuple:
     wall, gdeg = _tables(*(_ro(base[j]) for j in (3, 1, 11, 12)))
     kind = base[0]
     codes_only = np.isin(kind, (K_SUM, K_PRODUCT, K_CATEGORICAL)).all()
-    gdeg = np.array([gdeg[0], 0 if codes_only else 1], np.int64)
-    tables = base + (*cats[:6], wall, gdeg, cats[6])
+    tptr8, tab8, cat8 = _tables8(kind, base[5], cats[0], cats[1])
+    gdeg = np.array([gdeg[0], 0 if codes_only else 1, cat8], np.int64)
+    tables = base + (*cats[:6], wall, gdeg, cats[6], tptr8, tab8)
     parts: list[list[np.ndarray]] = [[], [], [], []]
     size = [0, 0, 0, 0]
     offs = np.zeros(2 * len(tables), np.int64)
@@ -362,6 +386,23 @@ def view(circ: tuple) -> tuple:
     return tuple(_ro(a) for a in (*bufs, np.ascontiguousarray(wall), offs))
 
 
+def _tables8(kind, pptr, tptr, tabF):
+    """The fast path's categorical tables (``tabF``) again with 8 doubles per leaf: leaf i's
+    k + 1 entries at ``tab8[tptr8[i]:]`` (a multiple of 8; -1 for other nodes), then zeros,
+    for the ``vpermd`` lookups of :mod:`._numba_block`; and 1 when every leaf fits (k + 1 <= 8;
+    else 0, and the tables are not read)."""
+    cat = np.flatnonzero(kind == K_CATEGORICAL)
+    w = (pptr[cat + 1] - pptr[cat] + 1).astype(np.int64)
+    tptr8 = np.full(kind.shape[0], -1, np.int64)
+    tptr8[cat] = 8 * np.arange(cat.size)
+    tab8 = np.zeros(8 * cat.size + 8)
+    pos = np.arange(int(w.sum())) - np.repeat(np.cumsum(w) - w, w)
+    keep = pos < 8
+    dst = np.repeat(tptr8[cat], w) + pos
+    tab8[dst[keep]] = tabF[(np.repeat(tptr[cat], w) + pos)[keep]]
+    return tptr8, tab8, int(bool((w <= 8).all()))
+
+
 _F1 = np.zeros(1)
 _F2 = np.zeros((1, 1))
 _I1 = _ro(np.zeros(1, np.int64))
@@ -370,39 +411,33 @@ _RF1 = _ro(np.zeros(1))
 _RF2 = _ro(np.zeros((1, 1)))
 
 
-def _chk(chk) -> np.ndarray:
-    """The check table (C-contiguous float64, as Schema.check_table makes it) read-only, or
-    the empty table: no check."""
-    return _RF0 if chk is None else _ro(chk)
-
-
 def upward(circ, X, values, nodes, outL, outU, cu, want_u, R, T, chk=None):
     """The (L, U) pass (as csrc/ckernels.pyx upward, which documents every entry): the number
     of chunks that fail the evidence check ``chk`` (skipped; 0 without one)."""
     if 1 < R < 16:  # chunks of at least one 16-row block (no result depends on the chunking)
         R = 16
-    return _run(UPWARD, view(circ), _ro(X), _ro(values), _ro(nodes), outL, outU, _F2, _F1,
-                _RF2, _RF2, _F1, _F1, cu, want_u, R, T, _chk(chk))
+    return _run(UPWARD, view(circ), X, values, nodes, outL, outU, _F2, _F1, _RF2, _RF2, _F1,
+                _F1, cu, want_u, R, T, _RF0 if chk is None else chk)
 
 
 def policy(circ, X, values, out, R, T, chk=None):
-    return _run(POLICY, view(circ), _ro(X), _ro(values), _I1, _F2, _F2, out, _F1, _RF2, _RF2,
-                _F1, _F1, True, False, R, T, _chk(chk))
+    return _run(POLICY, view(circ), X, values, _I1, _F2, _F2, out, _F1, _RF2, _RF2, _F1, _F1,
+                True, False, R, T, _RF0 if chk is None else chk)
 
 
 def mpe(circ, X, out, logp, R, T, chk=None):
-    return _run(MPE, view(circ), _ro(X), _RF1, _I1, _F2, _F2, out, logp, _RF2, _RF2, _F1, _F1,
-                False, False, R, T, _chk(chk))
+    return _run(MPE, view(circ), X, _RF1, _I1, _F2, _F2, out, logp, _RF2, _RF2, _F1, _F1,
+                False, False, R, T, _RF0 if chk is None else chk)
 
 
 def sample(circ, X, values, u, z, out, cu, R, T, chk=None):
-    return _run(SAMPLE, view(circ), _ro(X), _ro(values), _I1, _F2, _F2, out, _F1, _ro(u),
-                _ro(z), _F1, _F1, cu, False, R, T, _chk(chk))
+    return _run(SAMPLE, view(circ), X, values, _I1, _F2, _F2, out, _F1, u, z, _F1, _F1, cu,
+                False, R, T, _RF0 if chk is None else chk)
 
 
 def counts(circ, X, values, edges, stats, cu, R, T):
-    _run(COUNTS, view(circ), _ro(X), _ro(values), _I1, _F2, _F2, _F2, _F1, _RF2, _RF2, edges,
-         stats, cu, False, R, T, _RF0)
+    _run(COUNTS, view(circ), X, values, _I1, _F2, _F2, _F2, _F1, _RF2, _RF2, edges, stats, cu,
+         False, R, T, _RF0)
 
 
 def _drop_stale_cache() -> None:

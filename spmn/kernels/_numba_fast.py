@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, uint64
 
 from ..flat import K_CATEGORICAL, K_MAX, K_MVGAUSSIAN, K_PRODUCT, K_SUM
-from ._numba_block import blk_catprod, blk_fsum, blk_fsum_u, blk_prod
+from ._numba_block import blk_catleaf8, blk_catprod, blk_catprod8, blk_fsum, blk_fsum_u, blk_prod
 from ._numba_math import as_f64, as_i64, exp_poly, log_series
 from ._numba_mvg import mv_up
 from ._numba_up import (
@@ -400,6 +400,7 @@ def fast_chunk(circ, Wall, code, xt, nr, R, values, V, U, bad, tmp, cu, fuse):
     fthr, fchk, fused = circ[13], circ[14], circ[17]
     wl = Wall[3]
     lcptr, lcidx, tptr, tabF = circ[15], circ[16], circ[18], circ[19]
+    tptr8, tab8, cat8 = circ[27], circ[28], circ[25][2] != 0  # lookups by vpermd
     full = nr - nr % SB  # rows 0..full in blocks of 16 in registers, the rest row by row
     for r in range(nr):
         bad[r] = 0.0
@@ -420,8 +421,12 @@ def fast_chunk(circ, Wall, code, xt, nr, R, values, V, U, bad, tmp, cu, fuse):
                 fsum_rows(cidx, wl, a0, a1, V, U, R, full, nr, i, live, tmp)
         elif kd == K_PRODUCT:
             if fuse and fused[i] == 1:
-                for off in range(0, full, SB):
-                    blk_catprod(cidx, a0, a1, var, tptr, tabF, code, R, off, V, oi + off)
+                if cat8:
+                    for off in range(0, full, SB):
+                        blk_catprod8(cidx, a0, a1, var, tptr8, tab8, code, R, off, V, oi + off)
+                else:
+                    for off in range(0, full, SB):
+                        blk_catprod(cidx, a0, a1, var, tptr, tabF, code, R, off, V, oi + off)
                 if full < nr:
                     catprod_rows(cidx, a0, a1, var, tptr, tabF, code, R, full, nr, V, oi, tmp)
             else:
@@ -445,7 +450,12 @@ def fast_chunk(circ, Wall, code, xt, nr, R, values, V, U, bad, tmp, cu, fuse):
             t0 = uint64(circ[18][i])
             tf = circ[19]
             uo = uint64(oi)
-            for r in range(uint64(nr)):  # unsigned: no negative-index wraparound per lookup
+            r0 = 0
+            if cat8:
+                r0 = full
+                for off in range(0, full, SB):
+                    blk_catleaf8(tptr8[i], tab8, code, var[i] * R + off, V, oi + off)
+            for r in range(uint64(r0), uint64(nr)):  # unsigned: no wraparound per lookup
                 V[uo + r] = tf[t0 + uint64(code[x0 + r])]
         else:
             if kd == K_MVGAUSSIAN:

@@ -21,8 +21,11 @@ pytestmark = [pytest.mark.xdist_group(name="numba-kernels"),
               pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")]
 
 from spmn.kernels._numba_block import (
+    PERMD,
     blk_add,
+    blk_catleaf8,
     blk_catprod,
+    blk_catprod8,
     blk_fsum,
     blk_fsum_u,
     blk_prod,
@@ -103,6 +106,66 @@ def test_categorical_block_reads_each_leaf_table_at_the_codes():
     assert np.all(np.delete(V, np.arange(R + 16, R + 32)) == -1.0)
 
 
+@numba.njit
+def _catprod8_block(cidx, var, tptr8, tab8, code, R, off, V, o, t0, x0, o2):
+    blk_catprod8(cidx, 0, cidx.shape[0], var, tptr8, tab8, code, R, off, V, o)
+    blk_catleaf8(t0, tab8, code, x0, V, o2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_categorical_blocks_by_vpermd_read_the_8_double_tables(seed):
+    """blk_catprod8 / blk_catleaf8 (vpermd on AVX2, else loads): every code 0..7 of tables of
+    8 doubles per leaf, the products in edge order bit for bit as blk_catprod's."""
+    rng = np.random.default_rng(seed)
+    R, nv, k = 48, 3, int(rng.integers(1, 9))
+    code = rng.integers(0, k, nv * R).astype(np.int32)
+    code[:8] = np.arange(8) % k
+    cidx = np.array([0, 1, 2, 3, 1], np.int64)
+    var = np.array([0, 1, 2, 0], np.int64)
+    tptr8 = np.array([0, 8, 16, 24], np.int64)
+    tab8 = rng.uniform(0.0, 1.0, 40)
+    tab8[rng.random(40) < 0.1] = 0.0
+    V = np.full(4 * R, -1.0)
+    _catprod8_block(cidx, var, tptr8, tab8, code, R, 16, V, R + 16, 16, 0, 3 * R)
+    want = np.ones(16)
+    for c in cidx:
+        want = want * tab8[tptr8[c] + code[var[c] * R + 16:var[c] * R + 32]]
+    np.testing.assert_array_equal(V[R + 16:R + 32], want)
+    np.testing.assert_array_equal(V[3 * R:3 * R + 16], tab8[16 + code[:16]])
+    V2 = np.full(4 * R, -1.0)  # the same products through blk_catprod's loads
+    _catprod_block(cidx, var, tptr8, tab8, code, R, 16, V2, R + 16)
+    np.testing.assert_array_equal(V[R + 16:R + 32], V2[R + 16:R + 32])
+    keep = np.ones(4 * R, bool)
+    keep[R + 16:R + 32] = keep[3 * R:3 * R + 16] = False
+    assert np.all(V[keep] == -1.0)
+    assert PERMD in (True, False)
+
+
+@pytest.mark.parametrize("k", [7, 8, 12])
+def test_circuits_with_many_categories_take_the_tables_that_fit(k):
+    """Categorical leaves of up to 7 categories use the 8-double tables (the view's flag is
+    1), larger ones the per-row loads (flag 0): both give Cython's bits and the reference's
+    values."""
+    from spmn import Categorical, Circuit, Product, Schema, Sum, Variable
+    from spmn.kernels import _numba_entry as ne
+    from spmn.kernels._prepare import prepare
+
+    rng = np.random.default_rng(k)
+    schema = Schema([Variable.discrete("A", k), Variable.discrete("B", 3)])
+    leaves = [[Categorical("A", rng.dirichlet(np.ones(k))),
+               Categorical("B", rng.dirichlet(np.ones(3)))] for _ in range(3)]
+    root = Sum([Product(p) for p in leaves], rng.dirichlet(np.ones(3)))
+    flat = Circuit(root, schema).compile()
+    X = np.column_stack([rng.integers(0, k, 70), rng.integers(0, 3, 70)]).astype(float)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    got = kernels.get("numba").log_likelihood(flat, X)
+    assert ne._unpack(prepare(flat).views["numba"])[25][2] == (k <= 7)
+    np.testing.assert_allclose(got, kernels.get("reference").log_likelihood(flat, X), rtol=1e-12,
+                               atol=1e-12)
+    if "cython" in COMPILED:
+        np.testing.assert_array_equal(got, kernels.get("cython").log_likelihood(flat, X))
+
+
 needs_both = pytest.mark.skipif(COMPILED != ["cython", "numba"], reason="needs both backends")
 
 
@@ -131,8 +194,8 @@ def test_numba_view_is_built_once_and_read_only():
     from spmn.kernels._prepare import prepare
     view = prepare(flat).views["numba"]
     assert len(view) == ne.PACK_LEN and all(not a.flags.writeable for a in view)
-    tables = ne._unpack(view)  # the 27 tables, sliced out of the packed buffers
-    assert len(tables) == 27 and all(not a.flags.writeable for a in tables)
+    tables = ne._unpack(view)  # the 29 tables, sliced out of the packed buffers
+    assert len(tables) == 29 and all(not a.flags.writeable for a in tables)
     for a, b in zip(tables[:ne.CIRC_LEN], prepare(flat).circ):
         np.testing.assert_array_equal(a, b)
         assert a.dtype == b.dtype
