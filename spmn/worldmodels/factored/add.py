@@ -109,11 +109,16 @@ class Diagrams:
 
     # ------------------------------------------------------------------ construction
     def const(self, v: float) -> int:
-        self._S, r = K.const(self._S, self._cards, float(v))
+        r = K.const_in_place(*self._S, float(v))
+        if r == K.NEED_NODES:
+            self._S, r = K.const(self._S, self._cards, float(v))
         return self._check(r)
 
     def node(self, level: int, kids: Sequence[int]) -> int:
-        self._S, r = K.node(self._S, self._cards, int(level), _ids(kids), 0)
+        kids = _ids(kids)
+        r = K.node_in_place(*self._S, self._cards, int(level), kids)
+        if r == K.NEED_NODES:
+            self._S, r = K.node(self._S, self._cards, int(level), kids, 0)
         return self._check(r)
 
     def from_dense(self, levels: Sequence[int], T: np.ndarray) -> int:
