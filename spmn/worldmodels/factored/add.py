@@ -25,6 +25,7 @@ import numpy as np
 
 from ...errors import SolverError
 from ...kernels import _numba_add as K
+from ...kernels import _numba_add_ops as KO
 
 #: Level of terminal nodes (below every variable).
 TERM = K.TERM
@@ -174,7 +175,7 @@ class Diagrams:
 
     # ------------------------------------------------------------------ operations
     def _apply(self, name: str, op: int, f: int, g: int) -> int:
-        self._S, M, r = K.apply2(self._S, self._cards, self._memo(name), op, int(f), int(g),
+        self._S, M, r = KO.apply2(self._S, self._cards, self._memo(name), op, int(f), int(g),
                                  self._kmax)
         self.memo[name] = M
         return self._check(r)
@@ -183,7 +184,7 @@ class Diagrams:
                 b: float = 0.0, relab: np.ndarray | None = None, lid: np.ndarray | None = None,
                 lval: np.ndarray | None = None) -> int:
         M = K.new_memo() if name is None else self._memo(name)
-        self._S, M, r = K.apply1(self._S, self._cards, M, op, int(f), int(level), int(v),
+        self._S, M, r = KO.apply1(self._S, self._cards, M, op, int(f), int(level), int(v),
                                  float(a), float(b), self._none if relab is None else relab,
                                  self._none if lid is None else lid,
                                  self._fnone if lval is None else lval, self._kmax)
@@ -223,7 +224,7 @@ class Diagrams:
     def fma(self, o: int, p: int, f: int, level: int, v: int) -> int:
         """``add(o, mul(p, restrict(f, level, v)))`` in one pass (no intermediate diagrams),
         the same leaves bit for bit; the three operations where a leaf meets NaN or 0 · inf."""
-        self._S, _, r = K.fma(self._S, self._cards, np.full(3 * 1024, -1, np.int64), int(o),
+        self._S, _, r = KO.fma(self._S, self._cards, np.full(3 * 1024, -1, np.int64), int(o),
                               int(p), int(f), int(level), int(v), self._kmax)
         if r == K.FALLBACK:
             return self.add(o, self.mul(p, self.restrict(f, level, v)))
