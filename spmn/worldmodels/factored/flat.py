@@ -169,12 +169,16 @@ def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int =
         level += 1
         found = []
         step = max(1, batch // max(mdp.n_actions, 1))
-        for lo in range(0, frontier.shape[0], step):
+        chunks = range(0, frontier.shape[0], step)
+        # the level's successor counts first (cheap: products of support sizes), so a level
+        # past the limits is given up before any of its successors is enumerated
+        counts_of = [row_counts(mdp, mdp.all_actions(frontier[lo:lo + step].astype(np.int64)))
+                     for lo in chunks]
+        total += float(sum(c.sum() for c in counts_of))
+        if total > max_transitions or any(c.size and c.max() > max_states for c in counts_of):
+            return over()
+        for lo, counts in zip(chunks, counts_of):
             X = mdp.all_actions(frontier[lo:lo + step].astype(np.int64))
-            counts = row_counts(mdp, X)
-            total += float(counts.sum())
-            if total > max_transitions or (counts.size and counts.max() > max_states):
-                return over()
             for _, _, nxt, _ in chunked_successors(mdp, X, counts):
                 new = nxt[index.find(nxt) < 0]
                 if new.shape[0]:
