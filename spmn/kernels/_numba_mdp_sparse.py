@@ -130,39 +130,54 @@ def csr_product(w, E, C, pi, terminal, x, y):
 def csr_richardson(w, E, C, pi, terminal, b, live, gamma, x, res, rel, max_matvecs):
     """:func:`._numba_mdp.richardson` reading P_π's padded rows: x += M⁻¹ res, M = I - γ live
     uᵀ, until |res|∞ <= rel·max(1, |x|∞), or until a step gains less than half (the best x is
-    kept). ``x`` and ``res`` are updated in place; returns (products, |res|∞)."""
+    kept). ``x`` and ``res`` are updated in place; returns (products, |res|∞). Two passes a
+    step (the new x with its norm; the product with the residual, its norm and sum), on two
+    pairs of buffers taken in turn."""
     S = b.shape[0]
     wsum = 0.0
     for s in range(S):
         wsum += live[s]
     k = gamma / (1.0 - gamma * (wsum / S)) / S
-    xn = np.empty(S)
-    rn_buf = np.empty(S)
+    xa, ra = x, res
+    xb, rb = np.empty(S), np.empty(S)
     rn = _norm(res)
+    xnorm = _norm(x)
+    csum = 0.0
+    for s in range(S):
+        csum += res[s]
     n = 0
-    while rn > rel * max(1.0, _norm(x)) and n < max_matvecs:
-        c = 0.0
+    while rn > rel * max(1.0, xnorm) and n < max_matvecs:
+        c = csum * k
+        xbn = 0.0
         for s in range(S):
-            c += res[s]
-        c *= k
-        for s in range(S):
-            xn[s] = x[s] + res[s] + c * live[s]
-        csr_product(w, E, C, pi, terminal, xn, rn_buf)
+            v = xa[s] + ra[s] + c * live[s]
+            xb[s] = v
+            if abs(v) > xbn:
+                xbn = abs(v)
         rn_new = 0.0
-        for s in range(S):
-            t = gamma * rn_buf[s] + b[s] - xn[s]
-            rn_buf[s] = t
-            rn_new = max(rn_new, abs(t))
+        csum_new = 0.0
+        for s in range(S):  # P_π xb, row by row, and the residual
+            d = 0.0
+            if not terminal[s]:
+                o = (pi[s] * S + s) * w
+                for j in range(o, o + w):
+                    d += E[j] * xb[C[j]]
+            t = gamma * d + b[s] - xb[s]
+            rb[s] = t
+            csum_new += t
+            if abs(t) > rn_new:
+                rn_new = abs(t)
         n += 1
-        if not rn_new <= 0.5 * rn:  # too slow (or no gain, or at the rounding floor): stop
-            if rn_new < rn:
-                x[:] = xn
-                res[:] = rn_buf
-                rn = rn_new
+        gain = rn_new <= 0.5 * rn
+        if gain or rn_new < rn:  # take the step (also the last one that still gained)
+            xa, xb = xb, xa
+            ra, rb = rb, ra
+            rn, xnorm, csum = rn_new, xbn, csum_new
+        if not gain:  # too slow (or no gain, or at the rounding floor): stop
             break
-        x[:] = xn
-        res[:] = rn_buf
-        rn = rn_new
+    if xa is not x:  # the result lies in the other pair of buffers
+        x[:] = xa
+        res[:] = ra
     return n, rn
 
 
