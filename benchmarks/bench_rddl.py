@@ -52,7 +52,7 @@ def _value(domain, exact, policy, H, seed):
 
 
 def run_one(name: str, instance: int, steps: int, seed: int = 0, groups: str | None = "auto",
-            max_nodes: int = 1_000_000) -> dict:
+            max_nodes: int = 5_000_000) -> dict:
     """Every figure of one instance (module docstring)."""
     warnings.simplefilter("ignore")
     import spmn
@@ -227,8 +227,8 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="instance 1 of each domain")
     ap.add_argument("--groups", choices=("auto", "none"), default="auto",
                     help="one-hot state fluents as one categorical variable (default auto)")
-    ap.add_argument("--max-nodes", type=int, default=1_000_000,
-                    help="the structured solver's cap on value-diagram nodes (default 1,000,000)")
+    ap.add_argument("--max-nodes", type=int, default=5_000_000,
+                    help="the structured solver's cap on value-diagram nodes (default 5,000,000: the solver's own)")
     ap.add_argument("--out", default="rddl_results.jsonl")
     ap.add_argument("--table-from", metavar="JSONL", help="print the table of a finished run")
     a = ap.parse_args(argv)

@@ -177,6 +177,8 @@ def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int =
         total += float(sum(c.sum() for c in counts_of))
         if total > max_transitions or any(c.size and c.max() > max_states for c in counts_of):
             return over()
+        room = max_states - known.shape[0]  # new states this level may add
+        bound = 0  # an upper bound on the distinct new states found so far
         for lo, counts in zip(chunks, counts_of):
             X = mdp.all_actions(frontier[lo:lo + step].astype(np.int64))
             for _, _, nxt, _ in chunked_successors(mdp, X, counts):
@@ -184,6 +186,13 @@ def reachable(mdp: FactoredMDP, start: np.ndarray, max_states: int, batch: int =
                 if new.shape[0]:
                     _, first = np.unique(_rows(new), return_index=True)
                     found.append(new[np.sort(first)])
+                    bound += found[-1].shape[0]
+                if bound > room:  # maybe past the limit already: count exactly, stop if so
+                    both = np.concatenate(found)
+                    _, first = np.unique(_rows(both), return_index=True)
+                    found, bound = [both[np.sort(first)]], first.shape[0]
+                    if bound > room:
+                        return over()
         if not found:
             break
         new = np.concatenate(found)
