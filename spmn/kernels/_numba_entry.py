@@ -85,43 +85,6 @@ def _pad_chunk(nr, nb, R, xt, code, card):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _chunk_upward(circ, X, values, nodes, outL, outU, cu, want_u, lo, nr, R, L, U, F, xt, code,
-                  tmp, Wall, gdeg, fuse, chk, needx, kk, ck):
-    """:func:`_chunk` of the (L, U) pass, a function of its own (a compact call for small
-    batches): the chunk padded with unobserved rows to whole 16-row blocks, the linear fast
-    path, then the scaled pass for the rows it flags."""
-    if not _load_chunk(X, lo, nr, R, xt, code, chk, needx, kk, ck):
-        return 1
-    nb = min(R, (nr + 15) // 16 * 16)
-    _pad_chunk(nr, nb, R, xt, code, circ[23])
-    fast_chunk(circ, Wall, code, xt, nb, R, values, L, U, tmp, tmp[R:], cu, fuse)
-    nbad = 0.0
-    for r in range(nr):
-        nbad += tmp[r]
-    nq = uint64(nodes.shape[0])
-    oL = outL.reshape(outL.shape[0] * outL.shape[1])  # flat, unsigned: the loops vectorize
-    oU = outU.reshape(outU.shape[0] * outU.shape[1])
-    ulo, unr, uR = uint64(lo), uint64(nr), uint64(R)
-    for q in range(nq):
-        nd = uint64(nodes[q]) * uR
-        for r in range(unr):
-            oL[(ulo + r) * nq + q] = flog(L[nd + r])
-        if want_u:
-            for r in range(unr):
-                oU[(ulo + r) * nq + q] = U[nd + r]
-    if nbad > 0.0:
-        sup_chunk(circ, Wall, code, gdeg, xt, nr, R, values, L, F, U, tmp[R:], cu)
-        for q in range(nq):
-            nd = uint64(nodes[q]) * uR
-            for r in range(unr):
-                if tmp[r] > 0.0:
-                    oL[(ulo + r) * nq + q] = tolog(L[nd + r], F[nd + r])
-                    if want_u:
-                        oU[(ulo + r) * nq + q] = U[nd + r]
-    return 0
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u, lo, nr, R,
            L, U, F, xt, code, tmp, reach, eacc, pacc, Wall, gdeg, stack, seen, fuse, chk, needx,
            kk, ck):
@@ -131,17 +94,43 @@ def _chunk(mode, circ, X, values, nodes, outL, outU, out, logp, u, z, cu, want_u
     categorical leaves may skip their leaves (no caller reads one). Returns 1, outputs
     unwritten, when a row fails the evidence check ``chk`` (non-empty), else 0; ``needx``,
     ``kk``, ``ck``: see :func:`_load_chunk`."""
-    if mode == UPWARD:
-        return _chunk_upward(circ, X, values, nodes, outL, outU, cu, want_u, lo, nr, R, L, U, F,
-                             xt, code, tmp, Wall, gdeg, fuse, chk, needx, kk, ck)
     n = circ[0].shape[0]
     if not _load_chunk(X, lo, nr, R, xt, code, chk, needx, kk, ck):
         return 1
+    if mode == UPWARD:  # a short chunk padded with unobserved rows to whole 16-row blocks
+        nb = min(R, (nr + 15) // 16 * 16)
+        _pad_chunk(nr, nb, R, xt, code, circ[23])
+        fast_chunk(circ, Wall, code, xt, nb, R, values, L, U, tmp, tmp[R:], cu, fuse)
     if mode == MPE:
         mpe_up_chunk(circ, xt, code, nr, R, L, tmp)
         for r in range(nr):
             logp[lo + r] = L[(n - 1) * R + r]
         mpe_down(circ, X, lo, nr, R, L, out, stack, seen)
+        return 0
+    if mode == UPWARD:
+        nbad = 0.0
+        for r in range(nr):
+            nbad += tmp[r]
+        nq = uint64(nodes.shape[0])
+        oL = outL.reshape(outL.shape[0] * outL.shape[1])  # flat, unsigned: the loops vectorize
+        oU = outU.reshape(outU.shape[0] * outU.shape[1])
+        ulo, unr, uR = uint64(lo), uint64(nr), uint64(R)
+        for q in range(nq):
+            nd = uint64(nodes[q]) * uR
+            for r in range(unr):
+                oL[(ulo + r) * nq + q] = flog(L[nd + r])
+            if want_u:
+                for r in range(unr):
+                    oU[(ulo + r) * nq + q] = U[nd + r]
+        if nbad > 0.0:
+            sup_chunk(circ, Wall, code, gdeg, xt, nr, R, values, L, F, U, tmp[R:], cu)
+            for q in range(nq):
+                nd = uint64(nodes[q]) * uR
+                for r in range(unr):
+                    if tmp[r] > 0.0:
+                        oL[(ulo + r) * nq + q] = tolog(L[nd + r], F[nd + r])
+                        if want_u:
+                            oU[(ulo + r) * nq + q] = U[nd + r]
         return 0
     W = Wall[0]
     up_chunk(circ, W, xt, code, nr, R, values, L, U, tmp, cu)
