@@ -231,6 +231,36 @@ def q_values(Pf, r, terminal, V, gamma, U):
         Uf[i] = 0.0 if terminal[i % S] else gamma * Uf[i] + rf[i]
 
 
+@njit(**_opts)
+def switch_policy(U, V, res, pi, atol, tie_rtol, new, best, qmax):
+    """The improvement's last step on the Q bounds U (A, S): ``qmax`` = max_a U, ``best`` =
+    the lowest a within tie_rtol·max(1, |qmax|∞) of it, and ``new`` = best where it beats
+    Q[π(s), s] = V + res by more than ``atol`` (else π); returns how many states changed."""
+    A, S = U.shape
+    qbig = 0.0
+    for s in range(S):
+        q = U[0, s]
+        for a in range(1, A):
+            if U[a, s] > q:
+                q = U[a, s]
+        qmax[s] = q
+        if abs(q) > qbig:
+            qbig = abs(q)
+    gtol = tie_rtol * max(1.0, qbig)
+    changed = 0
+    for s in range(S):
+        for a in range(A):
+            if U[a, s] >= qmax[s] - gtol:
+                best[s] = a
+                break
+        if V[s] + res[s] < qmax[s] - atol:
+            new[s] = best[s]
+            changed += 1
+        else:
+            new[s] = pi[s]
+    return changed
+
+
 @njit(**_fm)
 def improve(Pf, r, terminal, pi, V_old, V, res, U, gamma, row_atol, tie_rtol, new, best, qmax):
     """One improvement step of the reference's policy iteration after evaluating π (V, res).
@@ -273,28 +303,7 @@ def improve(Pf, r, terminal, pi, V_old, V, res, U, gamma, row_atol, tie_rtol, ne
             for s in range(S):
                 if a != pi[s] and not terminal[s] and U[a, s] >= (V[s] + res[s]) - 4 * atol:
                     U[a, s] = r[a, s] + gamma * _dot(Pf[a * S + s], V)
-    qbig = 0.0
-    for s in range(S):
-        q = U[0, s]
-        for a in range(1, A):
-            if U[a, s] > q:
-                q = U[a, s]
-        qmax[s] = q
-        if abs(q) > qbig:
-            qbig = abs(q)
-    gtol = tie_rtol * max(1.0, qbig)
-    changed = 0
-    for s in range(S):
-        for a in range(A):
-            if U[a, s] >= qmax[s] - gtol:
-                best[s] = a
-                break
-        if V[s] + res[s] < qmax[s] - atol:
-            new[s] = best[s]
-            changed += 1
-        else:
-            new[s] = pi[s]
-    return changed
+    return switch_policy(U, V, res, pi, atol, tie_rtol, new, best, qmax)
 
 
 @njit(**_opts)

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ._numba_mdp import greedy_rewards, policy_residual
+from ._numba_mdp import greedy_rewards, policy_residual, switch_policy
 
 _opts = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -226,28 +226,7 @@ def csr_improve(w, E, C, r, terminal, pi, V_old, V, res, U, gamma, row_atol, tie
             for s in range(S):
                 if a != pi[s] and not terminal[s] and U[a, s] >= (V[s] + res[s]) - 4 * atol:
                     U[a, s] = r[a, s] + gamma * _pdot(w, E, C, a * S + s, V)
-    qbig = 0.0
-    for s in range(S):
-        q = U[0, s]
-        for a in range(1, A):
-            if U[a, s] > q:
-                q = U[a, s]
-        qmax[s] = q
-        if abs(q) > qbig:
-            qbig = abs(q)
-    gtol = tie_rtol * max(1.0, qbig)
-    changed = 0
-    for s in range(S):
-        for a in range(A):
-            if U[a, s] >= qmax[s] - gtol:
-                best[s] = a
-                break
-        if V[s] + res[s] < qmax[s] - atol:
-            new[s] = best[s]
-            changed += 1
-        else:
-            new[s] = pi[s]
-    return changed
+    return switch_policy(U, V, res, pi, atol, tie_rtol, new, best, qmax)
 
 
 @njit(**_opts)
