@@ -28,9 +28,9 @@ cdef extern from "_cfast.h" nogil:
                     int64_t nr, double* oV)
     void spmn_fcatprod(const int64_t* cidx, int64_t a0, int64_t a1, const int64_t* var,
                        const int64_t* tptr, const double* tab, const int32_t* code, int64_t R,
-                       int64_t nr, double* oV)
+                       int64_t nr, double* oV, int cat8)
     void spmn_lin_rows(double* L, int64_t nr)
-    void spmn_fcat_leaf(const int32_t* code, const double* tab, int64_t nr, double* out)
+    void spmn_fcat_leaf(const int32_t* code, const double* tab, int64_t nr, double* out, int cat8)
     void spmn_fcheck(const double* V, const double* U, double t, int64_t nr, double* bad,
                      int check_u)
     double spmn_lin(double x)
@@ -140,7 +140,7 @@ cdef void fast_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t 
         elif kd == K_PRODUCT:
             if fuse and C.fuse[i] == 1:
                 spmn_fcatprod(C.cidx, a0, a1, C.var, C.tptr, C.tabF, xcodes(xt, C.nv, R), R,
-                              nr, Vi)
+                              nr, Vi, C.cat8)
             else:
                 spmn_fprod(C.cidx, a0, a1, V, R, nr, Vi)
             if live:
@@ -158,7 +158,8 @@ cdef void fast_chunk(const Circ* C, const double* xt, Py_ssize_t nr, Py_ssize_t 
         elif kd == K_CATEGORICAL:
             if fuse and C.fuse[i] == 2:
                 continue
-            spmn_fcat_leaf(xcodes(xt, C.nv, R) + C.var[i] * R, C.tabF + C.tptr[i], nr, Vi)
+            spmn_fcat_leaf(xcodes(xt, C.nv, R) + C.var[i] * R, C.tabF + C.tptr[i], nr, Vi,
+                           C.cat8)
         else:
             leaf_up(C, i, kd, xt, nr, R, values, Vi, Ui, live, NAN)
             spmn_lin_rows(Vi, nr)

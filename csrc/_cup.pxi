@@ -43,6 +43,8 @@ ctypedef struct Circ:
     const int64_t* lcptr     # per node: its children with a utility below them
     const int64_t* lcidx
     const signed char* fuse  # per node: 1 a product of leaves read from tables, 2 such a leaf
+    bint cat8                # every categorical leaf's table at 8 doubles (_cfast.h)
+    bint upx                 # the (L, U) pass reads the values, not only the codes (_cload.pxi)
 
 
 cdef inline int32_t* xcodes(const double* xt, Py_ssize_t nv, Py_ssize_t R) noexcept nogil:

@@ -43,6 +43,7 @@ include "_cmvg.pxi"
 include "_cup.pxi"
 include "_cdown.pxi"
 include "_cscaled.pxi"
+include "_cload.pxi"
 
 cdef extern from "_ccheck.h" nogil:
     int spmn_rows_ok(const double* X, int64_t nv, int64_t lo, int64_t nr, const double* chk)
@@ -144,6 +145,7 @@ cdef class _CircView:
             e = self.gmem[self.gptr[q]]
             self.c.gdeg = max(self.c.gdeg, self.cptr[e + 1] - self.cptr[e])
         self._cat_tables()
+        self.c.upx = upward_reads_values(&self.c)
         self.ws_nv = -1
         self.busy = False
 
@@ -151,16 +153,19 @@ cdef class _CircView:
         """Categorical leaves as tables indexed by the chunk's int32 codes (load_chunk; NaN is
         code k): ``tabL`` ends each leaf's log p with 0 (marginalized), ``tabM`` with the leaf's
         max log p (MPE), so a leaf row is one lookup, no NaN test or conversion."""
-        cdef Py_ssize_t i, j, k, p0, n = self.c.n, size = 0, nvc = 0
+        cdef Py_ssize_t i, j, k, p0, n = self.c.n, size = 0, nvc = 0, ncat = 0
         cdef double mode
+        self.c.cat8 = True  # every leaf's k + 1 entries fit 8: each takes 8 (spmn_look8)
         for i in range(n):
             nvc = max(nvc, self.var[i] + 1)
             if self.kind[i] == K_CATEGORICAL:
                 size += self.pptr[i + 1] - self.pptr[i] + 1
+                ncat += 1
+                self.c.cat8 = self.c.cat8 and self.pptr[i + 1] - self.pptr[i] < 8
         self.card = np.zeros(nvc + 1, np.int32)
         self.tptr = np.full(n, -1, np.int64)
-        self.tabL = np.empty(size + 1)
-        self.tabM = np.empty(size + 1)
+        self.tabL = np.zeros((8 * ncat if self.c.cat8 else size) + 1)  # padding: 0
+        self.tabM = np.zeros(self.tabL.shape[0])
         size = 0
         for i in range(n):
             if self.kind[i] != K_CATEGORICAL:
@@ -175,7 +180,7 @@ cdef class _CircView:
             mode = self.mode_logp[i]
             self.tabL[size + k] = 0.0
             self.tabM[size + k] = 0.0 if isnan(mode) else mode
-            size += k + 1
+            size += 8 if self.c.cat8 else k + 1
         self.c.nvc = nvc
         self.c.card = &self.card[0]
         self.c.tptr = &self.tptr[0]
@@ -226,25 +231,6 @@ def view(tuple circ):
 
 cdef inline double* dptr(double[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] else NULL
-
-
-cdef inline void load_chunk(const Circ* C, const double* X, Py_ssize_t nv, Py_ssize_t lo,
-                            Py_ssize_t nr, Py_ssize_t R, double* xt) noexcept nogil:
-    """Rows lo..lo+nr of X, transposed into xt (variable v, row r at v * R + r), and the codes
-    of the categorical-leaf variables as int32 after them (xcodes(); NaN is the code k)."""
-    cdef Py_ssize_t r, v
-    cdef int32_t* code = xcodes(xt, nv, R)
-    cdef int32_t k
-    cdef double d
-    for r in range(nr):
-        for v in range(nv):
-            xt[v * R + r] = X[(lo + r) * nv + v]
-    for v in range(nv if nv < C.nvc else C.nvc):
-        k = C.card[v]
-        if k > 0:
-            for r in range(nr):
-                d = xt[v * R + r]
-                code[v * R + r] = k if isnan(d) else <int32_t>d
 
 
 cdef inline double row_sum(const double* a, Py_ssize_t n) noexcept nogil:
@@ -346,7 +332,7 @@ cdef inline int up_rows(const Circ* C, const double* Xp, Py_ssize_t nv, Py_ssize
     cdef double nbad
     if cp != NULL and not spmn_rows_ok(Xp, nv, lo, nr, cp):
         return 1
-    load_chunk(C, Xp, nv, lo, nr, R, xb)
+    load_chunk(C, Xp, nv, lo, nr, R, xb, C.upx)
     fast_chunk(C, xb, nr, R, vp, L, U, tb, cu, fuse)
     nbad = row_sum(tb, nr)
     for q in range(nq):
@@ -428,7 +414,7 @@ cdef inline int down_rows(const Circ* C, int mode, const double* Xp, Py_ssize_t 
     chunk fails it and is skipped), the log-space (L, U) pass, the walk down."""
     if cp != NULL and not spmn_rows_ok(Xp, nv, lo, nr, cp):
         return 1
-    load_chunk(C, Xp, nv, lo, nr, R, xb)
+    load_chunk(C, Xp, nv, lo, nr, R, xb, True)
     up_chunk(C, xb, nr, R, vp, L, U, tb, cu)
     if mode == 0:
         policy_down(C, Xp, nv, lo, nr, R, L, U, rb, op)
@@ -492,7 +478,7 @@ cdef inline int mpe_rows(const Circ* C, const double* Xp, Py_ssize_t nv, Py_ssiz
     cdef Py_ssize_t r, n = C.n
     if cp != NULL and not spmn_rows_ok(Xp, nv, lo, nr, cp):
         return 1
-    load_chunk(C, Xp, nv, lo, nr, R, xb)
+    load_chunk(C, Xp, nv, lo, nr, R, xb, True)
     if R % 16 == 0:
         mpe_up_blocked(C, xb, nr, R, M)
     else:
@@ -583,7 +569,7 @@ def counts(object circ, const double[:, ::1] X, const double[::1] values, double
                         eb[t, e] = 0.0
                     for p in range(P):
                         pb[t, p] = 0.0
-                    load_chunk(&cv.c, &X[0, 0], nv, lo, nr, R, &xb[t, 0])
+                    load_chunk(&cv.c, &X[0, 0], nv, lo, nr, R, &xb[t, 0], True)
                     up_chunk(&cv.c, &xb[t, 0], nr, R, vp, &Lb[t, 0], &Ub[t, 0], &tb[t, 0], cu)
                     counts_down(&cv.c, &X[0, 0], nv, lo, nr, R, &Lb[t, 0], &Ub[t, 0],
                                 &Fb[t, 0], &eb[t, 0], &pb[t, 0])

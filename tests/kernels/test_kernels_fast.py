@@ -224,3 +224,36 @@ def test_cython_tables_are_built_once_per_circuit():
     raw.upward(prep.circ, X, np.zeros(0), np.array([flat.root]), out, np.empty((0, 1)), False,
                False, 16, 1)
     np.testing.assert_array_equal(out[:, 0], first)
+
+
+@pytest.mark.skipif(COMPILED != ["cython", "numba"], reason="needs both backends")
+@pytest.mark.parametrize("k, gauss", [(3, False), (7, False), (8, False), (5, True)])
+def test_cython_loads_codes_without_values_where_nothing_reads_them(k, gauss):
+    """Cython's chunk loader (csrc/_cload.pxi: 4-row blocks, the values transposed only when a
+    node reads them) and its 8-double leaf tables (every leaf of <= 7 categories): both builds
+    give Numba's bits at every batch size, remainders of 4 and 16 rows included."""
+    from spmn import Gaussian
+    from spmn.kernels import _ckernels
+
+    rng = np.random.default_rng(k)
+    names = ["A", "B", "C"]
+    variables = [Variable.discrete("A", k), Variable.discrete("B", 3), Variable.discrete("C", 4)]
+    if gauss:
+        variables.append(Variable.continuous("G"))
+    schema = Schema(variables)
+    prods = []
+    for _ in range(3):
+        leaves = [Categorical(v, rng.dirichlet(np.ones(n))) for v, n in zip(names, (k, 3, 4))]
+        if gauss:
+            leaves.append(Gaussian("G", float(rng.normal()), 1.5))
+        prods.append(Product(leaves))
+    flat = Circuit(Sum(prods, rng.dirichlet(np.ones(3))), schema).compile()
+    cy, nb = kernels.get("cython"), kernels.get("numba")
+    for rows in (1, 3, 4, 5, 15, 16, 17, 37, 300):
+        X = ks.random_evidence(np.random.default_rng(rows), flat, rows)
+        want = nb.log_likelihood(flat, X)
+        np.testing.assert_array_equal(cy.log_likelihood(flat, X), want)
+        out = np.empty((rows, 1))
+        _ckernels.upward(_ckernels.view(prepare(flat).circ), X, np.zeros(0),
+                         np.array([flat.root]), out, np.empty((0, 1)), False, False, 64, 1)
+        np.testing.assert_array_equal(out[:, 0], want)
